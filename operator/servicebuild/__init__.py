@@ -1,0 +1,1 @@
+"""servicebuild-operator: in-cluster image builds with rootless BuildKit."""

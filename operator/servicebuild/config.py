@@ -1,0 +1,48 @@
+"""Operator settings, read once from SERVICEBUILD_* environment variables."""
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings for the whole operator; injected into handlers through Kopf's memo."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVICEBUILD_", frozen=True)
+
+    buildkit_image: str = "moby/buildkit:v0.32.2-rootless"
+    """The rootless BuildKit image every build Job runs; an exact release tag, never `latest`."""
+
+    insecure_registries: Annotated[frozenset[str], NoDecode] = Field(default=frozenset())
+    """Registry hosts (host[:port]) reached over plain HTTP: pushes, cache and the operator's reads."""
+
+    job_ttl_seconds: int = Field(default=3600, ge=0)
+    """How long a finished build Job (and its Pod, with the logs) is kept before Kubernetes removes it."""
+
+    resync_seconds: float = Field(default=60.0, gt=0)
+    """Safety tick: how often every ServiceBuild is reconciled even when nothing seems to change."""
+
+    namespaces: Annotated[frozenset[str], NoDecode] = Field(default=frozenset())
+    """Namespaces to watch; empty means all namespaces."""
+
+    registry_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Timeout of one HTTP request to a registry."""
+
+    @field_validator("insecure_registries", "namespaces", mode="before")
+    @classmethod
+    def split_commas(cls, value: object) -> object:
+        """Accept `a,b` from the environment as well as a collection."""
+        if isinstance(value, str):
+            return frozenset(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("buildkit_image")
+    @classmethod
+    def reject_floating_tags(cls, value: str) -> str:
+        """A build image must be reproducible: no implicit or `latest` tag."""
+        name = value.split("@", 1)[0]
+        last = name.rsplit("/", 1)[-1]
+        if "@" not in value and (":" not in last or last.endswith(":latest")):
+            raise ValueError("must name an exact release tag (e.g. moby/buildkit:v0.32.2-rootless), not latest")
+        return value
