@@ -27,3 +27,12 @@ lint: install ## ruff, mypy (strict) and the import layering contract
 
 crds: install ## regenerate crds/ from the pydantic models
 	$(BIN)/python -m servicebuild.api.crd > crds/servicebuilds.servicebuild.dev.yaml
+
+demo: ## kind + local registry, the operator image, sample builds in-cluster (needs docker, kind, kubectl)
+	bash e2e/demo.sh
+
+e2e: install demo ## the demo, then its assertions: status against the registry, a warm rebuild
+	$(BIN)/pytest -m e2e e2e/
+
+demo-down: ## delete the demo's kind cluster, its local registry and the operator image
+	bash e2e/demo-down.sh

@@ -29,6 +29,21 @@ class Settings(BaseSettings):
     registry_timeout_seconds: float = Field(default=30.0, gt=0)
     """Timeout of one HTTP request to a registry."""
 
+    api_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Timeout of one Kubernetes API request."""
+
+    watch_timeout_seconds: int = Field(default=300, gt=0)
+    """How long one watch request lasts before it is renewed."""
+
+    workers: int = Field(default=8, ge=1)
+    """Threads that reconcile ServiceBuilds in parallel."""
+
+    liveness_endpoint: str | None = None
+    """Kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz; unset turns it off."""
+
+    verbose: bool = False
+    """Log at debug level."""
+
     @field_validator("insecure_registries", "namespaces", mode="before")
     @classmethod
     def split_commas(cls, value: object) -> object:
@@ -44,5 +59,7 @@ class Settings(BaseSettings):
         name = value.split("@", 1)[0]
         last = name.rsplit("/", 1)[-1]
         if "@" not in value and (":" not in last or last.endswith(":latest")):
-            raise ValueError("must name an exact release tag (e.g. moby/buildkit:v0.32.2-rootless), not latest")
+            raise ValueError(
+                "must name an exact release tag (e.g. moby/buildkit:v0.32.2-rootless), not latest"
+            )
         return value

@@ -23,8 +23,12 @@ _PATH_SEGMENT = r"(\.|\.?[^/.\x00][^/\x00]*|\.\.[^/\x00]+)"
 RELATIVE_PATH_PATTERN = rf"^{_PATH_SEGMENT}(/{_PATH_SEGMENT})*$"
 """A path inside the build context: not absolute and never climbing out with `..`."""
 
+MAX_BUILD_ARGS = 64
+
 _DURATION_RE = re.compile(DURATION_PATTERN)
 _UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
+
+SOURCE_RULE_MESSAGE = "exactly one source must be set: configMap"
 
 ResourceName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
 
@@ -56,6 +60,14 @@ class ConfigMapSource(_Model):
 class Source(_Model):
     """Where the build context comes from; exactly one source must be set."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "[has(self.configMap)].filter(s, s).size() == 1", "message": SOURCE_RULE_MESSAGE},
+            ],
+        },
+    )
+
     config_map: ConfigMapSource | None = None
     """A small build context kept in a ConfigMap: each key is a file."""
 
@@ -63,7 +75,7 @@ class Source(_Model):
     def exactly_one(self) -> "Source":
         given = [name for name in type(self).model_fields if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("exactly one source must be set (configMap)")
+            raise ValueError(SOURCE_RULE_MESSAGE)
         return self
 
 
@@ -105,13 +117,19 @@ class ServiceBuildSpec(_Model):
     source: Source
     """The build context."""
 
-    dockerfile: Annotated[str, Field(min_length=1, max_length=255, pattern=RELATIVE_PATH_PATTERN)] = "Dockerfile"
+    dockerfile: Annotated[str, Field(min_length=1, max_length=255, pattern=RELATIVE_PATH_PATTERN)] = (
+        "Dockerfile"
+    )
     """Path of the Dockerfile inside the build context."""
 
-    target: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None = None
+    target: (
+        Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None
+    ) = None
     """The multi-stage target to build; default: the Dockerfile's last stage."""
 
-    build_args: dict[Annotated[str, Field(pattern=BUILD_ARG_PATTERN)], str] = Field(default_factory=dict)
+    build_args: dict[
+        Annotated[str, Field(pattern=BUILD_ARG_PATTERN)], Annotated[str, Field(max_length=4096)]
+    ] = Field(default_factory=dict, max_length=MAX_BUILD_ARGS)
     """`ARG` values passed to the Dockerfile."""
 
     output: Output
@@ -120,7 +138,19 @@ class ServiceBuildSpec(_Model):
     cache: Cache = Field(default_factory=Cache)
     """The registry-backed layer cache."""
 
-    timeout: Annotated[str, Field(pattern=DURATION_PATTERN, min_length=2, max_length=32)] = "30m"
+    timeout: Annotated[
+        str,
+        Field(
+            pattern=DURATION_PATTERN,
+            min_length=2,
+            max_length=32,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    {"rule": "duration(self) > duration('0s')", "message": "timeout must be longer than 0s"},
+                ],
+            },
+        ),
+    ] = "30m"
     """How long a build may run before it is stopped and reported as failed, e.g. `30m` or `1h`."""
 
     @field_validator("timeout")
@@ -193,7 +223,7 @@ class BuildOutput(_StatusModel):
     size_bytes: int
     """Config plus compressed layers as the registry serves them (all platforms summed)."""
     size: str
-    """`size_bytes` for humans."""
+    """The size for humans, e.g. `12.0 MiB`."""
     layers: int
     generation: int
     """The spec generation this output was built from."""
@@ -222,6 +252,10 @@ class ServiceBuildStatus(_StatusModel):
     duration_seconds: int | None = None
     output: BuildOutput | None = None
     cache: CacheStats | None = None
+    failed_step: str | None = None
+    """The Dockerfile step the last failed build stopped at, when BuildKit named one."""
+    log_tail: str | None = None
+    """The last lines of the failed build's log."""
 
     def condition(self, condition_type: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == condition_type), None)

@@ -1,0 +1,50 @@
+"""`python -m servicebuild`: run the operator against in-cluster config or the current kubeconfig."""
+
+import logging
+
+import kopf
+
+from servicebuild import handlers
+from servicebuild.api.models import GROUP
+from servicebuild.config import Settings
+from servicebuild.kube import Kube
+from servicebuild.registry import RegistryClient
+
+
+def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
+    """Kopf configured explicitly: our own annotations, no chatty events, one replica."""
+    operator = kopf.OperatorSettings()
+    operator.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    operator.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    operator.posting.level = logging.WARNING
+    operator.peering.standalone = True
+    operator.networking.request_timeout = settings.api_timeout_seconds
+    operator.watching.server_timeout = settings.watch_timeout_seconds
+    operator.execution.max_workers = settings.workers
+    return operator
+
+
+def main() -> None:
+    settings = Settings()
+    kopf.configure(verbose=settings.verbose)
+    runtime = handlers.Runtime(
+        settings=settings,
+        kube=Kube.from_environment(settings.api_timeout_seconds),
+        registry=RegistryClient(
+            insecure_registries=settings.insecure_registries, timeout=settings.registry_timeout_seconds
+        ),
+    )
+    kopf.run(
+        settings=kopf_settings(settings),
+        memo=kopf.Memo(runtime=runtime),
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=sorted(settings.namespaces),
+        liveness_endpoint=settings.liveness_endpoint,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Kopf wiring: every trigger parses what it got and calls the one reconcile. No decisions here."""
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+
+from servicebuild.api.models import GROUP, KIND, PLURAL, VERSION
+from servicebuild.config import Settings
+from servicebuild.kube import Kube, KubeError
+from servicebuild.naming import LABEL_MANAGED_BY, MANAGED_BY
+from servicebuild.reconciler import reconcile
+from servicebuild.registry import RegistryClient, RegistryError
+
+logger = logging.getLogger(__name__)
+
+_MAX_RETRY_DELAY = 300.0
+
+
+@dataclass
+class Runtime:
+    """What every handler shares, injected through Kopf's memo."""
+
+    settings: Settings
+    kube: Kube
+    registry: RegistryClient
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def lock(self, uid: str) -> threading.Lock:
+        """One lock per ServiceBuild: the Job, the resync and the ServiceBuild triggers never overlap."""
+        with self._guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def forget(self, uid: str) -> None:
+        with self._guard:
+            self._locks.pop(uid, None)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _reconcile(runtime: Runtime, body: Mapping[str, Any]) -> None:
+    """Reconcile under the object's lock and post the transition Event, if any."""
+    with runtime.lock(body["metadata"]["uid"]):
+        result = reconcile(
+            body, kube=runtime.kube, registry=runtime.registry, settings=runtime.settings, now=_now()
+        )
+    if result.event is not None:
+        kopf.event(
+            kopf.Body(cast("kopf.RawBody", dict(body))),
+            type=result.event.type,
+            reason=result.event.reason,
+            message=result.event.message,
+        )
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def servicebuild_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    """A ServiceBuild appeared, changed, or was found at start-up."""
+    try:
+        _reconcile(memo.runtime, body)
+    except (KubeError, RegistryError) as exc:
+        if not exc.transient:
+            raise kopf.PermanentError(str(exc)) from exc
+        raise kopf.TemporaryError(str(exc), delay=min(_MAX_RETRY_DELAY, 5.0 * 2**retry)) from exc
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def servicebuild_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Jobs go with their owner through garbage collection; only the lock is ours to drop."""
+    memo.runtime.forget(body["metadata"]["uid"])
+
+
+def _owner_name(job: Mapping[str, Any]) -> str | None:
+    for owner in job.get("metadata", {}).get("ownerReferences") or []:
+        if owner.get("kind") == KIND and owner.get("apiVersion") == f"{GROUP}/{VERSION}":
+            return str(owner.get("name"))
+    return None
+
+
+def _reconcile_quietly(
+    runtime: Runtime, namespace: str, name: str, body: Mapping[str, Any] | None = None
+) -> None:
+    """Reconcile outside a ServiceBuild handler: errors are logged and wait for the next trigger."""
+    try:
+        body = body if body is not None else runtime.kube.get_servicebuild(namespace, name)
+        if body is not None:
+            _reconcile(runtime, body)
+    except (KubeError, RegistryError) as exc:
+        logger.warning("Reconciling ServiceBuild %s/%s failed, will retry: %s", namespace, name, exc)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
+def build_job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A build Job changed: its ServiceBuild may have news."""
+    owner = _owner_name(body)
+    if owner is not None and body.metadata.namespace is not None:
+        _reconcile_quietly(memo.runtime, body.metadata.namespace, owner)
+
+
+async def _resync_forever(runtime: Runtime) -> None:
+    """The safety tick: reconcile everything now and then, in case an event was missed."""
+    while True:
+        await asyncio.sleep(runtime.settings.resync_seconds)
+        try:
+            bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
+        except KubeError as exc:
+            logger.warning("Listing ServiceBuilds for the resync failed: %s", exc)
+            continue
+        for body in bodies:
+            metadata = body.get("metadata", {})
+            await asyncio.to_thread(
+                _reconcile_quietly, runtime, metadata.get("namespace"), metadata.get("name"), body
+            )
+
+
+@kopf.on.startup()
+async def start_resync(memo: kopf.Memo, **_: Any) -> None:
+    memo.resync_task = asyncio.create_task(_resync_forever(memo.runtime), name="servicebuild-resync")
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("resync_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,175 @@
+"""The only module that talks to the Kubernetes API (through the official client)."""
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import kubernetes
+import urllib3
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi, V1Job
+from kubernetes.client.exceptions import ApiException
+
+from servicebuild.api.models import GROUP, PLURAL, VERSION
+from servicebuild.naming import uid_selector
+
+logger = logging.getLogger(__name__)
+
+_TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed; `transient` says whether retrying can help."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def _error(action: str, exc: Exception) -> KubeError:
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        return KubeError(f"{action}: HTTP {status} {exc.reason}", transient=status in _TRANSIENT_STATUSES)
+    return KubeError(f"{action}: {type(exc).__name__}", transient=True)
+
+
+class Kube:
+    """Reads and writes the objects a build involves; maps API errors to KubeError."""
+
+    def __init__(self, api_client: ApiClient, request_timeout: float = 30.0) -> None:
+        self._core = CoreV1Api(api_client)
+        self._batch = BatchV1Api(api_client)
+        self._custom = CustomObjectsApi(api_client)
+        self._timeout = request_timeout
+
+    @classmethod
+    def from_environment(cls, request_timeout: float = 30.0) -> "Kube":
+        """In-cluster configuration when running in a Pod, otherwise the current kubeconfig."""
+        try:
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+        return cls(ApiClient(), request_timeout)
+
+    def _call(self, action: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one API call returning the raw JSON document; None for 404."""
+        try:
+            response = call(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _error(action, exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _error(action, exc) from exc
+        return json.loads(response.data) if response.data else {}
+
+    def get_servicebuild(self, namespace: str, name: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._call(
+            f"get servicebuild {namespace}/{name}",
+            self._custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+        )
+        return result
+
+    def list_servicebuilds(self, namespaces: Iterable[str]) -> list[dict[str, Any]]:
+        """All ServiceBuilds in the given namespaces, or in all namespaces when none are given."""
+        scopes = sorted(namespaces)
+        if not scopes:
+            listing = self._call(
+                "list servicebuilds", self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
+            )
+            return list((listing or {}).get("items", []))
+        items: list[dict[str, Any]] = []
+        for namespace in scopes:
+            listing = self._call(
+                f"list servicebuilds in {namespace}",
+                self._custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+            )
+            items.extend((listing or {}).get("items", []))
+        return items
+
+    def patch_servicebuild_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource; fields set to None are removed."""
+        self._call(
+            f"patch status of servicebuild {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+        )
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._call(
+            f"get job {namespace}/{name}", self._batch.read_namespaced_job, name, namespace
+        )
+        return result
+
+    def create_job(self, job: dict[str, Any]) -> bool:
+        """Create the Job; False when it already exists (another reconcile or an earlier run made it)."""
+        metadata = job["metadata"]
+        try:
+            self._batch.create_namespaced_job(
+                metadata["namespace"],
+                V1Job.model_validate(job),
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise _error(f"create job {metadata['namespace']}/{metadata['name']}", exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _error(f"create job {metadata['namespace']}/{metadata['name']}", exc) from exc
+        return True
+
+    def list_jobs(self, namespace: str, uid: str) -> list[dict[str, Any]]:
+        """The Jobs the operator made for the ServiceBuild with this uid."""
+        listing = self._call(
+            f"list jobs in {namespace}",
+            self._batch.list_namespaced_job,
+            namespace,
+            label_selector=uid_selector(uid),
+        )
+        return list((listing or {}).get("items", []))
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and, in the background, its Pods; a Job already gone is fine."""
+        self._call(
+            f"delete job {namespace}/{name}",
+            self._batch.delete_namespaced_job,
+            name,
+            namespace,
+            propagation_policy="Background",
+        )
+
+    def get_job_pod(self, namespace: str, job_name: str) -> dict[str, Any] | None:
+        """The newest Pod of a Job (backoffLimit 0 makes at most one, unless one was deleted)."""
+        listing = self._call(
+            f"list pods of job {namespace}/{job_name}",
+            self._core.list_namespaced_pod,
+            namespace,
+            label_selector=f"batch.kubernetes.io/job-name={job_name}",
+        )
+        pods = list((listing or {}).get("items", []))
+        pods.sort(key=lambda pod: str(pod.get("metadata", {}).get("creationTimestamp", "")))
+        return pods[-1] if pods else None
+
+    def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's base64-encoded data; None when the Secret does not exist."""
+        secret = self._call(
+            f"get secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace
+        )
+        if secret is None:
+            return None
+        return dict(secret.get("data") or {})

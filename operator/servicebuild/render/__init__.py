@@ -1,0 +1,1 @@
+"""Pure rendering of the objects the operator creates: the build Job and its buildctl arguments."""

@@ -1,0 +1,167 @@
+"""A Kubernetes API for the operator: KMock's emulator, seeded the way a real API server would be.
+
+KMock 0.8 assigns no uid, resourceVersion or generation, and ignores label selectors: the helpers
+here add what the real API server would, so the operator code needs no special cases.
+"""
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kmock
+
+from servicebuild.api.models import GROUP, PLURAL, VERSION
+
+SERVICEBUILDS = kmock.resource(GROUP, VERSION, PLURAL)
+JOBS = kmock.resource("batch", "v1", "jobs")
+PODS = kmock.resource("", "v1", "pods")
+SECRETS = kmock.resource("", "v1", "secrets")
+EVENTS = kmock.resource("", "v1", "events")
+
+_RESOURCES = {
+    SERVICEBUILDS: kmock.ResourceInfo(kind="ServiceBuild", namespaced=True, subresources={"status"}),
+    JOBS: kmock.ResourceInfo(kind="Job", namespaced=True, subresources={"status"}),
+    PODS: kmock.ResourceInfo(kind="Pod", namespaced=True, subresources={"status"}),
+    SECRETS: kmock.ResourceInfo(kind="Secret", namespaced=True),
+    EVENTS: kmock.ResourceInfo(kind="Event", namespaced=True),
+}
+_MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+
+
+def _matches(labels: Mapping[str, str], selector: str | None) -> bool:
+    if not selector:
+        return True
+    return all(
+        labels.get(key) == value for key, _, value in (term.partition("=") for term in selector.split(","))
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Cluster:
+    """The emulated API plus the bookkeeping a real API server does."""
+
+    def __init__(self, emulator: kmock.KubernetesEmulator) -> None:
+        self.kmock = emulator
+        self._versions = itertools.count(1)
+        for resource, info in _RESOURCES.items():
+            emulator.resources[resource] = info
+        for resource in (JOBS, PODS):
+            emulator[kmock.action.LIST, resource] << self._list_with_selector
+
+    def _list_with_selector(self, request: kmock.Request) -> dict[str, Any]:
+        selector = request.params.get("labelSelector")
+        items = [
+            obj.raw
+            for (resource, namespace, _), obj in self.kmock.objects.items()
+            if resource == request.resource
+            and (request.namespace is None or namespace == request.namespace)
+            and not obj.deleted
+            and _matches(obj.raw.get("metadata", {}).get("labels") or {}, selector)
+        ]
+        return {"metadata": {"resourceVersion": str(next(self._versions))}, "items": items}
+
+    def _path(self, resource: kmock.resource, namespace: str, name: str | None = None) -> str:
+        base = (
+            f"/api/{resource.version}"
+            if resource.group == ""
+            else f"/apis/{resource.group}/{resource.version}"
+        )
+        path = f"{base}/namespaces/{namespace}/{resource.plural}"
+        return f"{path}/{name}" if name else path
+
+    async def create(self, resource: kmock.resource, body: dict[str, Any]) -> dict[str, Any]:
+        metadata = body.setdefault("metadata", {})
+        metadata.setdefault("uid", str(uuid.uuid4()))
+        metadata.setdefault("resourceVersion", str(next(self._versions)))
+        metadata.setdefault("creationTimestamp", _now())
+        response = await self.kmock.post(self._path(resource, metadata["namespace"]), json=body)
+        response.raise_for_status()
+        result: dict[str, Any] = await response.json()
+        return result
+
+    async def patch(
+        self,
+        resource: kmock.resource,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        status: bool = False,
+    ) -> None:
+        path = self._path(resource, namespace, name) + ("/status" if status else "")
+        response = await self.kmock.patch(path, json=patch, headers=_MERGE_PATCH)
+        response.raise_for_status()
+
+    async def delete(self, resource: kmock.resource, namespace: str, name: str) -> None:
+        response = await self.kmock.delete(self._path(resource, namespace, name))
+        response.raise_for_status()
+
+    def get(self, resource: kmock.resource, namespace: str, name: str) -> dict[str, Any] | None:
+        for (res, ns, obj_name), obj in self.kmock.objects.items():
+            if (res, ns, obj_name) == (resource, namespace, name) and not obj.deleted:
+                return dict(obj.raw)
+        return None
+
+    def all(self, resource: kmock.resource, namespace: str | None = None) -> list[dict[str, Any]]:
+        return [
+            dict(obj.raw)
+            for (res, ns, _), obj in self.kmock.objects.items()
+            if res == resource and (namespace is None or ns == namespace) and not obj.deleted
+        ]
+
+    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return [
+            event
+            for event in self.all(EVENTS, namespace)
+            if event.get("involvedObject", {}).get("name") == name
+        ]
+
+    async def create_servicebuild(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ServiceBuild",
+            "metadata": {"name": name, "namespace": namespace, "generation": 1},
+            "spec": spec,
+        }
+        return await self.create(SERVICEBUILDS, body)
+
+    async def change_spec(self, namespace: str, name: str, spec_patch: dict[str, Any]) -> int:
+        """Patch the spec and bump the generation, as the API server does for a spec change."""
+        current = self.get(SERVICEBUILDS, namespace, name)
+        assert current is not None
+        generation = int(current["metadata"].get("generation", 1)) + 1
+        await self.patch(
+            SERVICEBUILDS, namespace, name, {"metadata": {"generation": generation}, "spec": spec_patch}
+        )
+        return generation
+
+    def servicebuild(self, namespace: str, name: str) -> dict[str, Any]:
+        body = self.get(SERVICEBUILDS, namespace, name)
+        assert body is not None, f"ServiceBuild {namespace}/{name} is gone"
+        return body
+
+
+async def eventually(check: Callable[[], Any], *, within: float = 30.0, interval: float = 0.05) -> Any:
+    """Poll until `check()` returns something truthy; fail with the last value otherwise."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {within}s; last value: {value!r}")
+        await asyncio.sleep(interval)
+
+
+def condition(body: Mapping[str, Any], condition_type: str) -> dict[str, Any] | None:
+    for item in body.get("status", {}).get("conditions") or []:
+        if item.get("type") == condition_type:
+            return dict(item)
+    return None

@@ -1,0 +1,69 @@
+"""Integration fixtures: the emulated API, a real registry, the kubelet stand-in, the real operator."""
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import kmock
+import pytest
+import yaml
+from cluster import Cluster
+from kubelet import Kubelet
+from operator_process import OperatorProcess
+
+
+@pytest.fixture
+def cluster(kmock: kmock.KubernetesEmulator) -> Cluster:
+    return Cluster(kmock)
+
+
+@pytest.fixture
+async def kubelet(cluster: Cluster) -> AsyncIterator[Kubelet]:
+    stand_in = Kubelet(cluster)
+    task = asyncio.create_task(stand_in.run())
+    yield stand_in
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.fixture
+def operator_env(kmock: kmock.KubernetesEmulator, oci_registry, tmp_path: Path) -> dict[str, str]:
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
+        "users": [{"name": "tester", "user": {"token": "test-token"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
+        "current-context": "kmock",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SERVICEBUILD_", "KUBERNETES_"))
+    }
+    env.update(
+        KUBECONFIG=str(path),
+        SERVICEBUILD_INSECURE_REGISTRIES=oci_registry.host,
+        SERVICEBUILD_RESYNC_SECONDS="2",
+        SERVICEBUILD_VERBOSE="true",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def operator(operator_env: dict[str, str], tmp_path: Path) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(operator_env, tmp_path / "operator.log")
+    process.start()
+    yield process
+    crashed = (
+        not process.running and process.process is not None and process.process.returncode != -signal.SIGKILL
+    )
+    process.stop()
+    assert not crashed, f"the operator exited by itself:\n{process.log[-4000:]}"

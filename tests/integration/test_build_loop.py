@@ -1,0 +1,195 @@
+"""We test these aspects, with the real operator process, KMock's API emulator and a real registry:
+
+- a ServiceBuild gets exactly one Job, owned by it, and ends Ready with the digest the registry
+  serves for the tag and the size of that manifest (config + layers);
+- conditions, phase, observedGeneration and one Event per transition;
+- a spec change makes a new Job, deletes the superseded running one, and keeps the old output
+  until the new build succeeds;
+- a failing build ends Stalled with reason, failing step and log tail, and is not retried;
+- an invalid spec ends Stalled InvalidSpec naming the field, with no Job;
+- the operator killed mid-build and started again makes no duplicate Job and completes the status.
+"""
+
+from typing import Any
+
+import httpx
+import pytest
+from cluster import JOBS, Cluster, condition, eventually
+from kubelet import Kubelet
+from operator_process import OperatorProcess
+
+from support.oci_registry import RunningRegistry
+
+NAMESPACE = "shop"
+
+
+def spec(registry: RunningRegistry, **extra: Any) -> dict[str, Any]:
+    return {
+        "source": {"configMap": {"name": "checkout-context"}},
+        "output": {"image": f"{registry.host}/shop/checkout:1.4.2"},
+        **extra,
+    }
+
+
+def ready_at(cluster: Cluster, name: str, generation: int) -> dict[str, Any] | None:
+    body = cluster.servicebuild(NAMESPACE, name)
+    ready = condition(body, "Ready")
+    if ready and ready["status"] == "True" and ready.get("observedGeneration") == generation:
+        return body
+    return None
+
+
+def stalled(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    body = cluster.servicebuild(NAMESPACE, name)
+    cond = condition(body, "Stalled")
+    return body if cond and cond["status"] == "True" else None
+
+
+def served_manifest(registry: RunningRegistry, repository: str, tag: str) -> tuple[str, dict[str, Any]]:
+    """The digest and manifest the registry itself serves for a tag: the ground truth."""
+    response = httpx.get(
+        f"{registry.url}/v2/{repository}/manifests/{tag}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    response.raise_for_status()
+    return response.headers["Docker-Content-Digest"], response.json()
+
+
+async def test_build_ends_ready_with_the_registrys_digest_and_size(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    await cluster.create_servicebuild(NAMESPACE, "checkout", spec(oci_registry))
+
+    body = await eventually(lambda: ready_at(cluster, "checkout", 1))
+
+    digest, manifest = served_manifest(oci_registry, "shop/checkout", "1.4.2")
+    expected_size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
+    status = body["status"]
+    assert status["output"]["digest"] == digest
+    assert status["output"]["sizeBytes"] == expected_size
+    assert status["output"]["layers"] == len(manifest["layers"]) == 3
+    assert status["output"]["image"] == f"{oci_registry.host}/shop/checkout:1.4.2@{digest}"
+    assert status["output"]["generation"] == 1
+    assert status["phase"] == "Succeeded"
+    assert status["observedGeneration"] == 1
+    assert status["cache"] == {"cachedSteps": 5, "totalSteps": 7}
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+    }
+    assert all(c["observedGeneration"] == 1 for c in status["conditions"])
+
+    jobs = cluster.all(JOBS, NAMESPACE)
+    assert len(jobs) == 1
+    assert status["jobName"] == jobs[0]["metadata"]["name"]
+    owner = jobs[0]["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "ServiceBuild",
+        "checkout",
+        body["metadata"]["uid"],
+        True,
+    )
+    reasons = await eventually(
+        lambda: [e["reason"] for e in cluster.events(NAMESPACE, "checkout")][-1:] == ["BuildSucceeded"]
+    )
+    assert reasons
+    event_reasons = [e["reason"] for e in cluster.events(NAMESPACE, "checkout")]
+    assert event_reasons.count("BuildSucceeded") == 1
+
+
+async def test_spec_change_supersedes_the_running_build(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    await cluster.create_servicebuild(NAMESPACE, "cart", spec(oci_registry))
+    first = await eventually(lambda: ready_at(cluster, "cart", 1))
+    first_output = first["status"]["output"]
+
+    kubelet.plan("cart", "hold")
+    await cluster.change_spec(NAMESPACE, "cart", {"buildArgs": {"VERSION": "2"}})
+    second_job = await eventually(lambda: next(iter(kubelet.held), None))
+    building = cluster.servicebuild(NAMESPACE, "cart")["status"]
+    assert building["output"] == first_output, "the last good output is kept while a new build runs"
+
+    kubelet.plan("cart", "hold")
+    await cluster.change_spec(NAMESPACE, "cart", {"buildArgs": {"VERSION": "3"}})
+    await eventually(lambda: cluster.get(JOBS, NAMESPACE, second_job) is None)
+    third_job = await eventually(lambda: next((name for name in kubelet.held if name != second_job), None))
+    await kubelet.release(third_job)
+
+    body = await eventually(lambda: ready_at(cluster, "cart", 3))
+    assert body["status"]["jobName"] == third_job
+    assert body["status"]["output"]["generation"] == 3
+    assert body["status"]["output"]["digest"] == kubelet.pushed[third_job].digest
+    assert body["status"]["output"]["digest"] != first_output["digest"]
+    generations = sorted(
+        job["metadata"]["labels"]["servicebuild.dev/generation"] for job in cluster.all(JOBS, NAMESPACE)
+    )
+    assert generations == ["1", "3"], "finished Jobs stay for their TTL, the superseded running one is gone"
+
+
+async def test_failed_build_is_stalled_with_step_and_log_tail(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    kubelet.plan("greet", "fail")
+    await cluster.create_servicebuild(NAMESPACE, "greet", spec(oci_registry))
+
+    body = await eventually(lambda: stalled(cluster, "greet"))
+    status = body["status"]
+    assert status["phase"] == "Failed"
+    assert condition(body, "Stalled")["reason"] == "BuildFailed"
+    assert condition(body, "Reconciling")["status"] == "False"
+    assert condition(body, "Ready")["status"] == "False"
+    assert status["failedStep"] == "[build 3/4] RUN make greet"
+    assert "greet.h: No such file or directory" in status["logTail"]
+    assert "output" not in status
+
+    await eventually(lambda: "BuildFailed" in [e["reason"] for e in cluster.events(NAMESPACE, "greet")])
+    assert len(cluster.all(JOBS, NAMESPACE)) == 1, "a failed build is not retried without a spec change"
+    assert [e["type"] for e in cluster.events(NAMESPACE, "greet") if e["reason"] == "BuildFailed"] == [
+        "Warning"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bad_spec", "field"),
+    [
+        ({"output": {"image": "Not A Reference"}}, "spec.output.image"),
+        ({"buildArgs": {"not-an-identifier": "1"}}, "spec.buildArgs"),
+        ({"source": {}}, "spec.source"),
+    ],
+)
+async def test_invalid_spec_is_stalled_naming_the_field(
+    cluster: Cluster,
+    kubelet: Kubelet,
+    operator: OperatorProcess,
+    oci_registry: RunningRegistry,
+    bad_spec: dict[str, Any],
+    field: str,
+) -> None:
+    await cluster.create_servicebuild(NAMESPACE, "broken", {**spec(oci_registry), **bad_spec})
+
+    body = await eventually(lambda: stalled(cluster, "broken"))
+    assert condition(body, "Stalled")["reason"] == "InvalidSpec"
+    assert field in condition(body, "Stalled")["message"]
+    assert body["status"]["observedGeneration"] == 1
+    assert cluster.all(JOBS, NAMESPACE) == []
+
+
+async def test_restart_mid_build_makes_no_duplicate_job(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    kubelet.plan("orders", "hold")
+    await cluster.create_servicebuild(NAMESPACE, "orders", spec(oci_registry))
+    job_name = await eventually(lambda: next(iter(kubelet.held), None))
+    await eventually(
+        lambda: cluster.servicebuild(NAMESPACE, "orders").get("status", {}).get("jobName") == job_name
+    )
+
+    operator.kill()
+    await kubelet.release(job_name)
+    operator.start()
+
+    body = await eventually(lambda: ready_at(cluster, "orders", 1))
+    assert body["status"]["output"]["digest"] == kubelet.pushed[job_name].digest
+    assert [job["metadata"]["name"] for job in cluster.all(JOBS, NAMESPACE)] == [job_name]

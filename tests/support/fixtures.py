@@ -1,0 +1,49 @@
+"""Pytest fixtures for a real OCI registry; load them with `pytest_plugins = ["support.fixtures"]`.
+
+The registries are session-scoped (starting one takes a fraction of a second, but every test
+would pay it); tests keep apart by pushing to their own `unique_repository`.
+"""
+
+import re
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from .oci_registry import RunningRegistry, start_registry
+
+REGISTRY_USER = ("builder", "push-password-for-tests")
+"""The one account of `oci_registry_htpasswd` and `oci_registry_token`."""
+
+
+@pytest.fixture(scope="session")
+def oci_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
+    """A registry without auth, like a local development registry."""
+    registry = start_registry(tmp_path_factory.mktemp("oci-registry"))
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="session")
+def oci_registry_htpasswd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
+    """A registry with htpasswd auth: it answers 401 with `WWW-Authenticate: Basic`."""
+    registry = start_registry(tmp_path_factory.mktemp("oci-registry-htpasswd"), htpasswd=REGISTRY_USER)
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="session")
+def oci_registry_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
+    """A registry with token auth: it answers 401 with `WWW-Authenticate: Bearer realm=…`."""
+    registry = start_registry(
+        tmp_path_factory.mktemp("oci-registry-token"), token_users=dict([REGISTRY_USER])
+    )
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture
+def unique_repository(request: pytest.FixtureRequest) -> str:
+    """A repository name of this test alone, valid in image references (`tests/<name>-<hex>`)."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60].strip("-")
+    return f"tests/{name}-{secrets.token_hex(3)}"

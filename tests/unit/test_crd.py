@@ -1,0 +1,138 @@
+"""We test these aspects:
+
+- the committed CRD is exactly what `make crds` generates from the models (no drift);
+- the schema is structural: typed everywhere, no refs, no open objects, no unknown-field escape hatch;
+- the CRD is a valid apiextensions.k8s.io/v1 object;
+- the API server would accept valid ServiceBuilds and reject invalid ones, naming the field
+  (OpenAPI keywords, unknown fields and CEL rules, evaluated like the server does);
+- what the schema accepts the operator's model accepts too, and the reverse for rejections.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from pydantic import ValidationError
+
+from servicebuild.api.crd import build_crd, render_crd
+from servicebuild.api.models import ServiceBuildSpec
+from support.crd_schema import CRD_PATH, crd_errors, object_schema
+
+_FORBIDDEN = {
+    "$ref",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "not",
+    "patternProperties",
+    "x-kubernetes-preserve-unknown-fields",
+}
+
+
+def _nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, schema
+    for key, child in schema.get("properties", {}).items():
+        yield from _nodes(child, f"{path}.{key}")
+    if isinstance(schema.get("items"), dict):
+        yield from _nodes(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from _nodes(schema["additionalProperties"], f"{path}{{}}")
+
+
+def test_committed_crd_matches_the_models() -> None:
+    assert CRD_PATH.read_text() == render_crd(), "crds/ drifted from the models: run `make crds`"
+
+
+@pytest.mark.parametrize(("path", "node"), list(_nodes(object_schema())), ids=lambda value: str(value)[:60])
+def test_every_schema_node_is_structural(path: str, node: dict[str, Any]) -> None:
+    assert "type" in node, f"{path} has no type"
+    assert not _FORBIDDEN & node.keys(), f"{path} uses {_FORBIDDEN & node.keys()}"
+    if "properties" in node:
+        assert "additionalProperties" not in node, f"{path} mixes properties and additionalProperties"
+    if node["type"] == "object" and path in {".spec", ".status"}:
+        assert node.get("properties"), f"{path} is an open object"
+
+
+def test_crd_is_a_valid_kubernetes_object() -> None:
+    kubernetes_validate.validate(build_crd(), "1.33", strict=True)
+
+
+def test_crd_has_status_subresource_columns_and_short_name() -> None:
+    spec = build_crd()["spec"]
+    version = spec["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    assert [column["name"] for column in version["additionalPrinterColumns"]][:4] == [
+        "Phase",
+        "Image",
+        "Size",
+        "Age",
+    ]
+    assert spec["names"]["shortNames"] == ["sb"]
+
+
+def _servicebuild(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "source": {"configMap": {"name": "checkout-context"}},
+        "output": {"image": "registry.example.com/shop/checkout:1.4.2"},
+    }
+    base.update(spec)
+    return {
+        "apiVersion": "servicebuild.dev/v1alpha1",
+        "kind": "ServiceBuild",
+        "metadata": {"name": "checkout", "namespace": "shop"},
+        "spec": base,
+    }
+
+
+VALID = {
+    "minimal": {},
+    "everything": {
+        "dockerfile": "docker/build/Dockerfile",
+        "target": "runtime",
+        "buildArgs": {"GO_VERSION": "1.23", "_X": ""},
+        "output": {"image": "localhost:5001/shop/checkout:1.4.2", "pushSecret": "registry-push"},
+        "cache": {"mode": "min", "ref": "registry.example.com/cache/checkout:main"},
+        "timeout": "1h30m",
+    },
+    "cache disabled": {"cache": {"disabled": True}},
+    "docker hub short name": {"output": {"image": "nginx"}},
+    "dotfile dockerfile": {"dockerfile": ".docker/Dockerfile"},
+}
+
+INVALID = {
+    "no source": ({"source": {}}, "spec.source"),
+    "no output": ({"output": None}, "spec.output"),
+    "uppercase image": ({"output": {"image": "Registry/Shop:1"}}, "spec.output.image"),
+    "digest image": ({"output": {"image": "r.io/a/b@sha256:" + "0" * 64}}, "spec.output.image"),
+    "unknown field": ({"dockerfiles": "x"}, "spec.dockerfiles"),
+    "cache mode": ({"cache": {"mode": "medium"}}, "spec.cache.mode"),
+    "absolute dockerfile": ({"dockerfile": "/etc/passwd"}, "spec.dockerfile"),
+    "climbing dockerfile": ({"dockerfile": "../other/Dockerfile"}, "spec.dockerfile"),
+    "zero timeout": ({"timeout": "0m"}, "spec.timeout"),
+    "bad timeout": ({"timeout": "ten minutes"}, "spec.timeout"),
+    "bad configmap name": ({"source": {"configMap": {"name": "Not_A_Name"}}}, "spec.source.configMap.name"),
+    "bad push secret": ({"output": {"image": "r.io/a:1", "pushSecret": "UPPER"}}, "spec.output.pushSecret"),
+}
+
+
+def _drop_none(spec: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in spec.items() if value is not None}
+
+
+@pytest.mark.parametrize("spec", VALID.values(), ids=VALID.keys())
+def test_schema_and_model_accept_valid_specs(spec: dict[str, Any]) -> None:
+    obj = _servicebuild(**spec)
+    assert crd_errors(obj) == []
+    ServiceBuildSpec.model_validate(obj["spec"])
+
+
+@pytest.mark.parametrize(("spec", "field"), INVALID.values(), ids=INVALID.keys())
+def test_schema_and_model_reject_invalid_specs_naming_the_field(spec: dict[str, Any], field: str) -> None:
+    obj = _servicebuild(**spec)
+    obj["spec"] = _drop_none(obj["spec"])
+    errors = crd_errors(obj)
+    assert errors, "the API server would accept this"
+    assert any(field.removeprefix("spec.").split(".")[-1] in error for error in errors), errors
+    with pytest.raises(ValidationError):
+        ServiceBuildSpec.model_validate(obj["spec"])

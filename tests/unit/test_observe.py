@@ -1,0 +1,139 @@
+"""We test these aspects:
+
+- a Job and its Pod are read as absent, queued, pending, running, succeeded or failed;
+- success carries the report from the build container's termination message;
+- a failure names its reason, the failing Dockerfile step and the log tail;
+- a completed Job whose report is unreadable is a failure, not a success without output.
+"""
+
+import json
+from typing import Any
+
+import pytest
+
+from servicebuild.observe import BuildState, failed_step, is_finished, observe
+
+DIGEST = "sha256:" + "ab" * 32
+REPORT = json.dumps(
+    {"digest": DIGEST, "imageName": "r.io/a/b:1", "cacheMetrics": {"user_total": 5, "user_cached": 4}}
+)
+FAILURE_LOG = """\
+#9 [build 3/4] RUN make greet
+#9 0.431 main.c:3:10: fatal error: greet.h: No such file or directory
+#9 ERROR: process "/bin/sh -c make greet" did not complete successfully: exit code: 2
+------
+ > [build 3/4] RUN make greet:
+0.431 main.c:3:10: fatal error: greet.h: No such file or directory
+------
+ERROR: failed to solve: process "/bin/sh -c make greet" did not complete successfully: exit code: 2
+"""
+
+
+def job(*conditions: dict[str, Any], **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "checkout-3-abcde"},
+        "spec": {"suspend": status.pop("suspend", False)},
+        "status": {"startTime": "2026-11-28T10:00:00Z", "conditions": list(conditions), **status},
+    }
+
+
+def pod(phase: str, terminated: dict[str, Any] | None = None) -> dict[str, Any]:
+    state = {"terminated": terminated} if terminated else {"running": {}}
+    return {"status": {"phase": phase, "containerStatuses": [{"name": "buildkit", "state": state}]}}
+
+
+COMPLETE = {"type": "Complete", "status": "True", "lastTransitionTime": "2026-11-28T10:00:41Z"}
+FAILED = {
+    "type": "Failed",
+    "status": "True",
+    "reason": "BackoffLimitExceeded",
+    "lastTransitionTime": "2026-11-28T10:00:09Z",
+}
+DEADLINE = {
+    "type": "Failed",
+    "status": "True",
+    "reason": "DeadlineExceeded",
+    "lastTransitionTime": "2026-11-28T10:30:00Z",
+}
+
+CASES = {
+    "no job": (None, None, BuildState.ABSENT),
+    "job without pod": (job(), None, BuildState.PENDING),
+    "pod pending": (job(active=1), {"status": {"phase": "Pending"}}, BuildState.PENDING),
+    "pod running": (job(active=1), pod("Running"), BuildState.RUNNING),
+    "suspended by kueue": (job(suspend=True), None, BuildState.QUEUED),
+    "complete with report": (
+        job(COMPLETE, completionTime="2026-11-28T10:00:41Z"),
+        pod("Succeeded", {"exitCode": 0, "message": REPORT}),
+        BuildState.SUCCEEDED,
+    ),
+    "complete, pod gone": (job(COMPLETE), None, BuildState.FAILED),
+    "complete, garbage report": (
+        job(COMPLETE),
+        pod("Succeeded", {"exitCode": 0, "message": "{oops"}),
+        BuildState.FAILED,
+    ),
+    "failed build": (job(FAILED), pod("Failed", {"exitCode": 1, "message": FAILURE_LOG}), BuildState.FAILED),
+    "deadline": (job(DEADLINE), None, BuildState.FAILED),
+    "condition false is ignored": (
+        job({**COMPLETE, "status": "False"}, active=1),
+        pod("Running"),
+        BuildState.RUNNING,
+    ),
+}
+
+
+@pytest.mark.parametrize(("job_body", "pod_body", "state"), CASES.values(), ids=CASES.keys())
+def test_states(job_body: dict[str, Any] | None, pod_body: dict[str, Any] | None, state: BuildState) -> None:
+    assert observe(job_body, pod_body).state == state
+
+
+def test_success_carries_report_and_times() -> None:
+    observation = observe(
+        job(COMPLETE, completionTime="2026-11-28T10:00:41Z"),
+        pod("Succeeded", {"exitCode": 0, "message": REPORT}),
+    )
+    assert observation.report is not None
+    assert observation.report.digest == DIGEST
+    assert (observation.report.cached_steps, observation.report.total_steps) == (4, 5)
+    assert (observation.start_time, observation.completion_time) == (
+        "2026-11-28T10:00:00Z",
+        "2026-11-28T10:00:41Z",
+    )
+    assert observation.job_name == "checkout-3-abcde"
+
+
+def test_build_failure_names_step_and_keeps_log_tail() -> None:
+    observation = observe(job(FAILED), pod("Failed", {"exitCode": 1, "message": FAILURE_LOG}))
+    assert observation.reason == "BuildFailed"
+    assert observation.failed_step == "[build 3/4] RUN make greet"
+    assert observation.message is not None
+    assert "[build 3/4] RUN make greet" in observation.message
+    assert "exit code 1" in observation.message
+    assert "did not complete successfully" in observation.message
+    assert observation.log_tail is not None
+    assert "greet.h: No such file or directory" in observation.log_tail
+
+
+def test_deadline_is_its_own_reason() -> None:
+    observation = observe(job(DEADLINE), None)
+    assert observation.reason == "DeadlineExceeded"
+    assert "spec.timeout" in (observation.message or "")
+
+
+def test_missing_report_is_a_failure_with_a_reason() -> None:
+    observation = observe(job(COMPLETE), None)
+    assert observation.reason == "ReportMissing"
+    assert observation.report is None
+
+
+@pytest.mark.parametrize(
+    ("conditions", "finished"),
+    [((), False), ((COMPLETE,), True), ((FAILED,), True), (({**FAILED, "status": "False"},), False)],
+)
+def test_is_finished(conditions: tuple[dict[str, Any], ...], finished: bool) -> None:
+    assert is_finished(job(*conditions)) is finished
+
+
+def test_failed_step_absent_when_log_names_none() -> None:
+    assert failed_step("error: something else entirely") is None

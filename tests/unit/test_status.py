@@ -1,0 +1,225 @@
+"""We test these aspects:
+
+- the status for each observed state: phase, Ready/Reconciling/Stalled with reasons, bookkeeping;
+- `observedGeneration` on the status and on every condition;
+- Reconciling and Stalled are never both true (kstatus reads them in that order);
+- `lastTransitionTime` moves only when a condition's status flips;
+- the last successful output survives a new build and a failure;
+- deciding twice on the same facts changes nothing (so nothing is written);
+- one event per transition, Warning for failures;
+- the merge patch that turns the old status into the new one, and human sizes.
+"""
+
+from typing import Any
+
+import pytest
+
+from servicebuild.api.models import BuildOutput, Phase, ServiceBuildStatus
+from servicebuild.observe import BuildState, Observation
+from servicebuild.report import BuildReport
+from servicebuild.status import Outcome, decide, human_size, merge_patch, transition_event
+
+T0, T1, T2 = "2026-11-28T10:00:00Z", "2026-11-28T10:00:05Z", "2026-11-28T10:00:41Z"
+DIGEST = "sha256:" + "cd" * 32
+OUTPUT = BuildOutput(
+    image=f"r.io/shop/checkout:1@{DIGEST}",
+    digest=DIGEST,
+    size_bytes=320214,
+    size="312.7 KiB",
+    layers=2,
+    generation=1,
+)
+EMPTY = ServiceBuildStatus()
+
+PENDING = Observation(BuildState.PENDING, job_name="checkout-1-abcde")
+RUNNING = Observation(BuildState.RUNNING, job_name="checkout-1-abcde", start_time=T0)
+QUEUED = Observation(BuildState.QUEUED, job_name="checkout-1-abcde")
+SUCCEEDED = Observation(
+    BuildState.SUCCEEDED,
+    job_name="checkout-1-abcde",
+    start_time=T0,
+    completion_time=T2,
+    report=BuildReport(digest=DIGEST, image_name=None, cached_steps=4, total_steps=5),
+)
+FAILED = Observation(
+    BuildState.FAILED,
+    job_name="checkout-1-abcde",
+    start_time=T0,
+    completion_time=T2,
+    reason="BuildFailed",
+    message="Build failed at [build 3/4] RUN make",
+    failed_step="[build 3/4] RUN make",
+    log_tail="line 1\nline 2",
+)
+
+
+def conditions(status: ServiceBuildStatus) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in status.conditions}
+
+
+TABLE: dict[str, tuple[Outcome, Phase, dict[str, tuple[str, str]]]] = {
+    "job created": (
+        Outcome(1, PENDING),
+        Phase.PENDING,
+        {
+            "Ready": ("False", "BuildPending"),
+            "Reconciling": ("True", "BuildPending"),
+            "Stalled": ("False", "BuildPending"),
+        },
+    ),
+    "queued": (
+        Outcome(1, QUEUED),
+        Phase.PENDING,
+        {
+            "Ready": ("False", "BuildQueued"),
+            "Reconciling": ("True", "BuildQueued"),
+            "Stalled": ("False", "BuildQueued"),
+        },
+    ),
+    "running": (
+        Outcome(1, RUNNING),
+        Phase.BUILDING,
+        {
+            "Ready": ("False", "BuildRunning"),
+            "Reconciling": ("True", "BuildRunning"),
+            "Stalled": ("False", "BuildRunning"),
+        },
+    ),
+    "succeeded, not yet read back": (
+        Outcome(1, SUCCEEDED),
+        Phase.BUILDING,
+        {
+            "Ready": ("False", "VerifyingPush"),
+            "Reconciling": ("True", "VerifyingPush"),
+            "Stalled": ("False", "VerifyingPush"),
+        },
+    ),
+    "succeeded": (
+        Outcome(1, SUCCEEDED, output=OUTPUT),
+        Phase.SUCCEEDED,
+        {
+            "Ready": ("True", "BuildSucceeded"),
+            "Reconciling": ("False", "BuildSucceeded"),
+            "Stalled": ("False", "BuildSucceeded"),
+        },
+    ),
+    "failed": (
+        Outcome(1, FAILED),
+        Phase.FAILED,
+        {
+            "Ready": ("False", "BuildFailed"),
+            "Reconciling": ("False", "BuildFailed"),
+            "Stalled": ("True", "BuildFailed"),
+        },
+    ),
+    "invalid spec": (
+        Outcome(
+            1,
+            Observation(BuildState.ABSENT),
+            invalid_spec="spec.output.image: 'X' is not in the expected format",
+        ),
+        Phase.FAILED,
+        {
+            "Ready": ("False", "InvalidSpec"),
+            "Reconciling": ("False", "InvalidSpec"),
+            "Stalled": ("True", "InvalidSpec"),
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize(("outcome", "phase", "expected"), TABLE.values(), ids=TABLE.keys())
+def test_status_per_outcome(outcome: Outcome, phase: Phase, expected: dict[str, Any]) -> None:
+    status = decide(EMPTY, outcome, T1)
+    assert status.phase == phase
+    assert conditions(status) == expected
+    assert status.observed_generation == 1
+    assert all(c.observed_generation == 1 for c in status.conditions)
+    assert not (expected["Reconciling"][0] == "True" and expected["Stalled"][0] == "True")
+    assert decide(status, outcome, T2) == status, "deciding again on the same facts must change nothing"
+
+
+def test_success_records_output_cache_times_and_duration() -> None:
+    status = decide(EMPTY, Outcome(1, SUCCEEDED, output=OUTPUT), T2)
+    assert status.output == OUTPUT
+    assert status.cache is not None
+    assert (status.cache.cached_steps, status.cache.total_steps) == (4, 5)
+    assert (status.start_time, status.completion_time, status.duration_seconds) == (T0, T2, 41)
+    assert status.job_name == "checkout-1-abcde"
+    assert status.message is not None
+    assert OUTPUT.image in status.message
+
+
+def test_failure_keeps_previous_output_and_reports_step_and_log() -> None:
+    succeeded = decide(EMPTY, Outcome(1, SUCCEEDED, output=OUTPUT), T1)
+    failed = decide(succeeded, Outcome(2, FAILED), T2)
+    assert failed.output == OUTPUT
+    assert failed.failed_step == "[build 3/4] RUN make"
+    assert failed.log_tail == "line 1\nline 2"
+    stalled = failed.condition("Stalled")
+    assert stalled is not None
+    assert "line 2" in stalled.message
+    assert failed.message is not None
+    assert "kubectl logs job/checkout-1-abcde" in failed.message
+
+
+def test_new_build_keeps_previous_output_until_it_succeeds() -> None:
+    succeeded = decide(EMPTY, Outcome(1, SUCCEEDED, output=OUTPUT), T1)
+    rebuilding = decide(succeeded, Outcome(2, RUNNING), T2)
+    assert rebuilding.output == OUTPUT
+    assert rebuilding.observed_generation == 2
+    ready = rebuilding.condition("Ready")
+    assert ready is not None
+    assert (ready.status, ready.observed_generation) == ("False", 2)
+
+
+def test_transition_time_moves_only_when_status_flips() -> None:
+    pending = decide(EMPTY, Outcome(1, PENDING), T0)
+    running = decide(pending, Outcome(1, RUNNING), T1)
+    done = decide(running, Outcome(1, SUCCEEDED, output=OUTPUT), T2)
+
+    def times(status: ServiceBuildStatus) -> dict[str, str]:
+        return {c.type: c.last_transition_time for c in status.conditions}
+
+    assert times(running) == {"Ready": T0, "Reconciling": T0, "Stalled": T0}
+    assert times(done) == {"Ready": T2, "Reconciling": T2, "Stalled": T0}
+
+
+def test_one_event_per_transition() -> None:
+    pending = decide(EMPTY, Outcome(1, PENDING), T0)
+    running = decide(pending, Outcome(1, RUNNING), T1)
+    failed = decide(running, Outcome(1, FAILED), T2)
+    first = transition_event(EMPTY, pending)
+    assert first is not None
+    assert (first.type, first.reason) == ("Normal", "BuildPending")
+    assert transition_event(pending, pending) is None
+    failure = transition_event(running, failed)
+    assert failure is not None
+    assert (failure.type, failure.reason) == ("Warning", "BuildFailed")
+
+
+def test_merge_patch_removes_sets_and_nests() -> None:
+    old = {"phase": "Failed", "logTail": "x", "output": {"digest": "a", "platforms": [1]}}
+    new = {"phase": "Building", "output": {"digest": "a"}, "jobName": "j"}
+    assert merge_patch(old, new) == {
+        "phase": "Building",
+        "logTail": None,
+        "output": {"platforms": None},
+        "jobName": "j",
+    }
+    assert merge_patch(new, new) == {}
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),
+        (320214, "312.7 KiB"),
+        (12582912, "12.0 MiB"),
+        (5 * 1024**4, "5.0 TiB"),
+    ],
+)
+def test_human_size(size: int, text: str) -> None:
+    assert human_size(size) == text
