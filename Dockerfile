@@ -15,12 +15,16 @@ COPY pyproject.toml ./
 RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
         > requirements.txt \
  && /opt/servicebuild/bin/pip install --only-binary=:all: --requirement requirements.txt
-# Then the operator itself (README.md is the package's readme in pyproject.toml), and the venv's own
-# pip and setuptools go: nothing is installed at run time.
+# Then the operator itself (README.md is the package's readme in pyproject.toml). The venv's own pip
+# and setuptools go: nothing is installed at run time. So does kubernetes.aio, the Kubernetes client's
+# second, asyncio copy of itself and the largest part of the venv: the operator uses the synchronous
+# client and Kopf its own aiohttp one. The import at the end proves the operator loads without them.
 COPY README.md ./
 COPY operator/ operator/
 RUN /opt/servicebuild/bin/pip install --no-deps . \
- && /opt/servicebuild/bin/pip uninstall --yes pip setuptools
+ && /opt/servicebuild/bin/pip uninstall --yes pip setuptools \
+ && rm -rf /opt/servicebuild/lib/python3.*/site-packages/kubernetes/aio \
+ && /opt/servicebuild/bin/python -c 'import servicebuild.__main__'
 
 FROM ${PYTHON_IMAGE}
 # The base image's own pip, setuptools and wheel are not needed at run time either. The operator runs as

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -48,18 +48,9 @@ def _now() -> str:
 
 
 def _reconcile(runtime: Runtime, body: Mapping[str, Any]) -> None:
-    """Reconcile under the object's lock and post the transition Event, if any."""
+    """Reconcile under the object's lock."""
     with runtime.lock(body["metadata"]["uid"]):
-        result = reconcile(
-            body, kube=runtime.kube, registry=runtime.registry, settings=runtime.settings, now=_now()
-        )
-    if result.event is not None:
-        kopf.event(
-            kopf.Body(cast("kopf.RawBody", dict(body))),
-            type=result.event.type,
-            reason=result.event.reason,
-            message=result.event.message,
-        )
+        reconcile(body, kube=runtime.kube, registry=runtime.registry, settings=runtime.settings, now=_now())
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -98,6 +89,9 @@ def _reconcile_quietly(
             _reconcile(runtime, body)
     except (KubeError, RegistryError) as exc:
         logger.warning("Reconciling ServiceBuild %s/%s failed, will retry: %s", namespace, name, exc)
+    except Exception:
+        # The resync and the Job watch serve every ServiceBuild: one object's bug must not stop them.
+        logger.exception("Reconciling ServiceBuild %s/%s failed unexpectedly", namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})

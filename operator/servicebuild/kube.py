@@ -2,16 +2,17 @@
 
 import json
 import logging
+import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import kubernetes
 import urllib3
-from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi, V1Job
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CoreV1Event, CustomObjectsApi, V1Job
 from kubernetes.client.exceptions import ApiException
 
-from servicebuild.api.models import GROUP, PLURAL, VERSION
-from servicebuild.naming import uid_selector
+from servicebuild.api.models import GROUP, KIND, PLURAL, VERSION, ObjectMeta
+from servicebuild.naming import MANAGED_BY, uid_selector
 
 logger = logging.getLogger(__name__)
 
@@ -173,3 +174,32 @@ class Kube:
         if secret is None:
             return None
         return dict(secret.get("data") or {})
+
+    def post_event(self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: str) -> None:
+        """Record an Event on a ServiceBuild, as `kubectl describe` shows it."""
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{involved.name}.{secrets.token_hex(8)}", "namespace": involved.namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": involved.name,
+                "namespace": involved.namespace,
+                "uid": involved.uid,
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": MANAGED_BY},
+            "reportingComponent": MANAGED_BY,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._call(
+            f"post event on servicebuild {involved.namespace}/{involved.name}",
+            self._core.create_namespaced_event,
+            involved.namespace,
+            CoreV1Event.model_validate(event),
+        )

@@ -43,6 +43,9 @@ class KubeGateway(Protocol):
     def get_job_pod(self, namespace: str, job_name: str) -> dict[str, Any] | None: ...
     def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
     def patch_servicebuild_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    def post_event(
+        self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: str
+    ) -> None: ...
 
 
 class RegistryGateway(Protocol):
@@ -207,4 +210,8 @@ def reconcile(
     event = transition_event(previous, status)
     if event is not None:
         logger.info("ServiceBuild %s/%s: %s: %s", meta.namespace, meta.name, event.reason, event.message)
+        try:
+            kube.post_event(meta, event.type, event.reason, event.message, now)
+        except KubeError as exc:
+            logger.warning("Posting the %s event failed (the status holds the same): %s", event.reason, exc)
     return Result(status=status, written=True, event=event)

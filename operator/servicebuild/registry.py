@@ -65,6 +65,8 @@ class InvalidManifest(RegistryError):  # noqa: N818
 
 @dataclass(frozen=True)
 class Credentials:
+    """A push secret's credentials for one registry; the repr hides the password."""
+
     username: str
     password: str
 

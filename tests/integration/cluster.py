@@ -21,12 +21,15 @@ PODS = kmock.resource("", "v1", "pods")
 SECRETS = kmock.resource("", "v1", "secrets")
 EVENTS = kmock.resource("", "v1", "events")
 
+_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 _RESOURCES = {
-    SERVICEBUILDS: kmock.ResourceInfo(kind="ServiceBuild", namespaced=True, subresources={"status"}),
-    JOBS: kmock.ResourceInfo(kind="Job", namespaced=True, subresources={"status"}),
-    PODS: kmock.ResourceInfo(kind="Pod", namespaced=True, subresources={"status"}),
-    SECRETS: kmock.ResourceInfo(kind="Secret", namespaced=True),
-    EVENTS: kmock.ResourceInfo(kind="Event", namespaced=True),
+    SERVICEBUILDS: kmock.ResourceInfo(
+        kind="ServiceBuild", namespaced=True, subresources={"status"}, verbs=_VERBS
+    ),
+    JOBS: kmock.ResourceInfo(kind="Job", namespaced=True, subresources={"status"}, verbs=_VERBS),
+    PODS: kmock.ResourceInfo(kind="Pod", namespaced=True, subresources={"status"}, verbs=_VERBS),
+    SECRETS: kmock.ResourceInfo(kind="Secret", namespaced=True, verbs=_VERBS),
+    EVENTS: kmock.ResourceInfo(kind="Event", namespaced=True, verbs=_VERBS),
 }
 _MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 

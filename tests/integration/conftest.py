@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def operator(operator_env: dict[str, str], tmp_path: Path) -> Iterator[OperatorP
     process = OperatorProcess(operator_env, tmp_path / "operator.log")
     process.start()
     yield process
+    sys.stdout.write(f"--- operator log (tail) ---\n{process.log[-20000:]}\n")
     crashed = (
         not process.running and process.process is not None and process.process.returncode != -signal.SIGKILL
     )

@@ -61,7 +61,7 @@ class Kubelet:
     pushed: dict[str, PushedImage] = field(default_factory=dict)
     """Per Job name, the image pushed for it."""
     held: dict[str, dict[str, Any]] = field(default_factory=dict)
-    handled: set[str] = field(default_factory=set)
+    handled: set[tuple[str, str]] = field(default_factory=set)
 
     def plan(self, servicebuild: str, *behaviours: Behaviour) -> None:
         self.behaviours[servicebuild].extend(behaviours)
@@ -69,7 +69,7 @@ class Kubelet:
     async def run(self) -> None:
         while True:
             for job in self.cluster.all(JOBS):
-                key = job["metadata"]["uid"]
+                key = (job["metadata"]["namespace"], job["metadata"]["name"])
                 if key not in self.handled:
                     self.handled.add(key)
                     await self._start(job)

@@ -462,10 +462,11 @@ def _upload_blob(client: httpx.Client, repository: str, blob: bytes) -> str:
     """Monolithic upload: POST opens an upload session, PUT with `?digest=` completes it."""
     digest = _sha256(blob)
     started = _check(client.post(f"/v2/{repository}/blobs/uploads/"), 202)
+    # Merge, not replace: the Location's own query (`_state=`) identifies the upload.
+    location = httpx.URL(started.headers["Location"]).copy_merge_params({"digest": digest})
     _check(
         client.put(
-            started.headers["Location"],
-            params={"digest": digest},
+            location,
             content=blob,
             headers={"Content-Type": "application/octet-stream"},
         ),

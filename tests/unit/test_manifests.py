@@ -1,0 +1,324 @@
+"""Static checks of what CI cannot run: the shell scripts, the deploy manifests, the samples, the image.
+
+We test these aspects:
+- every shell script in the repository passes shellcheck;
+- `kubectl kustomize` renders the deploy base, every overlay, the CRD folder and the e2e samples;
+- every rendered built-in object is valid against the Kubernetes schemas (kubernetes-validate, strict),
+  at the oldest Kubernetes the build Jobs support and at the newest the package knows;
+- the base deploys the generated CRD from crds/, unchanged;
+- every ServiceBuild in e2e/samples is valid against the CRD's openAPIV3Schema (closed objects, as the
+  API server's strict field validation treats them) and against the pydantic model, and their
+  ConfigMap context holds every file the Dockerfile copies;
+- the operator Deployment: one replica, Recreate, a liveness probe on Kopf's endpoint, requests and
+  limits, a restricted securityContext with a read-only root filesystem and a writable /tmp, and the
+  user the image creates;
+- the ClusterRole grants exactly the (apiGroup, resource, verb) triples the operator and Kopf use;
+- the kind overlay runs the locally loaded image and reaches the samples' registry over plain HTTP;
+- every FROM in the repository's Dockerfiles names an exact version tag.
+"""
+
+import copy
+import fnmatch
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from servicebuild.api.models import ServiceBuildSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "servicebuilds.servicebuild.dev.yaml"
+KUSTOMIZATIONS = sorted(
+    [path.parent for path in (ROOT / "deploy").glob("**/kustomization.yaml")]
+    + [ROOT / "crds", ROOT / "e2e" / "samples"]
+)
+OVERLAYS = sorted((ROOT / "deploy" / "overlays").iterdir())
+# The build Jobs set appArmorProfile in the securityContext, a field of Kubernetes 1.30 and later.
+KUBERNETES_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
+
+EXPECTED_RBAC = {
+    # Kopf watches ServiceBuilds and keeps its progress in annotations; the reconciler reads one.
+    ("servicebuild.dev", "servicebuilds", "get"),
+    ("servicebuild.dev", "servicebuilds", "list"),
+    ("servicebuild.dev", "servicebuilds", "watch"),
+    ("servicebuild.dev", "servicebuilds", "patch"),
+    ("servicebuild.dev", "servicebuilds/status", "patch"),
+    # One build Job per generation; older ones deleted; their events wake the reconciler.
+    ("batch", "jobs", "get"),
+    ("batch", "jobs", "list"),
+    ("batch", "jobs", "watch"),
+    ("batch", "jobs", "create"),
+    ("batch", "jobs", "delete"),
+    # The build Pod's termination message.
+    ("", "pods", "get"),
+    ("", "pods", "list"),
+    # The push secret, to read the pushed manifest from the registry.
+    ("", "secrets", "get"),
+    # Kopf's and the operator's events.
+    ("", "events", "create"),
+    # Kopf's runtime observation of CRDs.
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
+
+
+def require(tool: str) -> str:
+    """The path of a tool CI must have: a missing one fails the test, it never skips it."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not on the PATH; .ci/run installs it")
+    return path
+
+
+@cache
+def render(directory: Path) -> tuple[dict[str, Any], ...]:
+    result = subprocess.run(
+        [require("kubectl"), "kustomize", str(directory)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"kubectl kustomize {directory}:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def objects(directory: Path, kind: str) -> list[dict[str, Any]]:
+    return [obj for obj in render(directory) if obj["kind"] == kind]
+
+
+def deployment(directory: Path) -> dict[str, Any]:
+    (found,) = objects(directory, "Deployment")
+    return found
+
+
+def relative(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def shell_scripts() -> list[str]:
+    """Every *.sh git knows or would add (tracked, or new and not ignored)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", "*.sh"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return sorted(set(listed))
+
+
+def test_every_shell_script_passes_shellcheck():
+    scripts = shell_scripts()
+    assert "e2e/demo.sh" in scripts
+    result = subprocess.run(
+        [require("shellcheck"), "--external-sources", *scripts],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=relative)
+def test_kustomization_renders(directory):
+    assert render(directory)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=relative)
+def test_rendered_objects_are_valid_kubernetes(directory, version):
+    built_in = [obj for obj in render(directory) if obj["apiVersion"] != "servicebuild.dev/v1alpha1"]
+    assert built_in
+    errors = []
+    for obj in built_in:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(map(str, error.absolute_path))
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']} at {path}: {error.message}")
+    assert errors == []
+
+
+def test_base_deploys_the_generated_crd_unchanged():
+    generated = yaml.safe_load(CRD_FILE.read_text())
+    (deployed,) = objects(ROOT / "deploy" / "base", "CustomResourceDefinition")
+    assert deployed["spec"] == generated["spec"]
+    assert deployed["metadata"]["name"] == generated["metadata"]["name"]
+
+
+def open_api_schema() -> dict[str, Any]:
+    """The CRD's schema as JSON Schema: x-kubernetes-* dropped, objects with properties closed."""
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    return closed(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+
+
+def closed(node: Any) -> Any:
+    if isinstance(node, list):
+        return [closed(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    preserve = node.get("x-kubernetes-preserve-unknown-fields", False)
+    schema = {key: closed(value) for key, value in node.items() if not key.startswith("x-kubernetes-")}
+    if "properties" in node and "additionalProperties" not in node and not preserve:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def samples() -> list[dict[str, Any]]:
+    return objects(ROOT / "e2e" / "samples", "ServiceBuild")
+
+
+def test_samples_include_a_default_and_a_non_default_target():
+    targets = [sample["spec"].get("target") for sample in samples()]
+    assert None in targets
+    assert any(targets)
+
+
+def test_sample_servicebuilds_are_valid_against_the_crd():
+    validator = jsonschema.Draft202012Validator(open_api_schema())
+    errors = [
+        f"{sample['metadata']['name']}: {'.'.join(map(str, error.absolute_path))}: {error.message}"
+        for sample in samples()
+        for error in validator.iter_errors(sample)
+    ]
+    assert errors == []
+    for sample in samples():
+        ServiceBuildSpec.model_validate(sample["spec"])
+
+
+def test_crd_schema_check_rejects_unknown_fields():
+    sample = copy.deepcopy(samples()[0])
+    sample["spec"]["output"]["imageName"] = "typo"
+    assert not jsonschema.Draft202012Validator(open_api_schema()).is_valid(sample)
+
+
+def test_sample_context_holds_every_file_its_dockerfile_copies():
+    (context,) = objects(ROOT / "e2e" / "samples", "ConfigMap")
+    files = set(context["data"])
+    assert {sample["spec"]["source"]["configMap"]["name"] for sample in samples()} == {
+        context["metadata"]["name"]
+    }
+    for line in context["data"]["Dockerfile"].splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(word.startswith("--from=") for word in words):
+            for source in words[1:-1]:
+                assert fnmatch.filter(files, source), f"{source} is not a key of the ConfigMap"
+
+
+@pytest.mark.parametrize("directory", [ROOT / "deploy" / "base", *OVERLAYS], ids=relative)
+def test_operator_deployment_is_single_and_restricted(directory):
+    spec = deployment(directory)["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["serviceAccountName"] == "servicebuild-operator"
+    pod_security = pod.get("securityContext", {})
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+
+    assert security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert "add" not in security["capabilities"]
+    seccomp = security.get("seccompProfile", pod_security.get("seccompProfile"))
+    assert seccomp == {"type": "RuntimeDefault"}
+    assert not security.get("privileged", False)
+    image_user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)
+    assert image_user is not None
+    assert (pod_security["runAsUser"], pod_security["runAsGroup"]) == tuple(map(int, image_user.groups()))
+
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    tmp = mounts["/tmp"]  # noqa: S108 - the path a volume is mounted at, not a file the test writes
+    assert {"name": tmp, "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    probe = container["livenessProbe"]["httpGet"]
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}[probe["port"]]
+    assert env["SERVICEBUILD_LIVENESS_ENDPOINT"] == f"http://0.0.0.0:{port}{probe['path']}"
+    assert "readinessProbe" not in container
+
+    resources = container["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert {"cpu", "memory"} <= set(resources["limits"])
+
+
+def rbac_triples(directory: Path) -> Iterator[tuple[str, str, str]]:
+    (role,) = objects(directory, "ClusterRole")
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule
+        assert "nonResourceURLs" not in rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    yield group, resource, verb
+
+
+def test_cluster_role_grants_exactly_what_the_operator_uses():
+    granted = list(rbac_triples(ROOT / "deploy" / "base"))
+    assert len(granted) == len(set(granted)), "a permission is granted twice"
+    assert set(granted) == EXPECTED_RBAC
+
+
+def test_every_rbac_rule_has_a_comment():
+    lines = (ROOT / "deploy" / "base" / "rbac.yaml").read_text().splitlines()
+    rules = [index for index, line in enumerate(lines) if line.startswith("- apiGroups:")]
+    assert rules
+    for index in rules:
+        assert lines[index - 1].startswith("#"), f"no comment above line {index + 1}: {lines[index]}"
+
+
+def test_cluster_role_binding_names_the_operator_service_account():
+    (binding,) = objects(ROOT / "deploy" / "base", "ClusterRoleBinding")
+    (account,) = objects(ROOT / "deploy" / "base", "ServiceAccount")
+    assert binding["roleRef"]["name"] == "servicebuild-operator"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "servicebuild-system"}
+    ]
+
+
+def test_kind_overlay_runs_the_loaded_image_and_reaches_the_sample_registry():
+    (container,) = deployment(ROOT / "deploy" / "overlays" / "kind")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "servicebuild-operator:dev"
+    assert container["imagePullPolicy"] in {"Never", "IfNotPresent"}
+    env = {item["name"]: item.get("value", "") for item in container["env"]}
+    insecure = {host.strip() for host in env["SERVICEBUILD_INSECURE_REGISTRIES"].split(",")}
+    pushed_to = {sample["spec"]["output"]["image"].split("/", 1)[0] for sample in samples()}
+    assert pushed_to == {"kind-registry:5000"}
+    assert pushed_to <= insecure
+    assert 'OPERATOR_IMAGE="servicebuild-operator:dev"' in (ROOT / "e2e" / "lib.sh").read_text()
+
+
+def test_build_namespace_of_the_samples_allows_rootless_buildkit():
+    (namespace,) = objects(ROOT / "e2e" / "samples", "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert {sample["metadata"]["namespace"] for sample in samples()} == {namespace["metadata"]["name"]}
+
+
+EXACT_TAG = re.compile(r"^[^:@\s]+:[A-Za-z0-9_.-]*\d+\.\d+\.\d+[A-Za-z0-9_.-]*$")
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    [ROOT / "Dockerfile", *sorted((ROOT / "e2e").glob("**/Dockerfile"))],
+    ids=relative,
+)
+def test_dockerfile_base_images_are_pinned_to_exact_versions(dockerfile):
+    text = dockerfile.read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.MULTILINE))
+    stages: set[str] = set()
+    for image, stage in re.findall(r"^FROM\s+(?:--\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", text, flags=re.MULTILINE):
+        resolved = re.sub(r"\$\{(\w+)\}", lambda match: args[match.group(1)], image)
+        if resolved not in stages and resolved != "scratch":
+            assert EXACT_TAG.match(resolved), f"{resolved} is not pinned to an exact version tag"
+            assert not resolved.endswith(":latest")
+        if stage:
+            stages.add(stage)
