@@ -14,6 +14,9 @@ import yaml
 from cluster import Cluster
 from kubelet import Kubelet
 from operator_process import OperatorProcess
+from outage import SwitchableProxy
+
+from support.oci_registry import RunningRegistry
 
 
 @pytest.fixture
@@ -32,7 +35,22 @@ async def kubelet(cluster: Cluster) -> AsyncIterator[Kubelet]:
 
 
 @pytest.fixture
-def operator_env(kmock: kmock.KubernetesEmulator, oci_registry, tmp_path: Path) -> dict[str, str]:
+async def registry_proxy(oci_registry: RunningRegistry) -> AsyncIterator[SwitchableProxy]:
+    """The registry behind a switch, for outages; reachable as plain HTTP like the registry itself."""
+    host, port = oci_registry.host.rsplit(":", 1)
+    proxy = SwitchableProxy(host, int(port))
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
+@pytest.fixture
+def operator_env(
+    kmock: kmock.KubernetesEmulator,
+    oci_registry: RunningRegistry,
+    registry_proxy: SwitchableProxy,
+    tmp_path: Path,
+) -> dict[str, str]:
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -50,7 +68,7 @@ def operator_env(kmock: kmock.KubernetesEmulator, oci_registry, tmp_path: Path) 
     }
     env.update(
         KUBECONFIG=str(path),
-        SERVICEBUILD_INSECURE_REGISTRIES=oci_registry.host,
+        SERVICEBUILD_INSECURE_REGISTRIES=f"{oci_registry.host},{registry_proxy.host}",
         SERVICEBUILD_RESYNC_SECONDS="2",
         SERVICEBUILD_VERBOSE="true",
         PYTHONUNBUFFERED="1",

@@ -62,6 +62,8 @@ class Kubelet:
     """Per Job name, the image pushed for it."""
     held: dict[str, dict[str, Any]] = field(default_factory=dict)
     handled: set[tuple[str, str]] = field(default_factory=set)
+    mirrors: dict[str, str] = field(default_factory=dict)
+    """Registry host → host BuildKit really pushes to (as a registry mirror would route it)."""
 
     def plan(self, servicebuild: str, *behaviours: Behaviour) -> None:
         self.behaviours[servicebuild].extend(behaviours)
@@ -134,7 +136,7 @@ class Kubelet:
             layers = [f"{name}: layer {index}\n".encode() for index in range(3)]
             pushed = await asyncio.to_thread(
                 push_image,
-                image.registry,
+                self.mirrors.get(image.registry, image.registry),
                 image.repository,
                 image.tag,
                 layers,

@@ -17,6 +17,7 @@ import pytest
 from cluster import JOBS, Cluster, condition, eventually
 from kubelet import Kubelet
 from operator_process import OperatorProcess
+from outage import SwitchableProxy
 
 from support.oci_registry import RunningRegistry
 
@@ -193,3 +194,34 @@ async def test_restart_mid_build_makes_no_duplicate_job(
     body = await eventually(lambda: ready_at(cluster, "orders", 1))
     assert body["status"]["output"]["digest"] == kubelet.pushed[job_name].digest
     assert [job["metadata"]["name"] for job in cluster.all(JOBS, NAMESPACE)] == [job_name]
+
+
+async def test_registry_outage_during_readback_is_retried_until_ready(
+    cluster: Cluster,
+    kubelet: Kubelet,
+    operator: OperatorProcess,
+    oci_registry: RunningRegistry,
+    registry_proxy: SwitchableProxy,
+) -> None:
+    kubelet.mirrors[registry_proxy.host] = oci_registry.host
+    kubelet.plan("payments", "hold")
+    image = f"{registry_proxy.host}/shop/payments:7"
+    await cluster.create_servicebuild(
+        NAMESPACE, "payments", {**spec(oci_registry), "output": {"image": image}}
+    )
+    job_name = await eventually(lambda: next(iter(kubelet.held), None))
+
+    registry_proxy.down()
+    await kubelet.release(job_name)
+    await eventually(lambda: registry_proxy.refused >= 2, within=60)
+    verifying = cluster.servicebuild(NAMESPACE, "payments")
+    assert condition(verifying, "Ready")["status"] == "False"
+    assert condition(verifying, "Reconciling")["status"] == "True"
+    assert condition(verifying, "Stalled")["status"] == "False", "an outage is not a permanent failure"
+    assert operator.running
+
+    registry_proxy.up = True
+    body = await eventually(lambda: ready_at(cluster, "payments", 1), within=60)
+    assert body["status"]["output"]["digest"] == kubelet.pushed[job_name].digest
+    assert body["status"]["output"]["image"] == f"{image}@{kubelet.pushed[job_name].digest}"
+    assert f"registry {registry_proxy.host} is unreachable" in operator.log

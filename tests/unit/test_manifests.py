@@ -1,7 +1,7 @@
 """Static checks of what CI cannot run: the shell scripts, the deploy manifests, the samples, the image.
 
 We test these aspects:
-- every shell script in the repository passes shellcheck;
+- every shell script in the repository (*.sh, and files with a sh or bash shebang) passes shellcheck;
 - `kubectl kustomize` renders the deploy base, every overlay, the CRD folder and the e2e samples;
 - every rendered built-in object is valid against the Kubernetes schemas (kubernetes-validate, strict),
   at the oldest Kubernetes the build Jobs support and at the newest the package knows;
@@ -100,16 +100,30 @@ def relative(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
+SHELL_SHEBANG = re.compile(rb"^#!\s*(/usr)?/bin/(env\s+)?(ba|da)?sh\b")
+
+
 def shell_scripts() -> list[str]:
-    """Every *.sh git knows or would add (tracked, or new and not ignored)."""
+    """Every shell script git knows or would add: *.sh, and files with a sh or bash shebang (.ci/run)."""
     listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", "*.sh"],
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
-    return sorted(set(listed))
+    ).stdout.splitlines()
+    scripts = set()
+    for name in listed:
+        path = ROOT / name
+        if not path.is_file():
+            continue
+        if name.endswith(".sh"):
+            scripts.add(name)
+        else:
+            with path.open("rb") as file:
+                if SHELL_SHEBANG.match(file.readline()):
+                    scripts.add(name)
+    return sorted(scripts)
 
 
 def test_every_shell_script_passes_shellcheck():
