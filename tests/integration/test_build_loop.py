@@ -13,6 +13,7 @@
 from typing import Any
 
 import httpx
+import kmock
 import pytest
 from cluster import JOBS, Cluster, condition, eventually
 from kubelet import Kubelet
@@ -225,3 +226,16 @@ async def test_registry_outage_during_readback_is_retried_until_ready(
     assert body["status"]["output"]["digest"] == kubelet.pushed[job_name].digest
     assert body["status"]["output"]["image"] == f"{image}@{kubelet.pushed[job_name].digest}"
     assert f"registry {registry_proxy.host} is unreachable" in operator.log
+
+
+async def test_api_error_on_job_create_is_retried_without_duplicates(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    # The emulator stores the Job and then answers 503, as an API server whose reply is lost would.
+    cluster.kmock[kmock.action.CREATE, JOBS][:1] << 503
+    await cluster.create_servicebuild(NAMESPACE, "search", spec(oci_registry))
+
+    body = await eventually(lambda: ready_at(cluster, "search", 1))
+    assert len(cluster.all(JOBS, NAMESPACE)) == 1
+    assert body["status"]["jobName"] == cluster.all(JOBS, NAMESPACE)[0]["metadata"]["name"]
+    assert "HTTP 503" in operator.log
