@@ -122,17 +122,22 @@ def test_basic_auth_with_the_right_credentials(
     assert (summary.digest, summary.size_bytes) == (pushed.digest, pushed.size_bytes)
 
 
+@pytest.mark.parametrize("registry_fixture", ["oci_registry_htpasswd", "oci_registry_token"])
 @pytest.mark.parametrize("credentials", [WRONG, None], ids=["wrong", "none"])
-def test_basic_auth_denied(
-    oci_registry_htpasswd: RunningRegistry, unique_repository: str, credentials: Credentials | None
+def test_auth_denied(
+    request: pytest.FixtureRequest,
+    registry_fixture: str,
+    unique_repository: str,
+    credentials: Credentials | None,
 ) -> None:
-    pushed = push_image(oci_registry_htpasswd, unique_repository, "1.0", layers())
+    registry: RunningRegistry = request.getfixturevalue(registry_fixture)
+    pushed = push_image(registry, unique_repository, "1.0", layers())
 
-    with client_for(oci_registry_htpasswd.host) as client, pytest.raises(RegistryAuthDenied) as denied:
-        client.inspect(image_of(oci_registry_htpasswd, unique_repository), pushed.digest, credentials)
+    with client_for(registry.host) as client, pytest.raises(RegistryAuthDenied) as denied:
+        client.inspect(image_of(registry, unique_repository), pushed.digest, credentials)
 
     assert not denied.value.transient
-    assert oci_registry_htpasswd.host in str(denied.value)
+    assert registry.host in str(denied.value)
     assert unique_repository in str(denied.value)
     assert WRONG.password not in str(denied.value)
 
@@ -154,21 +159,6 @@ def test_bearer_token_is_fetched_with_the_credentials_and_reused(
     assert (first.digest, first.size_bytes) == (pushed.digest, pushed.size_bytes)
     asked = [request for request in token_server.requests if scope in request[1]]
     assert asked == [(RIGHT.username, [scope])]
-
-
-@pytest.mark.parametrize("credentials", [WRONG, None], ids=["wrong", "none"])
-def test_bearer_auth_denied(
-    oci_registry_token: RunningRegistry, unique_repository: str, credentials: Credentials | None
-) -> None:
-    pushed = push_image(oci_registry_token, unique_repository, "1.0", layers())
-
-    with client_for(oci_registry_token.host) as client, pytest.raises(RegistryAuthDenied) as denied:
-        client.inspect(image_of(oci_registry_token, unique_repository), pushed.digest, credentials)
-
-    assert not denied.value.transient
-    assert oci_registry_token.host in str(denied.value)
-    assert unique_repository in str(denied.value)
-    assert WRONG.password not in str(denied.value)
 
 
 def test_a_token_for_one_secret_does_not_serve_another(

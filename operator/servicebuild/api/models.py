@@ -181,14 +181,9 @@ class Phase(StrEnum):
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
-class _StatusModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        use_attribute_docstrings=True,
-        extra="ignore",
-        frozen=True,
-    )
+class _StatusModel(_Model):
+    # Written by the operator and read back: fields of other operator versions are tolerated.
+    model_config = ConfigDict(extra="ignore")
 
 
 class Condition(_StatusModel):
