@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     resync_seconds: float = Field(default=60.0, gt=0)
     """Safety tick: how often every ServiceBuild is reconciled even when nothing seems to change."""
 
+    allowed_builder_images: Annotated[frozenset[str], NoDecode] = Field(default=frozenset())
+    """BuildKit images a ServiceBuild may choose with spec.builderImage; empty allows none."""
+
     namespaces: Annotated[frozenset[str], NoDecode] = Field(default=frozenset())
     """Namespaces to watch; empty means all namespaces."""
 
@@ -44,7 +47,7 @@ class Settings(BaseSettings):
     verbose: bool = False
     """Log at debug level."""
 
-    @field_validator("insecure_registries", "namespaces", mode="before")
+    @field_validator("insecure_registries", "allowed_builder_images", "namespaces", mode="before")
     @classmethod
     def split_commas(cls, value: object) -> object:
         """Accept `a,b` from the environment as well as a collection."""

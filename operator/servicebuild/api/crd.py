@@ -1,6 +1,9 @@
 """Generate the ServiceBuild CRD from the pydantic models: `python -m servicebuild.api.crd`."""
 
+import json
 import sys
+from functools import cache
+from importlib import resources
 from typing import Any, Literal
 
 import yaml
@@ -8,7 +11,25 @@ from pydantic import BaseModel
 
 from servicebuild.api import models
 
-_DROPPED_KEYWORDS = {"title", "$defs", "additionalProperties", "patternProperties"}
+_DROPPED_KEYWORDS = {"title", "$defs", "$schema", "$id", "additionalProperties", "patternProperties"}
+_KUBERNETES_TYPE = "x-servicebuild-k8s-type"
+_KUBERNETES_SCHEMA_VERSION = "v1.30.0-local"
+"""Kubernetes types (e.g. Affinity) are embedded as the oldest supported Kubernetes defines them."""
+
+
+@cache
+def _kubernetes_definitions() -> dict[str, Any]:
+    """The Kubernetes OpenAPI definitions shipped by kubernetes-validate (a development dependency)."""
+    path = resources.files("kubernetes_validate") / "kubernetes-json-schema" / _KUBERNETES_SCHEMA_VERSION
+    definitions: dict[str, Any] = json.loads((path / "_definitions.json").read_text())["$defs"]
+    return definitions
+
+
+def _kubernetes_type(name: str) -> dict[str, Any]:
+    definitions = _kubernetes_definitions()
+    schema = dict(_inline({"$ref": f"#/$defs/io.k8s.api.core.v1.{name}"}, definitions))
+    schema["type"] = "object"
+    return schema
 
 
 def _inline(node: Any, definitions: dict[str, Any]) -> Any:
@@ -17,6 +38,18 @@ def _inline(node: Any, definitions: dict[str, Any]) -> Any:
         return [_inline(item, definitions) for item in node]
     if not isinstance(node, dict):
         return node
+    if _KUBERNETES_TYPE in node:
+        kubernetes_schema = _kubernetes_type(node[_KUBERNETES_TYPE])
+        return {
+            **kubernetes_schema,
+            "description": node.get("description", kubernetes_schema.get("description")),
+        }
+    if node.get("x-kubernetes-int-or-string"):
+        return {key: value for key, value in node.items() if key not in {"anyOf", "type", "title"}}
+    if isinstance(node.get("type"), list):
+        # Kubernetes' own schemas spell optional fields as ["string", "null"].
+        (single,) = [kind for kind in node["type"] if kind != "null"]
+        node = {**node, "type": single}
     if "$ref" in node:
         target = definitions[node["$ref"].rsplit("/", 1)[-1]]
         merged = {**target, **{key: value for key, value in node.items() if key != "$ref"}}

@@ -28,9 +28,40 @@ MAX_BUILD_ARGS = 64
 _DURATION_RE = re.compile(DURATION_PATTERN)
 _UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
 
-SOURCE_RULE_MESSAGE = "exactly one source must be set: configMap"
+SOURCE_RULE_MESSAGE = "exactly one source must be set: git or configMap"
 
 ResourceName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
+DataKey = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+"""A key of a ConfigMap or Secret."""
+RelativePath = Annotated[str, Field(min_length=1, max_length=255, pattern=RELATIVE_PATH_PATTERN)]
+ImageReference = Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)]
+LabelValue = Annotated[
+    str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+]
+Duration = Annotated[
+    str,
+    Field(
+        pattern=DURATION_PATTERN,
+        min_length=2,
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "duration(self) > duration('0s')", "message": "must be longer than 0s"},
+            ],
+        },
+    ),
+]
+
+GIT_URL_PATTERN = (
+    r"^(https?://[^\s#@]+\.git/?|git://[^\s#]+|ssh://[^\s#]+|[A-Za-z0-9_.-]+@[A-Za-z0-9.-]+:[^\s#]+)$"
+)
+"""What BuildKit accepts as a git context: HTTP(S) URLs ending in .git, git://, ssh:// or scp-style."""
+GIT_REVISION_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"
+TAG_TEMPLATE_PATTERN = r"^([A-Za-z0-9_.-]|\{(commit|shortCommit|generation|timestamp)\})+$"
+"""A tag with optional placeholders: {commit}, {shortCommit}, {generation}, {timestamp}."""
+PLATFORM_PATTERN = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"
+QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"
+MAX_LIST_ITEMS = 16
 
 
 def parse_duration(value: str) -> int:
@@ -51,10 +82,39 @@ class _Model(BaseModel):
 
 
 class ConfigMapSource(_Model):
-    """A build context held in a ConfigMap of the ServiceBuild's namespace."""
+    """A build context held in a ConfigMap of the ServiceBuild's namespace; a change of its data rebuilds."""
 
     name: ResourceName
     """The ConfigMap's name; each key becomes a file of the build context."""
+
+    archive: Annotated[str, Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+\.(tar\.gz|tgz)$")] | None = None
+    """A `binaryData` key holding the whole context as a `.tar.gz` (for contexts with folders);
+    unpacked instead of copying the keys as files."""
+
+
+class GitSource(_Model):
+    """A build context fetched by BuildKit from a git repository."""
+
+    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=GIT_URL_PATTERN)]
+    """The repository: `https://host/org/repo.git`, `ssh://git@host/org/repo.git` or `git@host:org/repo.git`."""
+
+    revision: Annotated[str, Field(min_length=1, max_length=255, pattern=GIT_REVISION_PATTERN)] | None = None
+    """A branch, tag or commit; default: the repository's default branch. Resolved to a commit when the
+    build starts, and that commit is what gets built."""
+
+    context_dir: RelativePath | None = None
+    """The build context's folder inside the repository (for monorepos); default: the repository root."""
+
+    auth_secret: ResourceName | None = None
+    """A Secret with `token` (or `password`, with an optional `username`) for HTTPS, or
+    `ssh-privatekey` (and optionally `known_hosts`) for SSH URLs."""
+
+    @field_validator("revision")
+    @classmethod
+    def no_parent_references(cls, value: str | None) -> str | None:
+        if value is not None and (".." in value or value.endswith((".", "/", ".lock"))):
+            raise ValueError("must be a branch, tag or commit name")
+        return value
 
 
 class Source(_Model):
@@ -63,10 +123,16 @@ class Source(_Model):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "[has(self.configMap)].filter(s, s).size() == 1", "message": SOURCE_RULE_MESSAGE},
+                {
+                    "rule": "[has(self.git), has(self.configMap)].filter(s, s).size() == 1",
+                    "message": SOURCE_RULE_MESSAGE,
+                },
             ],
         },
     )
+
+    git: GitSource | None = None
+    """A git repository; BuildKit fetches it itself."""
 
     config_map: ConfigMapSource | None = None
     """A small build context kept in a ConfigMap: each key is a file."""
@@ -88,6 +154,21 @@ class Output(_Model):
     push_secret: ResourceName | None = None
     """A `kubernetes.io/dockerconfigjson` Secret with push credentials for the registry."""
 
+    tags: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128, pattern=TAG_TEMPLATE_PATTERN)]],
+        Field(max_length=MAX_LIST_ITEMS, json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = Field(default_factory=list)
+    """More tags pushed with the same image, with placeholders `{commit}`, `{shortCommit}`
+    (git sources), `{generation}` and `{timestamp}` (UTC, `YYYYMMDDhhmmss`): unique, sortable tags."""
+
+    @field_validator("tags")
+    @classmethod
+    def tags_are_tags(cls, tags: list[str]) -> list[str]:
+        for tag in tags:
+            if tag.startswith((".", "-")):
+                raise ValueError(f"{tag!r} must start with a letter, digit, _ or a placeholder")
+        return tags
+
     @property
     def ref(self) -> ImageRef:
         return parse_image(self.image)
@@ -107,8 +188,59 @@ class Cache(_Model):
     mode: CacheMode = CacheMode.MAX
     """`max` caches every intermediate stage (best for multi-stage builds), `min` only the final one."""
 
-    ref: Annotated[str, Field(max_length=512, pattern=IMAGE_PATTERN)] | None = None
+    ref: ImageReference | None = None
     """Where the cache lives; defaults to the output repository with the tag `buildcache`."""
+
+    import_refs: Annotated[list[ImageReference], Field(max_length=8)] = Field(default_factory=list)
+    """More caches to read from (never written), e.g. the main branch's cache for a feature branch."""
+
+
+class SecretKeyRef(_Model):
+    """One key of a Secret in the ServiceBuild's namespace."""
+
+    name: ResourceName
+    key: DataKey
+
+
+class BuildSecret(_Model):
+    """A secret the Dockerfile reads with `RUN --mount=type=secret,id=<id>`; never stored in a layer."""
+
+    id: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    """The id the Dockerfile's `--mount=type=secret,id=` names."""
+
+    secret_ref: SecretKeyRef
+    """Where the value is: a key of a Secret in the same namespace."""
+
+
+class Toleration(_Model):
+    """A toleration of the build Pod (core/v1 Toleration)."""
+
+    key: Annotated[str, Field(max_length=316)] | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: Annotated[str, Field(max_length=63)] | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+Quantity = Annotated[
+    int | str,
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
+]
+
+
+class Resources(_Model):
+    """CPU, memory and ephemeral storage of the build container (core/v1 ResourceRequirements)."""
+
+    requests: Annotated[dict[str, Quantity], Field(max_length=8)] = Field(default_factory=dict)
+    limits: Annotated[dict[str, Quantity], Field(max_length=8)] = Field(default_factory=dict)
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def quantities(cls, values: dict[str, int | str]) -> dict[str, int | str]:
+        for name, quantity in values.items():
+            if isinstance(quantity, str) and not re.match(QUANTITY_PATTERN, quantity):
+                raise ValueError(f"{name}: {quantity!r} is not a quantity such as 500m, 2 or 4Gi")
+        return values
 
 
 class ServiceBuildSpec(_Model):
@@ -117,9 +249,7 @@ class ServiceBuildSpec(_Model):
     source: Source
     """The build context."""
 
-    dockerfile: Annotated[str, Field(min_length=1, max_length=255, pattern=RELATIVE_PATH_PATTERN)] = (
-        "Dockerfile"
-    )
+    dockerfile: RelativePath = "Dockerfile"
     """Path of the Dockerfile inside the build context."""
 
     target: (
@@ -138,31 +268,78 @@ class ServiceBuildSpec(_Model):
     cache: Cache = Field(default_factory=Cache)
     """The registry-backed layer cache."""
 
-    timeout: Annotated[
-        str,
+    secrets: Annotated[
+        list[BuildSecret],
         Field(
-            pattern=DURATION_PATTERN,
-            min_length=2,
-            max_length=32,
-            json_schema_extra={
-                "x-kubernetes-validations": [
-                    {"rule": "duration(self) > duration('0s')", "message": "timeout must be longer than 0s"},
-                ],
-            },
+            max_length=MAX_LIST_ITEMS,
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"]},
         ),
-    ] = "30m"
+    ] = Field(default_factory=list)
+    """Build secrets, visible only to `RUN --mount=type=secret` steps; their values never reach the
+    Job spec, the image, the logs or the status."""
+
+    platforms: Annotated[
+        list[Annotated[str, Field(max_length=64, pattern=PLATFORM_PATTERN)]],
+        Field(max_length=8, json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = Field(default_factory=list)
+    """Build one multi-platform image for these platforms, e.g. `linux/amd64`, `linux/arm64`; default:
+    the node's platform. Foreign platforms need QEMU (binfmt) on the build nodes."""
+
+    resources: Resources | None = None
+    """Resources of the build container; default: the operator's (requests 500m CPU, 1Gi memory)."""
+
+    node_selector: Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=32)] = Field(
+        default_factory=dict
+    )
+    """Node labels the build Pod must run on."""
+
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = Field(default_factory=list)
+    """Taints the build Pod tolerates."""
+
+    affinity: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-servicebuild-k8s-type": "Affinity"}
+    )
+    """Scheduling affinity of the build Pod (core/v1 Affinity)."""
+
+    service_account_name: ResourceName | None = None
+    """The build Pod's ServiceAccount (its token is never mounted); e.g. for image pull secrets."""
+
+    priority_class_name: ResourceName | None = None
+    """The build Pod's PriorityClass."""
+
+    queue_name: LabelValue | None = None
+    """A Kueue LocalQueue: the Job is labelled `kueue.x-k8s.io/queue-name` and waits for admission."""
+
+    builder_image: ImageReference | None = None
+    """Another BuildKit image for this build; only images the operator's allowlist names."""
+
+    timeout: Duration = "30m"
     """How long a build may run before it is stopped and reported as failed, e.g. `30m` or `1h`."""
 
-    @field_validator("timeout")
+    pending_timeout: Duration = "10m"
+    """How long the build Pod may wait to start (unschedulable, image pull failing) before the build
+    is reported as failed."""
+
+    @field_validator("timeout", "pending_timeout")
     @classmethod
-    def timeout_is_positive(cls, value: str) -> str:
+    def duration_is_positive(cls, value: str) -> str:
         if parse_duration(value) == 0:
             raise ValueError("must be longer than 0s")
         return value
 
+    @model_validator(mode="after")
+    def commit_placeholders_need_git(self) -> "ServiceBuildSpec":
+        if self.source.git is None and any("ommit}" in tag for tag in self.output.tags):
+            raise ValueError("output.tags: {commit} and {shortCommit} need a git source")
+        return self
+
     @property
     def timeout_seconds(self) -> int:
         return parse_duration(self.timeout)
+
+    @property
+    def pending_timeout_seconds(self) -> int:
+        return parse_duration(self.pending_timeout)
 
     @property
     def cache_ref(self) -> ImageRef:
@@ -208,6 +385,15 @@ class PlatformOutput(_StatusModel):
     layers: int
 
 
+class SourceStatus(_StatusModel):
+    """What was built: the resolved source of the last build."""
+
+    commit: str | None = None
+    """The git commit the revision resolved to."""
+    context_digest: str | None = None
+    """sha256 of the ConfigMap's data: a change of it rebuilds."""
+
+
 class BuildOutput(_StatusModel):
     """The result of the last successful build; kept while a new build runs or fails."""
 
@@ -224,6 +410,8 @@ class BuildOutput(_StatusModel):
     """The spec generation this output was built from."""
     platforms: list[PlatformOutput] | None = None
     """Per-platform images when the output is a multi-platform index."""
+    tags: list[str] | None = None
+    """Every reference pushed for this image, `output.tags` expanded."""
 
 
 class CacheStats(_StatusModel):
@@ -247,6 +435,7 @@ class ServiceBuildStatus(_StatusModel):
     duration_seconds: int | None = None
     output: BuildOutput | None = None
     cache: CacheStats | None = None
+    source: SourceStatus | None = None
     failed_step: str | None = None
     """The Dockerfile step the last failed build stopped at, when BuildKit named one."""
     log_tail: str | None = None
