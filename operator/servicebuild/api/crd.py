@@ -32,35 +32,37 @@ def _kubernetes_type(name: str) -> dict[str, Any]:
     return schema
 
 
-def _inline(node: Any, definitions: dict[str, Any]) -> Any:
-    """Resolve `$ref`s and drop what a structural schema may not hold."""
-    if isinstance(node, list):
-        return [_inline(item, definitions) for item in node]
-    if not isinstance(node, dict):
-        return node
+def _unwrap(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any] | None:
+    """The node a reference, an Optional or a Kubernetes type stands for; None when it is plain."""
     if _KUBERNETES_TYPE in node:
         kubernetes_schema = _kubernetes_type(node[_KUBERNETES_TYPE])
         return {
             **kubernetes_schema,
             "description": node.get("description", kubernetes_schema.get("description")),
         }
+    if "$ref" in node:
+        target = definitions[node["$ref"].rsplit("/", 1)[-1]]
+        return {**target, **{key: value for key, value in node.items() if key != "$ref"}}
+    if "anyOf" in node and not node.get("x-kubernetes-int-or-string"):
+        # Optional[X] appears as anyOf [X, null]; in the CRD an absent field means the same.
+        variants = [variant for variant in node["anyOf"] if variant.get("type") != "null"]
+        if len(variants) != 1:
+            raise ValueError(f"cannot express anyOf {node['anyOf']} in a structural schema")
+        return {
+            **variants[0],
+            **{key: value for key, value in node.items() if key not in {"anyOf", "default"}},
+        }
+    return None
+
+
+def _structural(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+    """One plain node: keywords a structural schema may hold, maps typed by their values."""
     if node.get("x-kubernetes-int-or-string"):
         return {key: value for key, value in node.items() if key not in {"anyOf", "type", "title"}}
     if isinstance(node.get("type"), list):
         # Kubernetes' own schemas spell optional fields as ["string", "null"].
         (single,) = [kind for kind in node["type"] if kind != "null"]
         node = {**node, "type": single}
-    if "$ref" in node:
-        target = definitions[node["$ref"].rsplit("/", 1)[-1]]
-        merged = {**target, **{key: value for key, value in node.items() if key != "$ref"}}
-        return _inline(merged, definitions)
-    if "anyOf" in node:
-        # Optional[X] appears as anyOf [X, null]; in the CRD an absent field means the same.
-        variants = [variant for variant in node["anyOf"] if variant.get("type") != "null"]
-        if len(variants) != 1:
-            raise ValueError(f"cannot express anyOf {node['anyOf']} in a structural schema")
-        rest = {key: value for key, value in node.items() if key not in {"anyOf", "default"}}
-        return _inline({**variants[0], **rest}, definitions)
     schema = {key: _inline(value, definitions) for key, value in node.items() if key not in _DROPPED_KEYWORDS}
     map_values = [*node.get("patternProperties", {}).values(), node.get("additionalProperties")]
     map_values = [value for value in map_values if isinstance(value, dict)]
@@ -72,6 +74,18 @@ def _inline(node: Any, definitions: dict[str, Any]) -> Any:
     if node.get("default") is None:
         schema.pop("default", None)
     return schema
+
+
+def _inline(node: Any, definitions: dict[str, Any]) -> Any:
+    """Resolve `$ref`s and drop what a structural schema may not hold."""
+    if isinstance(node, list):
+        return [_inline(item, definitions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    unwrapped = _unwrap(node, definitions)
+    if unwrapped is not None:
+        return _inline(unwrapped, definitions)
+    return _structural(node, definitions)
 
 
 def _schema(model: type[BaseModel], mode: Literal["validation", "serialization"]) -> dict[str, Any]:

@@ -96,7 +96,7 @@ class GitSource(_Model):
     """A build context fetched by BuildKit from a git repository."""
 
     url: Annotated[str, Field(min_length=1, max_length=2048, pattern=GIT_URL_PATTERN)]
-    """The repository: `https://host/org/repo.git`, `ssh://git@host/org/repo.git` or `git@host:org/repo.git`."""
+    """The repository: `https://host/org/repo.git`, `ssh://git@host/org/repo.git`, `git@host:org/repo.git`."""
 
     revision: Annotated[str, Field(min_length=1, max_length=255, pattern=GIT_REVISION_PATTERN)] | None = None
     """A branch, tag or commit; default: the repository's default branch. Resolved to a commit when the
