@@ -7,7 +7,9 @@ import kopf
 from servicebuild import handlers
 from servicebuild.api.models import GROUP
 from servicebuild.config import Settings
+from servicebuild.gitremote import GitRemote
 from servicebuild.kube import Kube
+from servicebuild.reconciler import Reconciler
 from servicebuild.registry import RegistryClient
 
 
@@ -29,12 +31,13 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
 def main() -> None:
     settings = Settings()
     kopf.configure(verbose=settings.verbose)
+    kube = Kube.from_environment(settings.api_timeout_seconds)
+    registry = RegistryClient(
+        insecure_registries=settings.insecure_registries, timeout=settings.registry_timeout_seconds
+    )
+    git = GitRemote(timeout=settings.registry_timeout_seconds)
     runtime = handlers.Runtime(
-        settings=settings,
-        kube=Kube.from_environment(settings.api_timeout_seconds),
-        registry=RegistryClient(
-            insecure_registries=settings.insecure_registries, timeout=settings.registry_timeout_seconds
-        ),
+        settings=settings, kube=kube, reconciler=Reconciler(kube, registry, git, settings)
     )
     kopf.run(
         settings=kopf_settings(settings),

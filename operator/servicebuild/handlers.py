@@ -13,10 +13,11 @@ import kopf
 
 from servicebuild.api.models import GROUP, KIND, PLURAL, VERSION
 from servicebuild.config import Settings
+from servicebuild.gitremote import GitError
 from servicebuild.kube import Kube, KubeError
 from servicebuild.naming import LABEL_MANAGED_BY, MANAGED_BY
-from servicebuild.reconciler import reconcile
-from servicebuild.registry import RegistryClient, RegistryError
+from servicebuild.reconciler import Reconciler
+from servicebuild.registry import RegistryError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class Runtime:
 
     settings: Settings
     kube: Kube
-    registry: RegistryClient
+    reconciler: Reconciler
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -50,7 +51,7 @@ def _now() -> str:
 def _reconcile(runtime: Runtime, body: Mapping[str, Any]) -> None:
     """Reconcile under the object's lock."""
     with runtime.lock(body["metadata"]["uid"]):
-        reconcile(body, kube=runtime.kube, registry=runtime.registry, settings=runtime.settings, now=_now())
+        runtime.reconciler.reconcile(body, _now())
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -60,7 +61,7 @@ def servicebuild_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any)
     """A ServiceBuild appeared, changed, or was found at start-up."""
     try:
         _reconcile(memo.runtime, body)
-    except (KubeError, RegistryError) as exc:
+    except (KubeError, RegistryError, GitError) as exc:
         if not exc.transient:
             raise kopf.PermanentError(str(exc)) from exc
         raise kopf.TemporaryError(str(exc), delay=min(_MAX_RETRY_DELAY, 5.0 * 2**retry)) from exc
@@ -87,11 +88,35 @@ def _reconcile_quietly(
         body = body if body is not None else runtime.kube.get_servicebuild(namespace, name)
         if body is not None:
             _reconcile(runtime, body)
-    except (KubeError, RegistryError) as exc:
+    except (KubeError, RegistryError, GitError) as exc:
         logger.warning("Reconciling ServiceBuild %s/%s failed, will retry: %s", namespace, name, exc)
     except Exception:
         # The resync and the Job watch serve every ServiceBuild: one object's bug must not stop them.
         logger.exception("Reconciling ServiceBuild %s/%s failed unexpectedly", namespace, name)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def servicebuilds_by_configmap(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str | None, str], str] | None:
+    """Which ServiceBuilds build from which ConfigMap, so that a ConfigMap change finds them."""
+    configmap = (spec.get("source") or {}).get("configMap") or {}
+    return {(namespace, configmap["name"]): name} if configmap.get("name") else None
+
+
+@kopf.on.event("", "v1", "configmaps")
+def context_configmap_event(
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    servicebuilds_by_configmap: kopf.Index[tuple[str | None, str], str] | None = None,
+    **_: Any,
+) -> None:
+    """A ConfigMap changed: the ServiceBuilds building from it may need a new build."""
+    if namespace is None or servicebuilds_by_configmap is None:  # Kopf always passes the index
+        return
+    for servicebuild in servicebuilds_by_configmap.get((namespace, name), []):
+        _reconcile_quietly(memo.runtime, namespace, servicebuild)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})

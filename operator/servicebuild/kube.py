@@ -166,6 +166,12 @@ class Kube:
         pods.sort(key=lambda pod: str(pod.get("metadata", {}).get("creationTimestamp", "")))
         return pods[-1] if pods else None
 
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._call(
+            f"get configmap {namespace}/{name}", self._core.read_namespaced_config_map, name, namespace
+        )
+        return result
+
     def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret's base64-encoded data; None when the Secret does not exist."""
         secret = self._call(

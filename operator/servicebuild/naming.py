@@ -1,20 +1,29 @@
 """Deterministic names and labels of the objects the operator creates."""
 
 import hashlib
+import json
+from collections.abc import Mapping
 
 MANAGED_BY = "servicebuild-operator"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_UID = "servicebuild.dev/uid"
 LABEL_GENERATION = "servicebuild.dev/generation"
+LABEL_SOURCE = "servicebuild.dev/source"
+ANNOTATION_COMMIT = "servicebuild.dev/commit"
+ANNOTATION_CONTEXT_DIGEST = "servicebuild.dev/context-digest"
 ANNOTATION_SERVICEBUILD = "servicebuild.dev/servicebuild"
 
 MAX_JOB_NAME = 63  # the Job controller copies the name into a label value on each Pod
 _HASH_LENGTH = 5
 
 
-def job_name(servicebuild_name: str, uid: str, generation: int) -> str:
-    """`<name>-<generation>-<hash of uid>`: one Job per generation, unique across re-created objects."""
-    digest = hashlib.sha256(uid.encode()).hexdigest()[:_HASH_LENGTH]
+def job_name(servicebuild_name: str, uid: str, generation: int, source_key: str = "") -> str:
+    """`<name>-<generation>-<hash>`: one Job per generation and context, unique across re-created objects.
+
+    `source_key` is what else makes a build distinct within a generation: the ConfigMap's content digest.
+    """
+    identity = f"{uid}/{source_key}" if source_key else uid
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:_HASH_LENGTH]
     suffix = f"-{generation}-{digest}"
     prefix = servicebuild_name[: MAX_JOB_NAME - len(suffix)].rstrip("-.")
     return f"{prefix}{suffix}"
@@ -27,3 +36,9 @@ def job_labels(uid: str, generation: int) -> dict[str, str]:
 
 def uid_selector(uid: str) -> str:
     return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_UID}={uid}"
+
+
+def context_digest(data: Mapping[str, str], binary_data: Mapping[str, str]) -> str:
+    """`sha256:<hex>` of a ConfigMap's content: equal content, equal digest, whatever the key order."""
+    canonical = json.dumps({"data": dict(data), "binaryData": dict(binary_data)}, sort_keys=True)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

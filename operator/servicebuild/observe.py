@@ -1,11 +1,13 @@
-"""Interpret a build Job and its Pod as one observation; pure."""
+"""Interpret a build Job and its Pod as one observation; pure (the clock is passed in)."""
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from servicebuild.naming import ANNOTATION_COMMIT, ANNOTATION_CONTEXT_DIGEST
 from servicebuild.render.job import BUILD_CONTAINER
 from servicebuild.report import BuildReport, log_tail, parse_report
 
@@ -39,9 +41,21 @@ class Observation:
     message: str | None = None
     failed_step: str | None = None
     log_tail: str | None = None
+    commit: str | None = None
+    """The git commit the Job builds."""
+    context_digest: str | None = None
+    """The digest of the ConfigMap context the Job builds."""
 
 
 ABSENT = Observation(BuildState.ABSENT)
+
+
+@dataclass(frozen=True)
+class PendingLimit:
+    """How long a build Pod may wait to start, and the time now."""
+
+    now: str
+    seconds: int
 
 
 def _condition(job: Mapping[str, Any], condition_type: str) -> Mapping[str, Any] | None:
@@ -55,14 +69,11 @@ def is_finished(job: Mapping[str, Any]) -> bool:
     return _condition(job, "Complete") is not None or _condition(job, "Failed") is not None
 
 
-def _build_container_termination(pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    if pod is None:
-        return None
-    for state in pod.get("status", {}).get("containerStatuses") or []:
-        if state.get("name") == BUILD_CONTAINER:
-            terminated: Mapping[str, Any] | None = (state.get("state") or {}).get("terminated")
-            return terminated
-    return None
+def _build_container_state(pod: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    for status in (pod or {}).get("status", {}).get("containerStatuses") or []:
+        if status.get("name") == BUILD_CONTAINER:
+            return dict(status.get("state") or {})
+    return {}
 
 
 def failed_step(tail: str) -> str | None:
@@ -73,7 +84,7 @@ def failed_step(tail: str) -> str | None:
 
 def _failure(job: Mapping[str, Any], pod: Mapping[str, Any] | None, base: Observation) -> Observation:
     failed = _condition(job, "Failed") or {}
-    terminated = _build_container_termination(pod) or {}
+    terminated = _build_container_state(pod).get("terminated") or {}
     tail = log_tail(terminated.get("message"))
     step = failed_step(tail) if tail else None
     if failed.get("reason") == "DeadlineExceeded":
@@ -85,10 +96,9 @@ def _failure(job: Mapping[str, Any], pod: Mapping[str, Any] | None, base: Observ
         exit_code = terminated.get("exitCode")
         code = f" (exit code {exit_code})" if exit_code is not None else ""
         reason, message = "BuildFailed", f"Build failed{where}{code}: {detail}"
-    return Observation(
+    return replace(
+        base,
         state=BuildState.FAILED,
-        job_name=base.job_name,
-        start_time=base.start_time,
         completion_time=failed.get("lastTransitionTime"),
         reason=reason,
         message=message,
@@ -98,43 +108,82 @@ def _failure(job: Mapping[str, Any], pod: Mapping[str, Any] | None, base: Observ
 
 
 def _completion(status: Mapping[str, Any], pod: Mapping[str, Any] | None, base: Observation) -> Observation:
-    terminated = _build_container_termination(pod) or {}
+    terminated = _build_container_state(pod).get("terminated") or {}
     report = parse_report(terminated.get("message"))
+    completed = replace(base, completion_time=status.get("completionTime"))
     if report is None:
-        return Observation(
+        return replace(
+            completed,
             state=BuildState.FAILED,
-            job_name=base.job_name,
-            start_time=base.start_time,
-            completion_time=status.get("completionTime"),
             reason="ReportMissing",
             message="The build Job completed but its Pod holds no build report"
             " (was the Pod deleted before the result was read?).",
         )
-    return Observation(
-        state=BuildState.SUCCEEDED,
-        job_name=base.job_name,
-        start_time=base.start_time,
-        completion_time=status.get("completionTime"),
-        report=report,
-    )
+    return replace(completed, state=BuildState.SUCCEEDED, report=report)
 
 
-def observe(job: Mapping[str, Any] | None, pod: Mapping[str, Any] | None) -> Observation:
-    """Interpret the Job of the current generation and its Pod."""
+def _why_not_started(pod: Mapping[str, Any] | None) -> str:
+    """What keeps the Pod from starting, in the words of the scheduler or the kubelet."""
+    for condition in (pod or {}).get("status", {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return f"{condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".rstrip(": ")
+    statuses = [
+        *((pod or {}).get("status", {}).get("initContainerStatuses") or []),
+        *((pod or {}).get("status", {}).get("containerStatuses") or []),
+    ]
+    for status in statuses:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") and waiting["reason"] != "PodInitializing":
+            return f"{status.get('name')}: {waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
+    return "no Pod started" if pod is None else "the Pod has not started"
+
+
+def _waited_too_long(job: Mapping[str, Any], limit: PendingLimit) -> bool:
+    since = job.get("status", {}).get("startTime") or job.get("metadata", {}).get("creationTimestamp")
+    if not since:
+        return False
+    try:
+        waited = datetime.fromisoformat(limit.now) - datetime.fromisoformat(since)
+    except ValueError:
+        return False
+    return waited.total_seconds() > limit.seconds
+
+
+def observe(
+    job: Mapping[str, Any] | None, pod: Mapping[str, Any] | None, pending: PendingLimit | None = None
+) -> Observation:
+    """Interpret the Job of the current build and its Pod."""
     if job is None:
         return ABSENT
+    metadata = job.get("metadata") or {}
     status = job.get("status") or {}
     base = Observation(
         state=BuildState.PENDING,
-        job_name=job.get("metadata", {}).get("name"),
+        job_name=metadata.get("name"),
         start_time=status.get("startTime"),
+        commit=(metadata.get("annotations") or {}).get(ANNOTATION_COMMIT),
+        context_digest=(metadata.get("annotations") or {}).get(ANNOTATION_CONTEXT_DIGEST),
     )
     if _condition(job, "Failed") is not None:
         return _failure(job, pod, base)
     if _condition(job, "Complete") is not None:
         return _completion(status, pod, base)
     if (job.get("spec") or {}).get("suspend"):
-        return Observation(BuildState.QUEUED, job_name=base.job_name)
+        return replace(base, state=BuildState.QUEUED, start_time=None)
     if status.get("active") and pod is not None and pod.get("status", {}).get("phase") == "Running":
-        return Observation(BuildState.RUNNING, job_name=base.job_name, start_time=base.start_time)
-    return base
+        return replace(base, state=BuildState.RUNNING)
+    return _not_started(job, pod, pending, base)
+
+
+def _not_started(
+    job: Mapping[str, Any], pod: Mapping[str, Any] | None, pending: PendingLimit | None, base: Observation
+) -> Observation:
+    """Pending, or failed with PendingTimeout once it has waited longer than the limit."""
+    if pending is None or not _waited_too_long(job, pending):
+        return base
+    return replace(
+        base,
+        state=BuildState.FAILED,
+        reason="PendingTimeout",
+        message=f"The build Pod did not start within spec.pendingTimeout ({_why_not_started(pod)}).",
+    )

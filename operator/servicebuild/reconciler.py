@@ -4,7 +4,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -18,15 +18,17 @@ from servicebuild.api.models import (
     ServiceBuild,
     ServiceBuildSpec,
     ServiceBuildStatus,
+    SourceStatus,
     status_to_dict,
 )
 from servicebuild.config import Settings
+from servicebuild.gitremote import GitCredentials, GitError, credentials_from_secret
 from servicebuild.imageref import ImageRef
 from servicebuild.kube import KubeError
-from servicebuild.observe import BuildState, Observation, is_finished, observe
+from servicebuild.observe import BuildState, Observation, PendingLimit, is_finished, observe
 from servicebuild.registry import Credentials, ImageSummary, RegistryError, credentials_from_docker_config
-from servicebuild.render.job import render_job
-from servicebuild.status import Event, Outcome, decide, human_size, merge_patch, transition_event
+from servicebuild.render.job import BuildInputs, GitAuth, render_job
+from servicebuild.status import Outcome, decide, human_size, merge_patch, transition_event
 from servicebuild.validation import describe_validation_error
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class KubeGateway(Protocol):
     def delete_job(self, namespace: str, name: str) -> None: ...
     def get_job_pod(self, namespace: str, job_name: str) -> dict[str, Any] | None: ...
     def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def patch_servicebuild_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
     def post_event(
         self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: str
@@ -52,16 +55,21 @@ class RegistryGateway(Protocol):
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary: ...
 
 
+class GitGateway(Protocol):
+    def resolve(self, url: str, revision: str | None, credentials: GitCredentials | None) -> str: ...
+
+
 @dataclass(frozen=True)
 class Result:
     """What one reconcile did."""
 
     status: ServiceBuildStatus
     written: bool
-    event: Event | None = None
 
 
-class _ReadbackError(Exception):
+class _PermanentError(Exception):
+    """A problem only a change of the spec or of the objects it names can fix."""
+
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
@@ -76,142 +84,238 @@ def _previous_status(raw: Any) -> ServiceBuildStatus:
         return ServiceBuildStatus()
 
 
-def _delete_superseded_jobs(kube: KubeGateway, meta: ObjectMeta) -> None:
-    """Stop builds of older generations: only the newest spec may push."""
-    for job in kube.list_jobs(meta.namespace, meta.uid):
-        labels = job.get("metadata", {}).get("labels") or {}
-        if labels.get(naming.LABEL_UID) != meta.uid or labels.get(naming.LABEL_GENERATION) == str(
-            meta.generation
-        ):
-            continue
-        if not is_finished(job):
-            name = job["metadata"]["name"]
-            logger.info("Deleting superseded build Job %s/%s", meta.namespace, name)
-            kube.delete_job(meta.namespace, name)
+def _compact_time(now: str) -> str:
+    """`2026-11-28T10:15:00Z` → `20261128101500`: a sortable tag fragment."""
+    return "".join(character for character in now if character.isdigit())[:14]
 
 
-def _credentials(kube: KubeGateway, meta: ObjectMeta, spec: ServiceBuildSpec) -> Credentials | None:
-    secret_name = spec.output.push_secret
-    if secret_name is None:
-        return None
-    data = kube.get_secret_data(meta.namespace, secret_name)
-    if data is None or _DOCKER_CONFIG_KEY not in data:
-        raise _ReadbackError(
-            "PushSecretNotFound",
-            f"spec.output.pushSecret: Secret {secret_name!r} with key {_DOCKER_CONFIG_KEY} is missing;"
-            " the operator needs it to read the pushed image.",
-        )
-    try:
-        config = base64.b64decode(data[_DOCKER_CONFIG_KEY], validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise _ReadbackError(
-            "InvalidPushSecret", f"spec.output.pushSecret: {secret_name!r} is not base64"
-        ) from exc
-    try:
-        return credentials_from_docker_config(config, spec.output.ref.registry)
-    except RegistryError as exc:
-        raise _ReadbackError("InvalidPushSecret", f"spec.output.pushSecret: {exc}") from exc
+class Reconciler:
+    """Brings one ServiceBuild one step closer to built, through the gateways it was given."""
 
+    def __init__(
+        self, kube: KubeGateway, registry: RegistryGateway, git: GitGateway, settings: Settings
+    ) -> None:
+        self.kube = kube
+        self.registry = registry
+        self.git = git
+        self.settings = settings
 
-def _read_back(
-    kube: KubeGateway, registry: RegistryGateway, meta: ObjectMeta, spec: ServiceBuildSpec, digest: str
-) -> BuildOutput:
-    """Confirm the pushed digest in the registry and measure the image as the registry serves it."""
-    image = spec.output.ref
-    try:
-        summary = registry.inspect(image, digest, _credentials(kube, meta, spec))
-    except RegistryError as exc:
-        if exc.transient:
-            raise
-        raise _ReadbackError(type(exc).__name__, f"Reading the pushed image back failed: {exc}") from exc
-    platforms = [
-        PlatformOutput(platform=p.platform, digest=p.digest, size_bytes=p.size_bytes, layers=p.layers)
-        for p in summary.platforms
-    ]
-    return BuildOutput(
-        image=image.with_digest(summary.digest),
-        digest=summary.digest,
-        size_bytes=summary.size_bytes,
-        size=human_size(summary.size_bytes),
-        layers=summary.layers,
-        generation=meta.generation,
-        platforms=platforms or None,
-    )
-
-
-def _observe_build(
-    kube: KubeGateway, registry: RegistryGateway, settings: Settings, meta: ObjectMeta, spec: ServiceBuildSpec
-) -> Outcome:
-    job_name = naming.job_name(meta.name, meta.uid, meta.generation)
-    job = kube.get_job(meta.namespace, job_name)
-    if job is None:
+    def reconcile(self, body: Mapping[str, Any], now: str) -> Result:
+        """Raise KubeError, RegistryError or GitError (transient ones) to be retried later."""
+        meta = ObjectMeta.model_validate(body["metadata"])
+        previous = _previous_status(body.get("status"))
+        final = previous.observed_generation == meta.generation and previous.phase in _FINAL_PHASES
         try:
-            kube.create_job(render_job(ServiceBuild(metadata=meta, spec=spec), settings))
+            spec = ServiceBuildSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            if final:
+                return Result(status=previous, written=False)
+            self._stop_superseded_jobs(meta, keep=None)
+            invalid = describe_validation_error(exc, prefix="spec")
+            return self._write(
+                meta,
+                previous,
+                Outcome(meta.generation, Observation(BuildState.ABSENT), invalid_spec=invalid),
+                now,
+            )
+
+        try:
+            digest = self._context_digest(meta, spec)
+        except _PermanentError as problem:
+            failed = Observation(BuildState.FAILED, reason=problem.reason, message=problem.message)
+            return self._write(meta, previous, Outcome(meta.generation, failed), now)
+        built_digest = previous.source.context_digest if previous.source else None
+        if final and built_digest == digest:
+            return Result(status=previous, written=False)
+        return self._write(meta, previous, self._build(meta, spec, digest, now), now)
+
+    def _write(self, meta: ObjectMeta, previous: ServiceBuildStatus, outcome: Outcome, now: str) -> Result:
+        """Write the decided status when it changed, and post the Event of a transition."""
+        status = decide(previous, outcome, now)
+        if status == previous:
+            return Result(status=status, written=False)
+        patch = merge_patch(status_to_dict(previous), status_to_dict(status))
+        self.kube.patch_servicebuild_status(meta.namespace, meta.name, patch)
+        event = transition_event(previous, status)
+        if event is not None:
+            logger.info("ServiceBuild %s/%s: %s: %s", meta.namespace, meta.name, event.reason, event.message)
+            try:
+                self.kube.post_event(meta, event.type, event.reason, event.message, now)
+            except KubeError as exc:
+                logger.warning(
+                    "Posting the %s event failed (the status holds the same): %s", event.reason, exc
+                )
+        return Result(status=status, written=True)
+
+    def _context_digest(self, meta: ObjectMeta, spec: ServiceBuildSpec) -> str | None:
+        """The digest of a ConfigMap context: a change of the ConfigMap's data is a new build."""
+        source = spec.source.config_map
+        if source is None:
+            return None
+        configmap = self.kube.get_configmap(meta.namespace, source.name)
+        if configmap is None:
+            raise _PermanentError(
+                "SourceNotFound", f"spec.source.configMap.name: ConfigMap {source.name!r} does not exist."
+            )
+        data = configmap.get("data") or {}
+        binary_data = configmap.get("binaryData") or {}
+        if source.archive is not None and source.archive not in binary_data:
+            message = f"ConfigMap {source.name!r} has no binaryData key {source.archive!r}."
+            raise _PermanentError("SourceNotFound", f"spec.source.configMap.archive: {message}")
+        return naming.context_digest(data, binary_data)
+
+    def _stop_superseded_jobs(self, meta: ObjectMeta, keep: str | None) -> None:
+        """Only the newest spec and context may push: other unfinished Jobs of this ServiceBuild go."""
+        for job in self.kube.list_jobs(meta.namespace, meta.uid):
+            labels = job.get("metadata", {}).get("labels") or {}
+            name = job["metadata"]["name"]
+            if labels.get(naming.LABEL_UID) == meta.uid and name != keep and not is_finished(job):
+                logger.info("Deleting superseded build Job %s/%s", meta.namespace, name)
+                self.kube.delete_job(meta.namespace, name)
+
+    def _build(self, meta: ObjectMeta, spec: ServiceBuildSpec, digest: str | None, now: str) -> Outcome:
+        job_name = naming.job_name(meta.name, meta.uid, meta.generation, digest or "")
+        source = SourceStatus(context_digest=digest) if digest else None
+        job = self.kube.get_job(meta.namespace, job_name)
+        if job is None:
+            try:
+                observation = self._start(meta, spec, job_name, digest, now)
+            except _PermanentError as problem:
+                failed = Observation(BuildState.FAILED, reason=problem.reason, message=problem.message)
+                return Outcome(meta.generation, failed, source=source)
+            self._stop_superseded_jobs(meta, keep=job_name)
+            return Outcome(meta.generation, observation, source=self._source(observation) or source)
+        self._stop_superseded_jobs(meta, keep=job_name)
+        needs_pod = bool(job.get("status", {}).get("active")) or is_finished(job) or not job.get("status")
+        pod = self.kube.get_job_pod(meta.namespace, job_name) if needs_pod else None
+        observation = observe(job, pod, PendingLimit(now=now, seconds=spec.pending_timeout_seconds))
+        if observation.reason == "PendingTimeout":
+            # A Pod that cannot start holds its quota and would start late and unexpected: stop it.
+            self.kube.delete_job(meta.namespace, job_name)
+        source = self._source(observation) or source
+        if observation.state != BuildState.SUCCEEDED or observation.report is None:
+            return Outcome(meta.generation, observation, source=source)
+        try:
+            output = self._read_back(meta, spec, observation)
+        except _PermanentError as problem:
+            failed = replace(
+                observation, state=BuildState.FAILED, reason=problem.reason, message=problem.message
+            )
+            return Outcome(meta.generation, failed, source=source)
+        return Outcome(meta.generation, observation, output=output, source=source)
+
+    @staticmethod
+    def _source(observation: Observation) -> SourceStatus | None:
+        if observation.commit is None and observation.context_digest is None:
+            return None
+        return SourceStatus(commit=observation.commit, context_digest=observation.context_digest)
+
+    def _start(
+        self, meta: ObjectMeta, spec: ServiceBuildSpec, job_name: str, digest: str | None, now: str
+    ) -> Observation:
+        """Check what the build needs, resolve the source, and create the Job."""
+        if spec.builder_image is not None and spec.builder_image not in self.settings.allowed_builder_images:
+            raise _PermanentError(
+                "InvalidSpec",
+                f"spec.builderImage: {spec.builder_image!r} is not an image the operator allows"
+                " (SERVICEBUILD_ALLOWED_BUILDER_IMAGES).",
+            )
+        if spec.output.push_secret is not None:
+            self._secret_data(meta, "spec.output.pushSecret", spec.output.push_secret, (_DOCKER_CONFIG_KEY,))
+        for index, secret in enumerate(spec.secrets):
+            field = f"spec.secrets[{index}].secretRef"
+            self._secret_data(meta, field, secret.secret_ref.name, (secret.secret_ref.key,))
+        inputs = self._git_inputs(
+            meta, spec, BuildInputs(timestamp=_compact_time(now), context_digest=digest)
+        )
+        try:
+            job = render_job(ServiceBuild(metadata=meta, spec=spec), self.settings, inputs)
+        except ValueError as exc:
+            # What the schema cannot know before the source resolved, e.g. a tag too long once expanded.
+            raise _PermanentError("InvalidSpec", str(exc)) from exc
+        try:
+            self.kube.create_job(job)
         except KubeError as exc:
             if exc.transient:
                 raise
-            rejected = Observation(
-                BuildState.FAILED, job_name=job_name, reason="JobRejected", message=str(exc)
-            )
-            return Outcome(meta.generation, rejected)
+            raise _PermanentError("JobRejected", f"The API server rejected the build Job: {exc}") from exc
         logger.info("Created build Job %s/%s", meta.namespace, job_name)
-        _delete_superseded_jobs(kube, meta)
-        return Outcome(meta.generation, Observation(BuildState.PENDING, job_name=job_name))
-    _delete_superseded_jobs(kube, meta)
-    needs_pod = is_finished(job) or bool(job.get("status", {}).get("active"))
-    observation = observe(job, kube.get_job_pod(meta.namespace, job_name) if needs_pod else None)
-    if observation.state != BuildState.SUCCEEDED or observation.report is None:
-        return Outcome(meta.generation, observation)
-    try:
-        output = _read_back(kube, registry, meta, spec, observation.report.digest)
-    except _ReadbackError as failure:
-        failed = Observation(
-            BuildState.FAILED,
-            job_name=observation.job_name,
-            start_time=observation.start_time,
-            completion_time=observation.completion_time,
-            reason=failure.reason,
-            message=failure.message,
-        )
-        return Outcome(meta.generation, failed)
-    return Outcome(meta.generation, observation, output=output)
+        return Observation(BuildState.PENDING, job_name=job_name, commit=inputs.commit, context_digest=digest)
 
-
-def reconcile(
-    body: Mapping[str, Any],
-    *,
-    kube: KubeGateway,
-    registry: RegistryGateway,
-    settings: Settings,
-    now: str,
-) -> Result:
-    """Bring one ServiceBuild one step closer to built; raise KubeError/RegistryError to retry later."""
-    meta = ObjectMeta.model_validate(body["metadata"])
-    previous = _previous_status(body.get("status"))
-    if previous.observed_generation == meta.generation and previous.phase in _FINAL_PHASES:
-        return Result(status=previous, written=False)
-
-    try:
-        spec = ServiceBuildSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        _delete_superseded_jobs(kube, meta)
-        invalid = Observation(BuildState.ABSENT)
-        outcome = Outcome(
-            meta.generation, invalid, invalid_spec=describe_validation_error(exc, prefix="spec")
-        )
-    else:
-        outcome = _observe_build(kube, registry, settings, meta, spec)
-
-    status = decide(previous, outcome, now)
-    if status == previous:
-        return Result(status=status, written=False)
-    patch = merge_patch(status_to_dict(previous), status_to_dict(status))
-    kube.patch_servicebuild_status(meta.namespace, meta.name, patch)
-    event = transition_event(previous, status)
-    if event is not None:
-        logger.info("ServiceBuild %s/%s: %s: %s", meta.namespace, meta.name, event.reason, event.message)
+    def _git_inputs(self, meta: ObjectMeta, spec: ServiceBuildSpec, inputs: BuildInputs) -> BuildInputs:
+        """Resolve a git revision to the commit the Job will build, with the auth secret if any."""
+        git = spec.source.git
+        if git is None:
+            return inputs
+        credentials = None
+        if git.auth_secret is not None:
+            data = self._secret_data(meta, "spec.source.git.authSecret", git.auth_secret, ())
+            try:
+                credentials = credentials_from_secret(data)
+            except GitError as exc:
+                raise _PermanentError(exc.reason, f"spec.source.git.authSecret: {exc}") from exc
+            method: GitAuth = (
+                "ssh" if "ssh-privatekey" in data else "token" if "token" in data else "password"
+            )
+            inputs = replace(inputs, git_auth=method, git_known_hosts="known_hosts" in data)
         try:
-            kube.post_event(meta, event.type, event.reason, event.message, now)
-        except KubeError as exc:
-            logger.warning("Posting the %s event failed (the status holds the same): %s", event.reason, exc)
-    return Result(status=status, written=True, event=event)
+            commit = self.git.resolve(git.url, git.revision, credentials)
+        except GitError as exc:
+            if exc.transient:
+                raise
+            raise _PermanentError(exc.reason, f"spec.source.git: {exc}") from exc
+        return replace(inputs, commit=commit)
+
+    def _secret_data(self, meta: ObjectMeta, field: str, name: str, keys: tuple[str, ...]) -> dict[str, str]:
+        data = self.kube.get_secret_data(meta.namespace, name)
+        if data is None:
+            raise _PermanentError(
+                "SecretNotFound", f"{field}: Secret {name!r} does not exist in {meta.namespace}."
+            )
+        missing = [key for key in keys if key not in data]
+        if missing:
+            raise _PermanentError("SecretNotFound", f"{field}: Secret {name!r} has no key {missing[0]!r}.")
+        return data
+
+    def _credentials(self, meta: ObjectMeta, spec: ServiceBuildSpec) -> Credentials | None:
+        secret_name = spec.output.push_secret
+        if secret_name is None:
+            return None
+        data = self._secret_data(meta, "spec.output.pushSecret", secret_name, (_DOCKER_CONFIG_KEY,))
+        try:
+            config = base64.b64decode(data[_DOCKER_CONFIG_KEY], validate=True)
+            return credentials_from_docker_config(config, spec.output.ref.registry)
+        except (binascii.Error, ValueError) as exc:
+            raise _PermanentError(
+                "InvalidPushSecret", f"spec.output.pushSecret: {secret_name!r} is not base64"
+            ) from exc
+        except RegistryError as exc:
+            raise _PermanentError("InvalidPushSecret", f"spec.output.pushSecret: {exc}") from exc
+
+    def _read_back(self, meta: ObjectMeta, spec: ServiceBuildSpec, observation: Observation) -> BuildOutput:
+        """Confirm the pushed digest in the registry and measure the image as the registry serves it."""
+        report = observation.report
+        if report is None:
+            raise ValueError("reading back needs the build report")
+        image = spec.output.ref
+        try:
+            summary = self.registry.inspect(image, report.digest, self._credentials(meta, spec))
+        except RegistryError as exc:
+            if exc.transient:
+                raise
+            raise _PermanentError(type(exc).__name__, f"Reading the pushed image back failed: {exc}") from exc
+        platforms = [
+            PlatformOutput(platform=p.platform, digest=p.digest, size_bytes=p.size_bytes, layers=p.layers)
+            for p in summary.platforms
+        ]
+        tags = report.image_name.split(",") if report.image_name else [str(image)]
+        return BuildOutput(
+            image=image.with_digest(summary.digest),
+            digest=summary.digest,
+            size_bytes=summary.size_bytes,
+            size=human_size(summary.size_bytes),
+            layers=summary.layers,
+            generation=meta.generation,
+            platforms=platforms or None,
+            tags=tags,
+        )

@@ -2,12 +2,18 @@
 
 On success the wrapper script (`servicebuild.render.job.WRAPPER_SCRIPT`) writes one JSON line:
 
-    {"digest":"sha256:<64 hex>","imageName":"<registry/repository:tag>","cacheMetrics":{...}|null}
+    {"digest":"sha256:<64 hex>","imageName":"<registry/repository:tag>[,<more pushed references>]",
+     "cacheMetrics":{...}|null,"cacheExported":true|false|null}
 
-`cacheMetrics` is the JSON line of `buildctl --debug-json-cache-metrics` (`cmd/buildctl/cachemetrics.go`):
-`total, completed, user_total, user_cached, user_completed, user_cacheable, from, miss,
-client_duration_ms`. On failure the wrapper writes nothing and Kubernetes puts the log tail there
-(`FallbackToLogsOnError`). Pure and total: any other text is "no report", never an exception.
+`imageName` lists every pushed reference as BuildKit reports them (comma-separated, normalised; empty
+when the list was too long for the message). `cacheExported` is whether buildctl's metadata file has a
+`cache.manifest` key, which BuildKit writes only when the registry cache export succeeded (a failed
+export is ignored, `ignore-error=true`; `cache/remotecache/export.go`, `solver/llbsolver/solver.go`);
+`null` when the cache is disabled. `cacheMetrics` is the JSON line of `buildctl
+--debug-json-cache-metrics` (`cmd/buildctl/cachemetrics.go`): `total, completed, user_total,
+user_cached, user_completed, user_cacheable, from, miss, client_duration_ms`. On failure the wrapper
+writes nothing and Kubernetes puts the log tail there (`FallbackToLogsOnError`). Pure and total: any
+other text is "no report", never an exception.
 """
 
 import json
@@ -32,6 +38,9 @@ class BuildReport:
     """Dockerfile steps served from the cache (`user_cached`); None when buildctl gave no metrics."""
     total_steps: int | None
     """Dockerfile steps of the build (`user_total`); None when buildctl gave no metrics."""
+    cache_exported: bool | None = None
+    """Whether the registry cache was exported; None when the cache is disabled or it was not reported
+    (a report from an older wrapper)."""
 
 
 def parse_report(message: str | None) -> BuildReport | None:
@@ -49,11 +58,13 @@ def parse_report(message: str | None) -> BuildReport | None:
         return None
     image_name = data.get("imageName")
     cached, total = _cache_figures(data.get("cacheMetrics"))
+    exported = data.get("cacheExported")
     return BuildReport(
         digest=digest,
         image_name=image_name if isinstance(image_name, str) and image_name else None,
         cached_steps=cached,
         total_steps=total,
+        cache_exported=exported if isinstance(exported, bool) else None,
     )
 
 

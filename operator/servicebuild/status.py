@@ -12,6 +12,7 @@ from servicebuild.api.models import (
     ConditionStatus,
     Phase,
     ServiceBuildStatus,
+    SourceStatus,
 )
 from servicebuild.observe import BuildState, Observation
 
@@ -39,6 +40,8 @@ class Outcome:
     """The verified output, when the build of this generation succeeded and was read back."""
     invalid_spec: str | None = None
     """Why the spec is invalid, naming the field."""
+    source: SourceStatus | None = None
+    """What the build of this outcome builds: the resolved commit or the ConfigMap's digest."""
 
 
 def _seconds_between(start: str | None, end: str | None) -> int | None:
@@ -108,6 +111,7 @@ def _stalled_status(previous: ServiceBuildStatus, outcome: Outcome, now: str) ->
         duration_seconds=_seconds_between(observation.start_time, observation.completion_time),
         output=previous.output,
         cache=previous.cache,
+        source=outcome.source,
         failed_step=observation.failed_step,
         log_tail=observation.log_tail,
     )
@@ -139,6 +143,7 @@ def _succeeded_status(previous: ServiceBuildStatus, outcome: Outcome, now: str) 
         duration_seconds=_seconds_between(observation.start_time, observation.completion_time),
         output=output,
         cache=cache,
+        source=outcome.source,
     )
 
 
@@ -173,6 +178,7 @@ def _in_progress_status(previous: ServiceBuildStatus, outcome: Outcome, now: str
         start_time=observation.start_time,
         output=previous.output,
         cache=previous.cache,
+        source=outcome.source,
     )
 
 

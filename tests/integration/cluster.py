@@ -5,6 +5,7 @@ here add what the real API server would, so the operator code needs no special c
 """
 
 import asyncio
+import base64
 import itertools
 import uuid
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ SERVICEBUILDS = kmock.resource(GROUP, VERSION, PLURAL)
 JOBS = kmock.resource("batch", "v1", "jobs")
 PODS = kmock.resource("", "v1", "pods")
 SECRETS = kmock.resource("", "v1", "secrets")
+CONFIGMAPS = kmock.resource("", "v1", "configmaps")
 EVENTS = kmock.resource("", "v1", "events")
 
 _VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
@@ -29,6 +31,7 @@ _RESOURCES = {
     JOBS: kmock.ResourceInfo(kind="Job", namespaced=True, subresources={"status"}, verbs=_VERBS),
     PODS: kmock.ResourceInfo(kind="Pod", namespaced=True, subresources={"status"}, verbs=_VERBS),
     SECRETS: kmock.ResourceInfo(kind="Secret", namespaced=True, verbs=_VERBS),
+    CONFIGMAPS: kmock.ResourceInfo(kind="ConfigMap", namespaced=True, verbs=_VERBS),
     EVENTS: kmock.ResourceInfo(kind="Event", namespaced=True, verbs=_VERBS),
 }
 _MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
@@ -133,6 +136,35 @@ class Cluster:
             "spec": spec,
         }
         return await self.create(SERVICEBUILDS, body)
+
+    async def create_configmap(
+        self, namespace: str, name: str, data: dict[str, str], binary_data: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        body["data"] = data
+        if binary_data:
+            body["binaryData"] = binary_data
+        return await self.create(CONFIGMAPS, body)
+
+    async def create_secret(
+        self,
+        namespace: str,
+        name: str,
+        data: dict[str, bytes],
+        secret_type: str = "Opaque",  # noqa: S107 - a Secret type, not a password
+    ) -> None:
+        encoded = {key: base64.b64encode(value).decode() for key, value in data.items()}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": secret_type,
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        await self.create(SECRETS, {**body, "data": encoded})
 
     async def change_spec(self, namespace: str, name: str, spec_patch: dict[str, Any]) -> int:
         """Patch the spec and bump the generation, as the API server does for a spec change."""

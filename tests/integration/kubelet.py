@@ -1,11 +1,13 @@
-"""Plays the kubelet and BuildKit for build Jobs: pushes a real image, then completes Pod and Job.
+"""Plays the kubelet, the Job controller, Kueue and BuildKit for build Jobs.
 
-What it writes is what the real parts write: the Pod's termination message in the wrapper's
-report format (or a BuildKit log tail on failure), and the Job conditions of the Job controller.
+What it writes is what the real parts write: a real image (or multi-platform index) pushed under
+every name the Job's `--output` lists, the Pod's termination message in the wrapper's report
+format (or a BuildKit log tail on failure), and the Job conditions of the Job controller.
 """
 
 import asyncio
 import base64
+import csv
 import json
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -17,9 +19,13 @@ from cluster import JOBS, PODS, SECRETS, Cluster
 from servicebuild.imageref import parse_image
 from servicebuild.naming import ANNOTATION_SERVICEBUILD
 from servicebuild.registry import credentials_from_docker_config
-from support.oci_registry import PushedImage, push_image
+from support.oci_registry import push_image, push_index
 
-Behaviour = Literal["succeed", "fail", "hold"]
+Behaviour = Literal["succeed", "fail", "hold", "stuck", "cache-export-fails"]
+"""succeed; fail with a BuildKit error; hold running until released; stuck pending (image pull
+failing); succeed but report that the cache export failed."""
+
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 BUILDKIT_FAILURE_LOG = """\
 #9 [build 3/4] RUN make greet
@@ -43,14 +49,26 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _output_image(job: dict[str, Any]) -> str:
-    """The image name BuildKit would push: read from the Job's `--output` argument."""
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    for argument in container.get("args", []):
-        if argument.startswith("type=image,"):
-            options = dict(part.partition("=")[::2] for part in argument.split(","))
-            return options["name"]
-    raise AssertionError(f"no --output type=image in {container.get('args')}")
+def build_args(job: dict[str, Any]) -> list[str]:
+    args: list[str] = job["spec"]["template"]["spec"]["containers"][0].get("args", [])
+    return args
+
+
+def output_names(job: dict[str, Any]) -> list[str]:
+    """The names BuildKit would push: `name` of the Job's `--output type=image`, CSV as buildctl reads it."""
+    for argument in build_args(job):
+        if argument.startswith("type=image"):
+            fields = next(csv.reader([argument]))
+            options = dict(part.partition("=")[::2] for part in fields)
+            return options["name"].split(",")
+    raise AssertionError(f"no --output type=image in {build_args(job)}")
+
+
+def platforms(job: dict[str, Any]) -> list[str]:
+    for argument in build_args(job):
+        if argument.startswith("platform="):
+            return argument.removeprefix("platform=").split(",")
+    return []
 
 
 @dataclass
@@ -58,9 +76,11 @@ class Kubelet:
     cluster: Cluster
     behaviours: dict[str, deque[Behaviour]] = field(default_factory=lambda: defaultdict(deque))
     """Per ServiceBuild name, what its next Jobs do; "succeed" when nothing is queued."""
-    pushed: dict[str, PushedImage] = field(default_factory=dict)
-    """Per Job name, the image pushed for it."""
+    pushed: dict[str, str] = field(default_factory=dict)
+    """Per Job name, the digest pushed for it."""
     held: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queued: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Jobs Kueue suspended, waiting for `admit`."""
     handled: set[tuple[str, str]] = field(default_factory=set)
     mirrors: dict[str, str] = field(default_factory=dict)
     """Registry host → host BuildKit really pushes to (as a registry mirror would route it)."""
@@ -74,13 +94,33 @@ class Kubelet:
                 key = (job["metadata"]["namespace"], job["metadata"]["name"])
                 if key not in self.handled:
                     self.handled.add(key)
-                    await self._start(job)
+                    await self._admit_or_queue(job)
             await asyncio.sleep(0.05)
+
+    async def _admit_or_queue(self, job: dict[str, Any]) -> None:
+        metadata = job["metadata"]
+        if KUEUE_QUEUE_LABEL in (metadata.get("labels") or {}):
+            # Kueue's webhook suspends a labelled Job on creation; it runs once admitted.
+            await self.cluster.patch(
+                JOBS, metadata["namespace"], metadata["name"], {"spec": {"suspend": True}}
+            )
+            self.queued[metadata["name"]] = job
+            return
+        await self._start(job)
+
+    async def admit(self, job_name: str) -> None:
+        job = self.queued.pop(job_name)
+        metadata = job["metadata"]
+        await self.cluster.patch(JOBS, metadata["namespace"], metadata["name"], {"spec": {"suspend": False}})
+        await self._start(job)
 
     async def _start(self, job: dict[str, Any]) -> None:
         owner = job["metadata"]["annotations"][ANNOTATION_SERVICEBUILD]
         queue = self.behaviours[owner]
         behaviour = queue.popleft() if queue else "succeed"
+        if behaviour == "stuck":
+            await self._set_pending(job)
+            return
         await self._set_running(job)
         if behaviour == "hold":
             self.held[job["metadata"]["name"]] = job
@@ -89,6 +129,39 @@ class Kubelet:
 
     async def release(self, job_name: str, behaviour: Behaviour = "succeed") -> None:
         await self._finish(self.held.pop(job_name), behaviour)
+
+    def _pod(self, job: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        metadata = job["metadata"]
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{metadata['name']}-x7k2p",
+                "namespace": metadata["namespace"],
+                "labels": {"batch.kubernetes.io/job-name": metadata["name"], "job-name": metadata["name"]},
+            },
+            "spec": job["spec"]["template"]["spec"],
+            "status": status,
+        }
+
+    async def _set_pending(self, job: dict[str, Any]) -> None:
+        metadata = job["metadata"]
+        await self.cluster.patch(
+            JOBS,
+            metadata["namespace"],
+            metadata["name"],
+            {"status": {"active": 1, "startTime": _now()}},
+            status=True,
+        )
+        waiting = {
+            "reason": "ImagePullBackOff",
+            "message": 'Back-off pulling image "moby/buildkit:v0.32.2-rootless"',
+        }
+        status = {
+            "phase": "Pending",
+            "containerStatuses": [{"name": "buildkit", "state": {"waiting": waiting}}],
+        }
+        await self.cluster.create(PODS, self._pod(job, status))
 
     async def _set_running(self, job: dict[str, Any]) -> None:
         metadata = job["metadata"]
@@ -99,28 +172,15 @@ class Kubelet:
             {"status": {"active": 1, "startTime": _now()}},
             status=True,
         )
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{metadata['name']}-x7k2p",
-                "namespace": metadata["namespace"],
-                "labels": {"batch.kubernetes.io/job-name": metadata["name"], "job-name": metadata["name"]},
-            },
-            "spec": job["spec"]["template"]["spec"],
-            "status": {
-                "phase": "Running",
-                "containerStatuses": [{"name": "buildkit", "state": {"running": {}}}],
-            },
-        }
-        await self.cluster.create(PODS, pod)
+        status = {"phase": "Running", "containerStatuses": [{"name": "buildkit", "state": {"running": {}}}]}
+        await self.cluster.create(PODS, self._pod(job, status))
 
     def _push_credentials(self, job: dict[str, Any]) -> tuple[str, str] | None:
         """Read the push secret the Job mounts, as BuildKit would through DOCKER_CONFIG."""
-        image = parse_image(_output_image(job))
+        image = parse_image(output_names(job)[0])
         for volume in job["spec"]["template"]["spec"].get("volumes", []):
             secret_name = volume.get("secret", {}).get("secretName")
-            if secret_name:
+            if secret_name and volume["name"] == "docker-config":
                 secret = self.cluster.get(SECRETS, job["metadata"]["namespace"], secret_name)
                 assert secret is not None, f"the Job mounts a missing secret {secret_name}"
                 config = base64.b64decode(secret["data"][".dockerconfigjson"])
@@ -128,24 +188,30 @@ class Kubelet:
                 return (credentials.username, credentials.password) if credentials else None
         return None
 
+    def _push(self, job: dict[str, Any]) -> str:
+        """Push under every name of the `--output`, as BuildKit does; return the digest."""
+        names = [parse_image(name) for name in output_names(job)]
+        auth = self._push_credentials(job)
+        digest = ""
+        for image in names:
+            registry = self.mirrors.get(image.registry, image.registry)
+            if platforms(job):
+                digest = push_index(registry, image.repository, image.tag, auth=auth).digest
+            else:
+                layers = [f"{job['metadata']['name']}: layer {index}\n".encode() for index in range(3)]
+                digest = push_image(registry, image.repository, image.tag, layers, auth=auth).digest
+        return digest
+
     async def _finish(self, job: dict[str, Any], behaviour: Behaviour) -> None:
         metadata = job["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
-        if behaviour == "succeed":
-            image = parse_image(_output_image(job))
-            layers = [f"{name}: layer {index}\n".encode() for index in range(3)]
-            pushed = await asyncio.to_thread(
-                push_image,
-                self.mirrors.get(image.registry, image.registry),
-                image.repository,
-                image.tag,
-                layers,
-                auth=self._push_credentials(job),
-            )
-            self.pushed[name] = pushed
+        if behaviour in {"succeed", "cache-export-fails"}:
+            digest = await asyncio.to_thread(self._push, job)
+            self.pushed[name] = digest
             metrics = {"total": 9, "completed": 9, "user_total": 7, "user_cached": 5, "user_completed": 7}
-            report = json.dumps({"digest": pushed.digest, "imageName": str(image), "cacheMetrics": metrics})
-            terminated = {"exitCode": 0, "reason": "Completed", "message": report}
+            report = {"digest": digest, "imageName": ",".join(output_names(job)), "cacheMetrics": metrics}
+            report["cacheExported"] = behaviour != "cache-export-fails"
+            terminated = {"exitCode": 0, "reason": "Completed", "message": json.dumps(report)}
             pod_phase, job_condition = "Succeeded", {"type": "Complete", "status": "True"}
             job_status: dict[str, Any] = {"succeeded": 1, "completionTime": _now()}
         else:
@@ -153,16 +219,12 @@ class Kubelet:
             pod_phase = "Failed"
             job_condition = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
             job_status = {"failed": 1}
+        container_statuses = [{"name": "buildkit", "state": {"terminated": terminated}}]
         await self.cluster.patch(
             PODS,
             namespace,
             f"{name}-x7k2p",
-            {
-                "status": {
-                    "phase": pod_phase,
-                    "containerStatuses": [{"name": "buildkit", "state": {"terminated": terminated}}],
-                }
-            },
+            {"status": {"phase": pod_phase, "containerStatuses": container_statuses}},
             status=True,
         )
         job_condition["lastTransitionTime"] = _now()

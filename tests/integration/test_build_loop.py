@@ -23,6 +23,21 @@ from outage import SwitchableProxy
 from support.oci_registry import RunningRegistry
 
 NAMESPACE = "shop"
+DOCKERFILE = """\
+FROM alpine:3.20 AS build
+COPY main.c .
+RUN cc -o /greet main.c
+FROM scratch
+COPY --from=build /greet /greet
+"""
+
+
+@pytest.fixture(autouse=True)
+async def build_context(cluster: Cluster) -> None:
+    """The ConfigMap every ServiceBuild here builds from."""
+    await cluster.create_configmap(
+        NAMESPACE, "checkout-context", {"Dockerfile": DOCKERFILE, "main.c": "int main(){}"}
+    )
 
 
 def spec(registry: RunningRegistry, **extra: Any) -> dict[str, Any]:
@@ -122,7 +137,7 @@ async def test_spec_change_supersedes_the_running_build(
     body = await eventually(lambda: ready_at(cluster, "cart", 3))
     assert body["status"]["jobName"] == third_job
     assert body["status"]["output"]["generation"] == 3
-    assert body["status"]["output"]["digest"] == kubelet.pushed[third_job].digest
+    assert body["status"]["output"]["digest"] == kubelet.pushed[third_job]
     assert body["status"]["output"]["digest"] != first_output["digest"]
     generations = sorted(
         job["metadata"]["labels"]["servicebuild.dev/generation"] for job in cluster.all(JOBS, NAMESPACE)
@@ -193,7 +208,7 @@ async def test_restart_mid_build_makes_no_duplicate_job(
     operator.start()
 
     body = await eventually(lambda: ready_at(cluster, "orders", 1))
-    assert body["status"]["output"]["digest"] == kubelet.pushed[job_name].digest
+    assert body["status"]["output"]["digest"] == kubelet.pushed[job_name]
     assert [job["metadata"]["name"] for job in cluster.all(JOBS, NAMESPACE)] == [job_name]
 
 
@@ -223,8 +238,8 @@ async def test_registry_outage_during_readback_is_retried_until_ready(
 
     registry_proxy.up = True
     body = await eventually(lambda: ready_at(cluster, "payments", 1), within=60)
-    assert body["status"]["output"]["digest"] == kubelet.pushed[job_name].digest
-    assert body["status"]["output"]["image"] == f"{image}@{kubelet.pushed[job_name].digest}"
+    assert body["status"]["output"]["digest"] == kubelet.pushed[job_name]
+    assert body["status"]["output"]["image"] == f"{image}@{kubelet.pushed[job_name]}"
     assert f"registry {registry_proxy.host} is unreachable" in operator.log
 
 

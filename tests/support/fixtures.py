@@ -10,6 +10,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from .git_server import (
+    GitDaemon,
+    GitHttpServer,
+    GitRepositories,
+    create_repositories,
+    new_token,
+    start_git_daemon,
+    start_git_server,
+)
 from .oci_registry import RunningRegistry, start_registry
 
 REGISTRY_USER = ("builder", "push-password-for-tests")
@@ -47,3 +56,39 @@ def unique_repository(request: pytest.FixtureRequest) -> str:
     """A repository name of this test alone, valid in image references (`tests/<name>-<hex>`)."""
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60].strip("-")
     return f"tests/{name}-{secrets.token_hex(3)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Git remotes (tests/support/git_server.py): one set of repositories, served three ways.
+
+
+@pytest.fixture(scope="session")
+def git_repositories(tmp_path_factory: pytest.TempPathFactory) -> GitRepositories:
+    """`repo.git` (main, feature, release/1.x, tags v1.0 and annotated v1.1) and `empty.git`."""
+    return create_repositories(tmp_path_factory.mktemp("git-repositories"))
+
+
+@pytest.fixture(scope="session")
+def git_server(git_repositories: GitRepositories) -> Iterator[GitHttpServer]:
+    """Smart HTTP (protocol v2) that needs basic auth with `git_server.token` as the password."""
+    server = start_git_server(git_repositories, token=new_token())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def git_server_anonymous(git_repositories: GitRepositories) -> Iterator[GitHttpServer]:
+    """Smart HTTP without auth that speaks only protocol v0/v1, like an older git host."""
+    server = start_git_server(git_repositories, protocol_v2=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def git_daemon(
+    git_repositories: GitRepositories, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GitDaemon]:
+    """`git daemon` serving the same repositories anonymously over git://."""
+    daemon = start_git_daemon(git_repositories, tmp_path_factory.mktemp("git-daemon"))
+    yield daemon
+    daemon.stop()

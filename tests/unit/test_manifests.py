@@ -58,6 +58,9 @@ EXPECTED_RBAC = {
     ("batch", "jobs", "delete"),
     # The build Pod's termination message.
     ("", "pods", "list"),
+    ("", "configmaps", "get"),
+    ("", "configmaps", "list"),
+    ("", "configmaps", "watch"),
     ("servicebuild.dev", "servicebuilds/finalizers", "update"),
     # The push secret, to read the pushed manifest from the registry.
     ("", "secrets", "get"),

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from servicebuild.observe import BuildState, failed_step, is_finished, observe
+from servicebuild.observe import BuildState, PendingLimit, failed_step, is_finished, observe
 
 DIGEST = "sha256:" + "ab" * 32
 REPORT = json.dumps(
@@ -137,3 +137,67 @@ def test_is_finished(conditions: tuple[dict[str, Any], ...], finished: bool) -> 
 
 def test_failed_step_absent_when_log_names_none() -> None:
     assert failed_step("error: something else entirely") is None
+
+
+PENDING_SINCE = "2026-11-28T10:00:00Z"
+LIMIT = PendingLimit(now="2026-11-28T10:10:01Z", seconds=600)
+UNSCHEDULABLE = {
+    "status": {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/3 nodes are available",
+            }
+        ],
+    }
+}
+IMAGE_PULL = {
+    "status": {
+        "phase": "Pending",
+        "containerStatuses": [
+            {
+                "name": "buildkit",
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied"}},
+            }
+        ],
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("pod_body", "why"),
+    [
+        (UNSCHEDULABLE, "Unschedulable: 0/3 nodes are available"),
+        (IMAGE_PULL, "ImagePullBackOff: pull access denied"),
+        (None, "no Pod started"),
+    ],
+    ids=["unschedulable", "image pull", "no pod"],
+)
+def test_pending_too_long_is_a_failure_that_says_why(pod_body: dict[str, Any] | None, why: str) -> None:
+    observation = observe(job(startTime=PENDING_SINCE), pod_body, LIMIT)
+    assert observation.state == BuildState.FAILED
+    assert observation.reason == "PendingTimeout"
+    assert why in (observation.message or "")
+
+
+def test_pending_within_the_limit_is_pending() -> None:
+    early = PendingLimit(now="2026-11-28T10:09:59Z", seconds=600)
+    assert observe(job(startTime=PENDING_SINCE), UNSCHEDULABLE, early).state == BuildState.PENDING
+
+
+def test_queued_and_running_builds_never_time_out_pending() -> None:
+    assert observe(job(suspend=True, startTime=PENDING_SINCE), None, LIMIT).state == BuildState.QUEUED
+    assert observe(job(active=1, startTime=PENDING_SINCE), pod("Running"), LIMIT).state == BuildState.RUNNING
+
+
+def test_job_annotations_say_what_is_built() -> None:
+    body = job()
+    body["metadata"]["annotations"] = {
+        "servicebuild.dev/commit": "a" * 40,
+        "servicebuild.dev/context-digest": "sha256:" + "b" * 64,
+    }
+    observation = observe(body, None)
+    assert (observation.commit, observation.context_digest) == ("a" * 40, "sha256:" + "b" * 64)

@@ -1,6 +1,8 @@
 """We test these aspects:
 
-- the success report is read: digest, image name, and `user_cached` of `user_total` as the cache figures;
+- the success report is read: digest, image name (all pushed references), `user_cached` of `user_total`
+  as the cache figures, and whether the registry cache was exported (`cacheExported`: true, false, or
+  null when the cache is disabled; anything else, or a report without it, is "unknown", None);
 - anything else is no report (None), never an exception: empty, log tails, binary junk, truncated or
   non-object JSON, wrong types, a malformed digest, input larger than a termination message;
 - cache metrics that are missing, mistyped or inconsistent give no cache figures but keep the report;
@@ -29,7 +31,12 @@ IMAGE = "registry.example.com/shop/checkout:1.4.2"
 
 
 def message(**fields: object) -> str:
-    report: dict[str, object] = {"digest": DIGEST, "imageName": IMAGE, "cacheMetrics": METRICS}
+    report: dict[str, object] = {
+        "digest": DIGEST,
+        "imageName": IMAGE,
+        "cacheMetrics": METRICS,
+        "cacheExported": True,
+    }
     report.update(fields)
     return json.dumps(report, separators=(",", ":")) + "\n"
 
@@ -38,9 +45,47 @@ def test_the_wrappers_exact_line_is_read() -> None:
     line = (
         '{"digest":"' + DIGEST + '","imageName":"' + IMAGE + '","cacheMetrics":{"total":14,"completed":14,'
         '"user_total":5,"user_cached":4,"user_completed":5,"user_cacheable":4,"from":1,"miss":1,'
+        '"client_duration_ms":3291},"cacheExported":true}\n'
+    )
+    assert parse_report(line) == BuildReport(
+        digest=DIGEST, image_name=IMAGE, cached_steps=4, total_steps=5, cache_exported=True
+    )
+
+
+def test_a_report_of_the_previous_wrapper_is_still_read() -> None:
+    line = (
+        '{"digest":"' + DIGEST + '","imageName":"' + IMAGE + '","cacheMetrics":{"total":14,"completed":14,'
+        '"user_total":5,"user_cached":4,"user_completed":5,"user_cacheable":4,"from":1,"miss":1,'
         '"client_duration_ms":3291}}\n'
     )
-    assert parse_report(line) == BuildReport(digest=DIGEST, image_name=IMAGE, cached_steps=4, total_steps=5)
+    assert parse_report(line) == BuildReport(
+        digest=DIGEST, image_name=IMAGE, cached_steps=4, total_steps=5, cache_exported=None
+    )
+
+
+@pytest.mark.parametrize(
+    ("exported", "expected"),
+    [
+        pytest.param(True, True, id="exported"),
+        pytest.param(False, False, id="export failed (no cache.manifest)"),
+        pytest.param(None, None, id="cache disabled (null)"),
+        pytest.param("true", None, id="string"),
+        pytest.param(1, None, id="number"),
+        pytest.param({}, None, id="object"),
+    ],
+)
+def test_cache_exported(exported: object, expected: bool | None) -> None:
+    report = parse_report(message(cacheExported=exported))
+    assert report == BuildReport(DIGEST, IMAGE, 4, 5, cache_exported=expected)
+
+
+def test_every_pushed_reference_is_kept_in_the_image_name() -> None:
+    names = (
+        f"{IMAGE},registry.example.com/shop/checkout:9fceb02d0ae5,registry.example.com/shop/checkout:build-3"
+    )
+    report = parse_report(message(imageName=names))
+    assert report is not None
+    assert report.image_name == names
 
 
 @pytest.mark.parametrize(
@@ -60,7 +105,9 @@ def test_the_wrappers_exact_line_is_read() -> None:
 )
 def test_cache_figures(metrics: object, cached: int | None, total: int | None) -> None:
     report = parse_report(message(cacheMetrics=metrics))
-    assert report == BuildReport(digest=DIGEST, image_name=IMAGE, cached_steps=cached, total_steps=total)
+    assert report == BuildReport(
+        digest=DIGEST, image_name=IMAGE, cached_steps=cached, total_steps=total, cache_exported=True
+    )
 
 
 def test_missing_metrics_key_keeps_the_report() -> None:
@@ -124,14 +171,24 @@ def test_anything_but_the_report_is_none(text: str | None) -> None:
 
 
 def test_surrounding_whitespace_is_tolerated() -> None:
-    assert parse_report("\n  " + message() + "\n\n") == BuildReport(DIGEST, IMAGE, 4, 5)
+    assert parse_report("\n  " + message() + "\n\n") == BuildReport(DIGEST, IMAGE, 4, 5, cache_exported=True)
 
 
 def test_the_real_report_fits_a_termination_message() -> None:
-    longest_name = "registry.example.com:5000/" + "a" * 480 + ":" + "t" * 128
-    line = message(imageName=longest_name)
+    longest_name = ",".join(["registry.example.com:5000/" + "a" * 480 + ":" + "t" * 128] * 5)[:2800]
+    longest_metrics = {"user_total": 5, "user_cached": 4, "pad": "x" * 980}
+    assert len(json.dumps(longest_metrics, separators=(",", ":"))) <= 1024  # the wrapper's caps
+    line = json.dumps(
+        {
+            "digest": DIGEST,
+            "imageName": longest_name,
+            "cacheMetrics": longest_metrics,
+            "cacheExported": False,
+        },
+        separators=(",", ":"),
+    )
     assert len(line.encode()) < MAX_MESSAGE_BYTES
-    assert parse_report(line) == BuildReport(DIGEST, longest_name, 4, 5)
+    assert parse_report(line) == BuildReport(DIGEST, longest_name, 4, 5, cache_exported=False)
 
 
 @pytest.mark.parametrize(

@@ -1,17 +1,42 @@
 """The build Job: a rootless BuildKit Pod per ServiceBuild generation, reporting via its termination message.
 
-Pure: the same ServiceBuild and Settings always render the same dict; no I/O, no clock. Every
-setting follows the checked BuildKit facts (rootless container, ConfigMap context copied with
-`cp -L`, the report written only on success so failures leave the log tail).
+Pure: the same ServiceBuild, Settings and BuildInputs always render the same dict; no I/O, no clock.
+Every setting follows the checked BuildKit facts (rootless container, ConfigMap context copied with
+`cp -L` or unpacked from an archive, a git context fetched by BuildKit itself, the report written only
+on success so failures leave the log tail).
+
+Secrets reach the Pod only as Secret volumes, by name and key: the renderer never sees a value.
+
+Git contexts (`--opt context=<url>#<ref>:<dir>`, `frontend/dockerui/context.go` `DetectGitContext`):
+BuildKit's `llb.Git` authenticates HTTP(S) with the session secret `GIT_AUTH_TOKEN.<host>`, sent as basic
+auth `x-access-token:<token>` whatever the Secret's `username` (`source/git/source.go`), and SSH with the
+forwarded agent `default`. It takes no known_hosts for this context: for SSH URLs `llb.Git` scans the
+host key itself when the build starts (`util/sshutil/keyscan.go`, trust on first use) and the git CLI
+runs with `StrictHostKeyChecking=no` if that scan failed (`util/gitutil/git_cli.go`). So a `known_hosts`
+key of the auth Secret is not mounted. What is built is still pinned: the context names the commit the
+operator resolved (or the full commit id an SSH source must name), git fetches that commit by its hash
+and checks the objects against it, so a spoofed host can refuse the build but not change it.
 """
 
 import copy
-from typing import Any
+import csv
+import io
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from servicebuild import naming
-from servicebuild.api.models import GROUP, KIND, VERSION, ConfigMapSource, ServiceBuild, ServiceBuildSpec
+from servicebuild.api.models import (
+    GROUP,
+    KIND,
+    VERSION,
+    ConfigMapSource,
+    GitSource,
+    ServiceBuild,
+    ServiceBuildSpec,
+)
 from servicebuild.config import Settings
-from servicebuild.imageref import ImageRef
+from servicebuild.imageref import ImageRef, parse_image
 
 BUILD_CONTAINER = "buildkit"
 CONTEXT_CONTAINER = "context"
@@ -20,12 +45,16 @@ BUILDKITD_VOLUME = "buildkitd"
 WORKSPACE_VOLUME = "workspace"
 CONFIGMAP_VOLUME = "configmap"
 DOCKER_CONFIG_VOLUME = "docker-config"
+GIT_AUTH_VOLUME = "git-auth"
+BUILD_SECRETS_VOLUME = "build-secrets"
 
 BUILDKITD_DIR = "/home/user/.local/share/buildkit"
 """buildkitd's state; rootless BuildKit needs a volume here (`docs/rootless.md`)."""
 WORKSPACE_DIR = "/workspace"
 CONFIGMAP_DIR = "/configmap"
 DOCKER_CONFIG_DIR = "/home/user/.docker"
+GIT_AUTH_DIR = "/run/secrets/git"
+BUILD_SECRETS_DIR = "/run/secrets/build"
 METADATA_FILE = "/tmp/metadata.json"  # noqa: S108 - the Pod's own /tmp; buildctl writes it atomically
 CACHE_METRICS_FILE = "/tmp/cache-metrics.json"  # noqa: S108 - the Pod's own /tmp
 TERMINATION_LOG = "/dev/termination-log"
@@ -36,30 +65,61 @@ BUILD_USER = 1000
 PUSH_SECRET_KEY = ".dockerconfigjson"  # noqa: S105 - a key name, not a credential
 """The key of a `kubernetes.io/dockerconfigjson` Secret, mounted as the Docker `config.json`."""
 
+GitAuth = Literal["token", "password", "ssh"]
+GIT_AUTH_KEYS: dict[str, str] = {"token": "token", "password": "password", "ssh": "ssh-privatekey"}
+"""The key of `spec.source.git.authSecret` each auth method mounts (and nothing else of that Secret)."""
+GIT_AUTH_TOKEN_SECRET = "GIT_AUTH_TOKEN"  # noqa: S105 - the name BuildKit's git source asks the session for
+"""`llb.GitAuthTokenKey`; BuildKit first asks for `GIT_AUTH_TOKEN.<host>`, the form used here."""
+SSH_AGENT_ID = "default"
+"""The SSH agent `llb.Git` mounts for SSH URLs when none is named."""
+
+LABEL_QUEUE_NAME = "kueue.x-k8s.io/queue-name"
+"""Kueue admits plain Jobs with this label: it suspends them on create and resumes them on admission."""
+OCI_SOURCE = "org.opencontainers.image.source"
+OCI_REVISION = "org.opencontainers.image.revision"
+SOURCE_LABEL_LENGTH = 12
+"""Hex digits of the ConfigMap context digest in the Job's `servicebuild.dev/source` label."""
+
+MAX_TAG_LENGTH = 128
+"""The longest tag the distribution reference grammar allows."""
+
 WRAPPER_NAME = "buildkit-wrapper"
 """`$0` of the wrapper script; the buildctl arguments follow it as `$1...`."""
 ENV_METADATA_FILE = "BUILD_METADATA_FILE"
 ENV_CACHE_METRICS_FILE = "BUILD_CACHE_METRICS_FILE"
 ENV_REPORT_FILE = "BUILD_REPORT_FILE"
+ENV_CACHE_EXPORT = "BUILD_CACHE_EXPORT"
+MAX_REPORTED_NAME = 2800
+"""Longest `imageName` the wrapper reports: longer lists of tags are left out (empty) to stay under
+the termination message's 4096 bytes."""
 
 WRAPPER_SCRIPT = r"""set -u
 # Build and push. A failure keeps its exit code and writes no report: Kubernetes then puts the log tail
 # (FallbackToLogsOnError) into the termination message.
 buildctl-daemonless.sh "$@" || exit $?
-# Success: one JSON line with the pushed digest, the image name and buildctl's cache metrics line.
+# Success: one JSON line with the pushed digest, the image names, buildctl's cache metrics line and
+# whether the registry cache was exported (buildctl writes cache.manifest only then).
 digest=$(sed -n 's/^ *"containerimage\.digest": *"\([^"]*\)".*/\1/p' "$BUILD_METADATA_FILE")
 name=$(sed -n 's/^ *"image\.name": *"\([^"]*\)".*/\1/p' "$BUILD_METADATA_FILE")
+[ "${#name}" -le 2800 ] || name=
 metrics=$(tail -n 1 "$BUILD_CACHE_METRICS_FILE" 2>/dev/null)
 case $metrics in "{"*"}") ;; *) metrics=null ;; esac
 [ "${#metrics}" -le 1024 ] || metrics=null
-printf '{"digest":"%s","imageName":"%s","cacheMetrics":%s}\n' "$digest" "$name" "$metrics" \
-  >"$BUILD_REPORT_FILE"
+exported=null
+if [ "${BUILD_CACHE_EXPORT:-false}" = true ]; then
+  exported=false
+  [ -z "$(sed -n '/^ *"cache\.manifest":/p' "$BUILD_METADATA_FILE")" ] || exported=true
+fi
+printf '{"digest":"%s","imageName":"%s","cacheMetrics":%s,"cacheExported":%s}\n' \
+  "$digest" "$name" "$metrics" "$exported" >"$BUILD_REPORT_FILE"
 """
 """The build container's shell: plain POSIX sh (busybox in the BuildKit image), no jq, no python.
 
 It never sees an argument as shell text: the buildctl arguments arrive as positional parameters and
-the file paths as environment variables. The report stays far below the 4096-byte termination
-message cap: a 71-character digest, an image name of at most ~550 and a metrics line cut at 1024.
+the file paths as environment variables. The report stays below the 4096-byte termination message
+cap: a 71-character digest, image names cut at 2800 (all pushed references, comma-separated, as
+BuildKit reports them), a metrics line cut at 1024, and `cacheExported` (`true`/`false`; `null` when
+the cache is disabled).
 """
 
 BUILD_RESOURCES: dict[str, Any] = {
@@ -67,13 +127,14 @@ BUILD_RESOURCES: dict[str, Any] = {
     "limits": {"memory": "4Gi"},
 }
 """Enough to schedule a typical compile step; a memory cap so a runaway build cannot starve the node.
-No CPU limit: throttling only makes builds slower, and requests already share CPU fairly."""
+No CPU limit: throttling only makes builds slower, and requests already share CPU fairly.
+`spec.resources` replaces these as a whole."""
 
 CONTEXT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "10m", "memory": "16Mi"},
     "limits": {"memory": "64Mi"},
 }
-"""Copying a ConfigMap (at most 1 MiB) needs next to nothing."""
+"""Copying or unpacking a ConfigMap (at most 1 MiB) needs next to nothing."""
 
 COPY_CONFIGMAP_SCRIPT = (
     f'set -e; for f in {CONFIGMAP_DIR}/* {CONFIGMAP_DIR}/.[!.]*; do [ -e "$f" ] || continue; '
@@ -83,68 +144,260 @@ COPY_CONFIGMAP_SCRIPT = (
 which BuildKit's context transfer does not follow). `.[!.]*` picks up keys such as `.dockerignore`
 while skipping the volume's own `..data` and `..<timestamp>` entries (keys never start with `..`)."""
 
+EXTRACT_ARCHIVE_SCRIPT = (
+    f'set -e; tar -xzf "$1" -C {WORKSPACE_DIR}; '
+    f"find {WORKSPACE_DIR} -mindepth 1 ! -type l \\( ! -perm -400 -o -type d ! -perm -100 \\) "
+    "-exec chmod u+rX {} \\;"
+)
+"""Unpack the context archive (`$1`, never shell text) into the workspace with busybox tar, which drops
+leading `/` and `../` from member names, so nothing lands outside it. Then make what the archive left
+unreadable to its owner readable (and such folders enterable): the build reads the files as the same
+user. `find` touches neither symlinks (they may point anywhere) nor the workspace itself (the kubelet's
+emptyDir, owned by root: a chmod there fails), one entry at a time so a closed folder opens before
+`find` descends into it."""
+EXTRACT_ARCHIVE_NAME = "extract-context"
+"""`$0` of the archive script; the archive's path is `$1`."""
 
-def buildctl_args(spec: ServiceBuildSpec, settings: Settings) -> list[str]:
-    """The arguments of `buildctl-daemonless.sh`: build the Dockerfile, push the image, use the cache."""
+_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z]+)\}")
+_HEX_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_TIMESTAMP_RE = re.compile(r"[0-9]{14}")
+_CONTEXT_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What the reconciler resolved before rendering; fixed for the Job's lifetime."""
+
+    timestamp: str
+    """UTC `YYYYMMDDhhmmss` at Job creation, for the `{timestamp}` tag placeholder."""
+    commit: str | None = None
+    """The 40-hex commit a git revision resolved to (64 hex for a SHA-256 repository)."""
+    context_digest: str | None = None
+    """`sha256:<hex>` of the ConfigMap data (ConfigMap sources)."""
+    git_auth: GitAuth | None = None
+    """Which key of `spec.source.git.authSecret` to use (`ssh` = key `ssh-privatekey`)."""
+    git_known_hosts: bool = False
+    """The auth Secret also has a `known_hosts` key. Not rendered: BuildKit takes none for a git context
+    given by `--opt context` (see the module docstring)."""
+
+    def __post_init__(self) -> None:
+        if not _TIMESTAMP_RE.fullmatch(self.timestamp):
+            raise ValueError(f"timestamp {self.timestamp!r} is not UTC YYYYMMDDhhmmss")
+        if self.commit is not None and not _HEX_RE.fullmatch(self.commit):
+            raise ValueError(f"commit {self.commit!r} is not a full lower-case commit hash")
+        if self.context_digest is not None and not _CONTEXT_DIGEST_RE.fullmatch(self.context_digest):
+            raise ValueError(f"context digest {self.context_digest!r} is not sha256:<64 hex>")
+        if self.git_auth is not None and self.git_auth not in GIT_AUTH_KEYS:
+            raise ValueError(f"git auth {self.git_auth!r} is not one of {sorted(GIT_AUTH_KEYS)}")
+
+
+def expand_tags(spec: ServiceBuildSpec, inputs: BuildInputs, generation: int) -> list[str]:
+    """Every reference the build pushes: `output.image` first, then each `output.tags` template expanded.
+
+    Placeholders: `{commit}`, `{shortCommit}` (its first 12 characters), `{generation}`, `{timestamp}`.
+    Duplicates are dropped, order kept. Raise ValueError naming the field when a template needs a commit
+    that was not resolved or expands beyond the 128 characters a tag may have.
+    """
     output = spec.output.ref
-    args = [
+    values = {"generation": str(generation), "timestamp": inputs.timestamp}
+    if inputs.commit is not None:
+        values |= {"commit": inputs.commit, "shortCommit": inputs.commit[:12]}
+    references = [str(output)]
+    for index, template in enumerate(spec.output.tags):
+        field = f"spec.output.tags[{index}]"
+
+        def value(match: re.Match[str], field: str = field, template: str = template) -> str:
+            name = match.group(1)
+            if name not in values:
+                raise ValueError(f"{field}: {template!r} needs the resolved git commit for {{{name}}}")
+            return values[name]
+
+        tag = _PLACEHOLDER_RE.sub(value, template)
+        if len(tag) > MAX_TAG_LENGTH:
+            raise ValueError(f"{field}: {template!r} expands to {len(tag)} characters; a tag has at most 128")
+        reference = str(output.with_tag(tag))
+        if reference not in references:
+            references.append(reference)
+    return references
+
+
+def buildctl_args(
+    spec: ServiceBuildSpec, settings: Settings, inputs: BuildInputs, *, generation: int
+) -> list[str]:
+    """The arguments of `buildctl-daemonless.sh`: build the Dockerfile, push the image, use the cache.
+
+    `generation` (of the ServiceBuild's metadata; the spec does not carry it) feeds `{generation}` in tags.
+    """
+    names = ",".join(expand_tags(spec, inputs, generation))
+    return [
         "build",
         "--progress=plain",
         "--frontend",
         "dockerfile.v0",
-        "--local",
-        f"context={WORKSPACE_DIR}",
-        "--local",
-        f"dockerfile={WORKSPACE_DIR}",
-        "--opt",
-        f"filename={spec.dockerfile}",
+        *_frontend_args(spec, inputs),
+        "--output",
+        _attributes(spec.output.ref, settings, "type=image", f"name={names}", "push=true"),
+        *_cache_args(spec, settings),
+        *_session_args(spec, inputs),
+        "--metadata-file",
+        METADATA_FILE,
+        "--debug-json-cache-metrics",
+        CACHE_METRICS_FILE,
     ]
+
+
+def _frontend_args(spec: ServiceBuildSpec, inputs: BuildInputs) -> list[str]:
+    """The context and the Dockerfile frontend's options: file, target, build args, platforms, labels."""
+    git = spec.source.git
+    if git is not None:
+        args = ["--opt", f"context={_git_context(git, inputs)}"]
+    else:
+        args = ["--local", f"context={WORKSPACE_DIR}", "--local", f"dockerfile={WORKSPACE_DIR}"]
+    args += ["--opt", f"filename={spec.dockerfile}"]
     if spec.target:
         args += ["--opt", f"target={spec.target}"]
     for key, value in sorted(spec.build_args.items()):
         args += ["--opt", f"build-arg:{key}={value}"]
-    args += ["--output", _attributes(output, settings, "type=image", f"name={output}", "push=true")]
-    if not spec.cache.disabled:
-        cache = spec.cache_ref
-        args += [
-            "--export-cache",
-            _attributes(
-                cache,
-                settings,
-                "type=registry",
-                f"ref={cache}",
-                f"mode={spec.cache.mode.value}",
-                "image-manifest=true",
-                "oci-mediatypes=true",
-                "ignore-error=true",
-            ),
-            "--import-cache",
-            _attributes(cache, settings, "type=registry", f"ref={cache}"),
-        ]
-    args += ["--metadata-file", METADATA_FILE, "--debug-json-cache-metrics", CACHE_METRICS_FILE]
+    if spec.platforms:
+        args += ["--opt", f"platform={','.join(spec.platforms)}"]
+    if git is not None:
+        args += ["--opt", f"label:{OCI_SOURCE}={_public_url(_git_url(git))}"]
+        if inputs.commit is not None:
+            args += ["--opt", f"label:{OCI_REVISION}={inputs.commit}"]
     return args
+
+
+def _cache_args(spec: ServiceBuildSpec, settings: Settings) -> list[str]:
+    """Export to and import from the cache ref, and import `cache.importRefs` too; nothing when disabled."""
+    if spec.cache.disabled:
+        return []
+    cache = spec.cache_ref
+    export = _attributes(
+        cache,
+        settings,
+        "type=registry",
+        f"ref={cache}",
+        f"mode={spec.cache.mode.value}",
+        "image-manifest=true",
+        "oci-mediatypes=true",
+        "ignore-error=true",
+    )
+    imports = [cache]
+    for ref in map(parse_image, spec.cache.import_refs):
+        if ref not in imports:
+            imports.append(ref)
+    args = ["--export-cache", export]
+    for ref in imports:
+        args += ["--import-cache", _attributes(ref, settings, "type=registry", f"ref={ref}")]
+    return args
+
+
+def _session_args(spec: ServiceBuildSpec, inputs: BuildInputs) -> list[str]:
+    """What buildctl serves the build over its session, read from the mounted files: the git token,
+    the build secrets, the git SSH key."""
+    git = spec.source.git
+    args = []
+    if git is not None and inputs.git_auth in {"token", "password"}:
+        secret_id = f"{GIT_AUTH_TOKEN_SECRET}.{_git_host(git.url)}"
+        source = f"{GIT_AUTH_DIR}/{GIT_AUTH_KEYS[inputs.git_auth]}"
+        args += ["--secret", _csv(f"id={secret_id}", f"src={source}")]
+    for secret in spec.secrets:
+        args += ["--secret", _csv(f"id={secret.id}", f"src={BUILD_SECRETS_DIR}/{secret.id}")]
+    if git is not None and inputs.git_auth == "ssh":
+        args += ["--ssh", f"{SSH_AGENT_ID}={GIT_AUTH_DIR}/{GIT_AUTH_KEYS['ssh']}"]
+    return args
+
+
+def _csv(*fields: str) -> str:
+    """One CSV record, the way buildctl reads `--output`, `--secret` and the cache flags
+    (`encoding/csv`, or `go-csvvalue` in newer releases): a field with a comma or quote is quoted."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(fields)
+    return buffer.getvalue()
 
 
 def _attributes(image: ImageRef, settings: Settings, *attributes: str) -> str:
     """buildctl's comma-separated `key=value` list, marked insecure for a plain-HTTP registry."""
     if image.registry in settings.insecure_registries:
         attributes = (*attributes, "registry.insecure=true")
-    return ",".join(attributes)
+    return _csv(*attributes)
 
 
-def render_job(build: ServiceBuild, settings: Settings) -> dict[str, Any]:
+_SCP_RE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^@/:]+):(?P<path>.*)$")
+
+
+def _split_url(url: str) -> tuple[str, str, str, str]:
+    """(scheme, userinfo, host[:port], rest) of a git URL; scp-style `user@host:path` as scheme `ssh`."""
+    if "://" in url:
+        scheme, _, remainder = url.partition("://")
+        authority, slash, path = remainder.partition("/")
+        userinfo, at, host = authority.rpartition("@")
+        return scheme, userinfo if at else "", host, slash + path
+    match = _SCP_RE.match(url)
+    if match is None:  # the model's pattern admits no other form
+        raise ValueError(f"{url!r} is not a git URL")
+    return "scp", match.group("user") or "", match.group("host"), match.group("path")
+
+
+def _git_url(git: GitSource) -> str:
+    """The repository URL as BuildKit must get it: an HTTP(S) URL names a git repository only when its
+    path ends in `.git` (`frontend/dockerfile/dfgitutil/git_ref.go`); `repo.git/` would be downloaded
+    as a plain HTTP context, so the trailing slash goes."""
+    if _split_url(git.url)[0] in {"http", "https"}:
+        return git.url.removesuffix("/")
+    return git.url
+
+
+def _git_context(git: GitSource, inputs: BuildInputs) -> str:
+    """`<url>#<commit or revision>:<contextDir>` (`util/gitutil/git_url.go`); the resolved commit wins."""
+    url = _git_url(git)
+    ref = inputs.commit or git.revision or ""
+    subdir = git.context_dir or ""
+    if not ref and not subdir:
+        return url
+    return f"{url}#{ref}:{subdir}" if subdir else f"{url}#{ref}"
+
+
+def _git_host(url: str) -> str:
+    """The host (with its port) BuildKit scopes `GIT_AUTH_TOKEN.<host>` to: Go's `url.Parse(remote).Host`."""
+    return _split_url(url)[2]
+
+
+def _public_url(url: str) -> str:
+    """The repository URL without user information, for the `org.opencontainers.image.source` label.
+
+    scp-style `git@host:org/repo.git` becomes `ssh://host/org/repo.git`.
+    """
+    scheme, _, host, rest = _split_url(url)
+    if scheme == "scp":  # `git@host:org/repo.git`
+        return f"ssh://{host}/{rest.removeprefix('/')}"
+    return f"{scheme}://{host}{rest}"
+
+
+def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> dict[str, Any]:
     """The batch/v1 Job that builds and pushes the current generation of `build`."""
     meta, spec = build.metadata, build.spec
     labels = naming.job_labels(meta.uid, meta.generation)
-    push_secret = spec.output.push_secret
+    if inputs.context_digest is not None:
+        labels[naming.LABEL_SOURCE] = inputs.context_digest.removeprefix("sha256:")[:SOURCE_LABEL_LENGTH]
+    job_labels = dict(labels)
+    if spec.queue_name is not None:
+        job_labels[LABEL_QUEUE_NAME] = spec.queue_name
+    annotations = {naming.ANNOTATION_SERVICEBUILD: meta.name}
+    if inputs.commit is not None:
+        annotations[naming.ANNOTATION_COMMIT] = inputs.commit
+    if inputs.context_digest is not None:
+        annotations[naming.ANNOTATION_CONTEXT_DIGEST] = inputs.context_digest
+    image = spec.builder_image or settings.buildkit_image
+    configmap = spec.source.config_map
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": naming.job_name(meta.name, meta.uid, meta.generation),
+            "name": naming.job_name(meta.name, meta.uid, meta.generation, inputs.context_digest or ""),
             "namespace": meta.namespace,
-            "labels": labels,
-            "annotations": {naming.ANNOTATION_SERVICEBUILD: meta.name},
+            "labels": job_labels,
+            "annotations": annotations,
             "ownerReferences": [
                 {
                     "apiVersion": f"{GROUP}/{VERSION}",
@@ -161,47 +414,75 @@ def render_job(build: ServiceBuild, settings: Settings) -> dict[str, Any]:
             "activeDeadlineSeconds": spec.timeout_seconds,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {
-                "metadata": {"labels": dict(labels)},
+                "metadata": {"labels": labels},
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "initContainers": [_context_container(settings)],
-                    "containers": [_build_container(spec, settings)],
-                    "volumes": [
-                        {"name": BUILDKITD_VOLUME, "emptyDir": {}},
-                        {"name": WORKSPACE_VOLUME, "emptyDir": {}},
-                        _configmap_volume(_configmap_source(spec)),
-                        *([_docker_config_volume(push_secret)] if push_secret else []),
-                    ],
+                    **_scheduling(spec),
+                    **({"initContainers": [_context_container(configmap, image)]} if configmap else {}),
+                    "containers": [_build_container(spec, settings, inputs, meta.generation, image)],
+                    "volumes": _volumes(spec, inputs),
                 },
             },
         },
     }
 
 
-def _build_container(spec: ServiceBuildSpec, settings: Settings) -> dict[str, Any]:
+def _scheduling(spec: ServiceBuildSpec) -> dict[str, Any]:
+    """The Pod's scheduling fields, each only when the spec sets it; all of them as given."""
+    fields: dict[str, Any] = {}
+    if spec.service_account_name is not None:
+        fields["serviceAccountName"] = spec.service_account_name  # its token stays unmounted
+    if spec.priority_class_name is not None:
+        fields["priorityClassName"] = spec.priority_class_name
+    if spec.node_selector:
+        fields["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        fields["tolerations"] = [
+            toleration.model_dump(mode="json", by_alias=True, exclude_none=True)
+            for toleration in spec.tolerations
+        ]
+    if spec.affinity is not None:
+        fields["affinity"] = copy.deepcopy(spec.affinity)
+    return fields
+
+
+def _resources(spec: ServiceBuildSpec) -> dict[str, Any]:
+    if spec.resources is None:
+        return copy.deepcopy(BUILD_RESOURCES)
+    given = {"requests": dict(spec.resources.requests), "limits": dict(spec.resources.limits)}
+    return {kind: quantities for kind, quantities in given.items() if quantities}
+
+
+def _build_container(
+    spec: ServiceBuildSpec, settings: Settings, inputs: BuildInputs, generation: int, image: str
+) -> dict[str, Any]:
     env = [
         {"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"},
         {"name": ENV_METADATA_FILE, "value": METADATA_FILE},
         {"name": ENV_CACHE_METRICS_FILE, "value": CACHE_METRICS_FILE},
         {"name": ENV_REPORT_FILE, "value": TERMINATION_LOG},
+        {"name": ENV_CACHE_EXPORT, "value": "false" if spec.cache.disabled else "true"},
     ]
-    mounts = [
-        {"name": BUILDKITD_VOLUME, "mountPath": BUILDKITD_DIR},
-        {"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE_DIR, "readOnly": True},
-    ]
+    mounts: list[dict[str, Any]] = [{"name": BUILDKITD_VOLUME, "mountPath": BUILDKITD_DIR}]
+    if spec.source.config_map is not None:
+        mounts.append({"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE_DIR, "readOnly": True})
     if spec.output.push_secret:
         env.append({"name": "DOCKER_CONFIG", "value": DOCKER_CONFIG_DIR})
         mounts.append({"name": DOCKER_CONFIG_VOLUME, "mountPath": DOCKER_CONFIG_DIR, "readOnly": True})
+    if _git_auth_volume(spec, inputs) is not None:
+        mounts.append({"name": GIT_AUTH_VOLUME, "mountPath": GIT_AUTH_DIR, "readOnly": True})
+    if spec.secrets:
+        mounts.append({"name": BUILD_SECRETS_VOLUME, "mountPath": BUILD_SECRETS_DIR, "readOnly": True})
     return {
         "name": BUILD_CONTAINER,
-        "image": settings.buildkit_image,
+        "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", WRAPPER_SCRIPT, WRAPPER_NAME],
-        "args": buildctl_args(spec, settings),
+        "args": buildctl_args(spec, settings, inputs, generation=generation),
         "env": env,
-        "resources": copy.deepcopy(BUILD_RESOURCES),
+        "resources": _resources(spec),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
@@ -216,12 +497,23 @@ def _build_container(spec: ServiceBuildSpec, settings: Settings) -> dict[str, An
     }
 
 
-def _context_container(settings: Settings) -> dict[str, Any]:
+def _context_container(source: ConfigMapSource, image: str) -> dict[str, Any]:
+    """Copy the ConfigMap's keys, or unpack its archive, into the workspace the build reads."""
+    if source.archive is None:
+        command = ["sh", "-c", COPY_CONFIGMAP_SCRIPT]
+    else:
+        command = [
+            "sh",
+            "-c",
+            EXTRACT_ARCHIVE_SCRIPT,
+            EXTRACT_ARCHIVE_NAME,
+            f"{CONFIGMAP_DIR}/{source.archive}",
+        ]
     return {
         "name": CONTEXT_CONTAINER,
-        "image": settings.buildkit_image,  # already pulled for the build: no second image
+        "image": image,  # already pulled for the build: no second image
         "imagePullPolicy": "IfNotPresent",
-        "command": ["sh", "-c", COPY_CONFIGMAP_SCRIPT],
+        "command": command,
         "resources": copy.deepcopy(CONTEXT_RESOURCES),
         "securityContext": {
             "runAsUser": BUILD_USER,
@@ -239,14 +531,25 @@ def _context_container(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _configmap_source(spec: ServiceBuildSpec) -> ConfigMapSource:
-    if spec.source.config_map is None:  # the model requires exactly one source, and configMap is the only one
-        raise ValueError("the build context must come from a ConfigMap")
-    return spec.source.config_map
+def _volumes(spec: ServiceBuildSpec, inputs: BuildInputs) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [{"name": BUILDKITD_VOLUME, "emptyDir": {}}]
+    if spec.source.config_map is not None:
+        volumes += [{"name": WORKSPACE_VOLUME, "emptyDir": {}}, _configmap_volume(spec.source.config_map)]
+    if spec.output.push_secret:
+        volumes.append(_docker_config_volume(spec.output.push_secret))
+    git_auth = _git_auth_volume(spec, inputs)
+    if git_auth is not None:
+        volumes.append(git_auth)
+    if spec.secrets:
+        volumes.append(_build_secrets_volume(spec))
+    return volumes
 
 
 def _configmap_volume(source: ConfigMapSource) -> dict[str, Any]:
-    return {"name": CONFIGMAP_VOLUME, "configMap": {"name": source.name}}
+    configmap: dict[str, Any] = {"name": source.name}
+    if source.archive is not None:  # only the archive: other keys stay out of the Pod
+        configmap["items"] = [{"key": source.archive, "path": source.archive}]
+    return {"name": CONFIGMAP_VOLUME, "configMap": configmap}
 
 
 def _docker_config_volume(secret_name: str) -> dict[str, Any]:
@@ -255,3 +558,29 @@ def _docker_config_volume(secret_name: str) -> dict[str, Any]:
         "name": DOCKER_CONFIG_VOLUME,
         "secret": {"secretName": secret_name, "items": [{"key": PUSH_SECRET_KEY, "path": "config.json"}]},
     }
+
+
+def _git_auth_volume(spec: ServiceBuildSpec, inputs: BuildInputs) -> dict[str, Any] | None:
+    """The one key of the git auth Secret the build uses, by name; None without git auth."""
+    git = spec.source.git
+    if git is None or git.auth_secret is None or inputs.git_auth is None:
+        return None
+    key = GIT_AUTH_KEYS[inputs.git_auth]
+    return {
+        "name": GIT_AUTH_VOLUME,
+        "secret": {"secretName": git.auth_secret, "items": [{"key": key, "path": key}]},
+    }
+
+
+def _build_secrets_volume(spec: ServiceBuildSpec) -> dict[str, Any]:
+    """Each build secret's key as the file `<id>`: names and keys only, never a value."""
+    sources = [
+        {
+            "secret": {
+                "name": secret.secret_ref.name,
+                "items": [{"key": secret.secret_ref.key, "path": secret.id}],
+            },
+        }
+        for secret in spec.secrets
+    ]
+    return {"name": BUILD_SECRETS_VOLUME, "projected": {"sources": sources}}
