@@ -19,6 +19,8 @@ from servicebuild.observe import BuildState, Observation
 READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
+CACHE_EXPORTED = "CacheExported"
+"""A warning condition of the last successful build: False when its registry cache export failed."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,34 @@ def _conditions(
     ]
 
 
+def _kept_cache_condition(previous: ServiceBuildStatus) -> list[Condition]:
+    """CacheExported describes the last successful build: it stays until the next one decides it."""
+    kept = previous.condition(CACHE_EXPORTED)
+    return [kept] if kept is not None else []
+
+
+def _cache_condition(stamp: _Stamp, value: ConditionValue | None) -> list[Condition]:
+    """A success decides CacheExported; no condition when the build had no cache to export."""
+    return [] if value is None else [stamp.condition(CACHE_EXPORTED, value)]
+
+
+def _cache_export(outcome: Outcome) -> ConditionValue | None:
+    """True or False as the build reported it; None (no condition) when it had no cache to export."""
+    report = outcome.observation.report
+    if report is None or report.cache_exported is None:
+        return None
+    if report.cache_exported:
+        return ("True", "CacheExported", "The build cache was exported to the registry.")
+    return (
+        "False",
+        "CacheExportFailed",
+        (
+            "The image was pushed but its build cache was not exported, so the next build may run cold:"
+            " check that the push credentials may write spec.cache.ref."
+        ),
+    )
+
+
 def _stalled_status(previous: ServiceBuildStatus, outcome: Outcome, now: str) -> ServiceBuildStatus:
     observation = outcome.observation
     reason = "InvalidSpec" if outcome.invalid_spec else observation.reason or "BuildFailed"
@@ -103,7 +133,8 @@ def _stalled_status(previous: ServiceBuildStatus, outcome: Outcome, now: str) ->
             ready=("False", reason, message),
             reconciling=("False", reason, "Nothing will change until the spec does."),
             stalled=("True", reason, detail),
-        ),
+        )
+        + _kept_cache_condition(previous),
         message=message + hint,
         job_name=observation.job_name,
         start_time=observation.start_time,
@@ -127,15 +158,20 @@ def _succeeded_status(previous: ServiceBuildStatus, outcome: Outcome, now: str) 
     if report is not None and report.cached_steps is not None and report.total_steps is not None:
         cache = CacheStats(cached_steps=report.cached_steps, total_steps=report.total_steps)
     message = f"Pushed {output.image} ({output.size})"
+    cache_export = _cache_export(outcome)
+    if cache_export is not None and cache_export[0] == "False":
+        message += "; the cache export failed"
+    stamp = _Stamp(previous, outcome.generation, now)
     return ServiceBuildStatus(
         observed_generation=outcome.generation,
         phase=Phase.SUCCEEDED,
         conditions=_conditions(
-            _Stamp(previous, outcome.generation, now),
+            stamp,
             ready=("True", "BuildSucceeded", message),
             reconciling=("False", "BuildSucceeded", "The image of this generation is built and pushed."),
             stalled=("False", "BuildSucceeded", ""),
-        ),
+        )
+        + _cache_condition(stamp, cache_export),
         message=message,
         job_name=observation.job_name,
         start_time=observation.start_time,
@@ -172,7 +208,8 @@ def _in_progress_status(previous: ServiceBuildStatus, outcome: Outcome, now: str
             ready=("False", reason, message),
             reconciling=("True", reason, message),
             stalled=("False", reason, ""),
-        ),
+        )
+        + _kept_cache_condition(previous),
         message=message,
         job_name=observation.job_name,
         start_time=observation.start_time,

@@ -94,6 +94,7 @@ async def test_build_ends_ready_with_the_registrys_digest_and_size(
         "Ready": "True",
         "Reconciling": "False",
         "Stalled": "False",
+        "CacheExported": "True",
     }
     assert all(c["observedGeneration"] == 1 for c in status["conditions"])
 

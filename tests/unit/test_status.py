@@ -7,14 +7,18 @@
 - the last successful output survives a new build and a failure;
 - deciding twice on the same facts changes nothing (so nothing is written);
 - one event per transition, Warning for failures;
+- CacheExported: decided by each success from the build's report, absent without a cache, kept
+  through later builds and failures;
+- what was built (`status.source`) follows the outcome;
 - the merge patch that turns the old status into the new one, and human sizes.
 """
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from servicebuild.api.models import BuildOutput, Phase, ServiceBuildStatus
+from servicebuild.api.models import BuildOutput, Phase, ServiceBuildStatus, SourceStatus
 from servicebuild.observe import BuildState, Observation
 from servicebuild.report import BuildReport
 from servicebuild.status import Outcome, decide, human_size, merge_patch, transition_event
@@ -196,6 +200,47 @@ def test_one_event_per_transition() -> None:
     failure = transition_event(running, failed)
     assert failure is not None
     assert (failure.type, failure.reason) == ("Warning", "BuildFailed")
+
+
+def with_cache_export(*, exported: bool | None) -> Observation:
+    assert SUCCEEDED.report is not None
+    return replace(SUCCEEDED, report=replace(SUCCEEDED.report, cache_exported=exported))
+
+
+@pytest.mark.parametrize(
+    ("exported", "expected"),
+    [(True, ("True", "CacheExported")), (False, ("False", "CacheExportFailed")), (None, None)],
+    ids=["exported", "export-failed", "no-cache"],
+)
+def test_cache_export_condition_follows_the_report(
+    exported: bool | None, expected: tuple[str, str] | None
+) -> None:
+    status = decide(EMPTY, Outcome(1, with_cache_export(exported=exported), output=OUTPUT), T2)
+    assert conditions(status).get("CacheExported") == expected
+    ready = status.condition("Ready")
+    assert ready is not None
+    assert ready.status == "True"  # a failed cache export never fails the build
+    assert status.phase == Phase.SUCCEEDED
+    assert ("cache export failed" in (status.message or "")) == (exported is False)
+
+
+def test_cache_export_condition_is_kept_until_the_next_success_decides_it() -> None:
+    failed_export = decide(EMPTY, Outcome(1, with_cache_export(exported=False), output=OUTPUT), T1)
+    rebuilding = decide(failed_export, Outcome(2, RUNNING), T2)
+    failed = decide(rebuilding, Outcome(2, FAILED), T2)
+    assert conditions(rebuilding)["CacheExported"] == ("False", "CacheExportFailed")
+    assert conditions(failed)["CacheExported"] == ("False", "CacheExportFailed")
+    exported = decide(failed, Outcome(2, with_cache_export(exported=True), output=OUTPUT), T2)
+    assert conditions(exported)["CacheExported"] == ("True", "CacheExported")
+    without_cache = decide(exported, Outcome(3, with_cache_export(exported=None), output=OUTPUT), T2)
+    assert "CacheExported" not in conditions(without_cache)
+
+
+def test_status_source_is_what_the_outcome_built() -> None:
+    commit = SourceStatus(commit="a" * 40)
+    assert decide(EMPTY, Outcome(1, RUNNING, source=commit), T1).source == commit
+    assert decide(EMPTY, Outcome(1, SUCCEEDED, output=OUTPUT, source=commit), T2).source == commit
+    assert decide(EMPTY, Outcome(1, FAILED, source=commit), T2).source == commit
 
 
 def test_merge_patch_removes_sets_and_nests() -> None:
