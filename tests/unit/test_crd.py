@@ -98,11 +98,56 @@ VALID = {
     "cache disabled": {"cache": {"disabled": True}},
     "docker hub short name": {"output": {"image": "nginx"}},
     "dotfile dockerfile": {"dockerfile": ".docker/Dockerfile"},
+    "git https with everything": {
+        "source": {
+            "git": {
+                "url": "https://git.example.com/shop/monorepo.git",
+                "revision": "release/1.x",
+                "contextDir": "services/checkout",
+                "authSecret": "git-creds",
+            },
+        },
+        "output": {
+            "image": "r.io/shop/checkout:main",
+            "tags": ["main-{shortCommit}", "{commit}", "b{generation}"],
+        },
+    },
+    "git ssh url": {"source": {"git": {"url": "ssh://git@git.example.com:2222/shop/repo.git"}}},
+    "git scp-style url": {"source": {"git": {"url": "git@github.com:shop/repo.git", "revision": "a" * 40}}},
+    "configmap archive": {"source": {"configMap": {"name": "ctx", "archive": "context.tar.gz"}}},
+    "build secrets": {
+        "secrets": [
+            {"id": "npmrc", "secretRef": {"name": "npm", "key": ".npmrc"}},
+            {"id": "sentry_token", "secretRef": {"name": "sentry", "key": "token"}},
+        ],
+    },
+    "platforms": {"platforms": ["linux/amd64", "linux/arm64", "linux/arm/v7"]},
+    "timestamp tags": {"output": {"image": "r.io/a/b:1", "tags": ["{timestamp}", "v1.{generation}"]}},
+    "cache import refs": {"cache": {"importRefs": ["r.io/shop/checkout:buildcache-main"]}},
+    "scheduling": {
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": 4294967296}},
+        "nodeSelector": {"kubernetes.io/arch": "amd64"},
+        "tolerations": [{"key": "builds", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["builders"]}]}
+                    ],
+                },
+            },
+        },
+        "serviceAccountName": "builder",
+        "priorityClassName": "batch-low",
+        "queueName": "team-a",
+        "builderImage": "registry.example.com/buildkit:v0.32.2-rootless",
+        "pendingTimeout": "5m",
+    },
 }
 
 INVALID = {
     "no source": ({"source": {}}, "spec.source"),
-    "no output": ({"output": None}, "spec.output"),
+    "no output": ({"output": None}, "'output' is a required property"),
     "uppercase image": ({"output": {"image": "Registry/Shop:1"}}, "spec.output.image"),
     "digest image": ({"output": {"image": "r.io/a/b@sha256:" + "0" * 64}}, "spec.output.image"),
     "unknown field": ({"dockerfiles": "x"}, "spec.dockerfiles"),
@@ -113,6 +158,53 @@ INVALID = {
     "bad timeout": ({"timeout": "ten minutes"}, "spec.timeout"),
     "bad configmap name": ({"source": {"configMap": {"name": "Not_A_Name"}}}, "spec.source.configMap.name"),
     "bad push secret": ({"output": {"image": "r.io/a:1", "pushSecret": "UPPER"}}, "spec.output.pushSecret"),
+    "two sources": (
+        {"source": {"configMap": {"name": "ctx"}, "git": {"url": "https://g.io/a/b.git"}}},
+        "spec.source",
+    ),
+    "git url without .git": ({"source": {"git": {"url": "https://g.io/a/b"}}}, "spec.source.git.url"),
+    "git file url": ({"source": {"git": {"url": "file:///etc/repo.git"}}}, "spec.source.git.url"),
+    "git url with fragment": (
+        {"source": {"git": {"url": "https://g.io/a/b.git#main"}}},
+        "spec.source.git.url",
+    ),
+    "climbing revision": ({"source": {"git": {"url": "https://g.io/a.git", "revision": "a..b"}}}, "revision"),
+    "option-like revision": (
+        {"source": {"git": {"url": "https://g.io/a.git", "revision": "-x"}}},
+        "revision",
+    ),
+    "climbing contextDir": (
+        {"source": {"git": {"url": "https://g.io/a.git", "contextDir": "services/../../etc"}}},
+        "spec.source.git.contextDir",
+    ),
+    "absolute contextDir": (
+        {"source": {"git": {"url": "https://g.io/a.git", "contextDir": "/services"}}},
+        "spec.source.git.contextDir",
+    ),
+    "unknown git field": ({"source": {"git": {"url": "https://g.io/a.git", "branch": "x"}}}, "branch"),
+    "archive not tar.gz": ({"source": {"configMap": {"name": "ctx", "archive": "ctx.zip"}}}, "archive"),
+    "secret id with slash": (
+        {"secrets": [{"id": "a/b", "secretRef": {"name": "s", "key": "k"}}]},
+        "spec.secrets[0].id",
+    ),
+    "secret ids repeated": (
+        {"secrets": [{"id": "a", "secretRef": {"name": "s", "key": "k"}}] * 2},
+        "spec.secrets",
+    ),
+    "secret without key": ({"secrets": [{"id": "a", "secretRef": {"name": "s"}}]}, "key"),
+    "platform not os/arch": ({"platforms": ["amd64"]}, "spec.platforms[0]"),
+    "platforms repeated": ({"platforms": ["linux/amd64", "linux/amd64"]}, "spec.platforms"),
+    "unknown placeholder": ({"output": {"image": "r.io/a:1", "tags": ["{branch}"]}}, "spec.output.tags[0]"),
+    "tag starting with dot": ({"output": {"image": "r.io/a:1", "tags": [".x"]}}, "spec.output.tags[0]"),
+    "commit tag without git": ({"output": {"image": "r.io/a:1", "tags": ["{commit}"]}}, "output.tags"),
+    "bad cache import ref": ({"cache": {"importRefs": ["Not A Ref"]}}, "spec.cache.importRefs[0]"),
+    "bad quantity": ({"resources": {"limits": {"memory": "lots"}}}, "spec.resources.limits"),
+    "bad toleration operator": ({"tolerations": [{"key": "a", "operator": "Maybe"}]}, "operator"),
+    "unknown affinity field": ({"affinity": {"nodeAffinityy": {}}}, "nodeAffinityy"),
+    "bad service account": ({"serviceAccountName": "Builder!"}, "spec.serviceAccountName"),
+    "bad queue name": ({"queueName": "team a"}, "spec.queueName"),
+    "bad builder image": ({"builderImage": "Not An Image"}, "spec.builderImage"),
+    "zero pending timeout": ({"pendingTimeout": "0s"}, "spec.pendingTimeout"),
 }
 
 
@@ -133,6 +225,6 @@ def test_schema_and_model_reject_invalid_specs_naming_the_field(spec: dict[str, 
     obj["spec"] = _drop_none(obj["spec"])
     errors = crd_errors(obj)
     assert errors, "the API server would accept this"
-    assert any(field.removeprefix("spec.").split(".")[-1] in error for error in errors), errors
+    assert any(field in error for error in errors), errors
     with pytest.raises(ValidationError):
         ServiceBuildSpec.model_validate(obj["spec"])

@@ -1157,7 +1157,7 @@ def test_tags_on_an_insecure_registry() -> None:
         ),
         pytest.param(
             IMAGE,
-            ["1.4.2", "stable", "stable"],
+            ["1.4.2", "stable"],
             None,
             [IMAGE, "registry.example.com/shop/checkout:stable"],
             id="deduplicated",

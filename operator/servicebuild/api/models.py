@@ -2,7 +2,7 @@
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -57,11 +57,19 @@ GIT_URL_PATTERN = (
 )
 """What BuildKit accepts as a git context: HTTP(S) URLs ending in .git, git://, ssh:// or scp-style."""
 GIT_REVISION_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"
-TAG_TEMPLATE_PATTERN = r"^([A-Za-z0-9_.-]|\{(commit|shortCommit|generation|timestamp)\})+$"
-"""A tag with optional placeholders: {commit}, {shortCommit}, {generation}, {timestamp}."""
+REVISION_RULE = (
+    "!self.contains('..') && !self.endsWith('.') && !self.endsWith('/') && !self.endsWith('.lock')"
+)
+REVISION_MESSAGE = "must be a branch, tag or commit name (no '..', not ending in '.', '/' or '.lock')"
+_PLACEHOLDER = r"\{(commit|shortCommit|generation|timestamp)\}"
+TAG_TEMPLATE_PATTERN = rf"^([A-Za-z0-9_]|{_PLACEHOLDER})([A-Za-z0-9_.-]|{_PLACEHOLDER})*$"
+"""A tag (not starting with `.` or `-`) with optional placeholders: {commit}, {shortCommit},
+{generation}, {timestamp}."""
+COMMIT_TAGS_MESSAGE = "output.tags: {commit} and {shortCommit} need a git source"
 PLATFORM_PATTERN = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"
 MAX_LIST_ITEMS = 16
+AFFINITY_KINDS = frozenset({"nodeAffinity", "podAffinity", "podAntiAffinity"})
 
 
 def parse_duration(value: str) -> int:
@@ -69,6 +77,17 @@ def parse_duration(value: str) -> int:
     if not value or not _DURATION_RE.match(value):
         raise ValueError(f"{value!r} is not a duration such as 30m, 1h30m or 90s")
     return sum(int(amount) * _UNIT_SECONDS[unit] for amount, unit in re.findall(r"([0-9]+)([hms])", value))
+
+
+_Item = TypeVar("_Item")
+
+
+def _unique(items: list[_Item]) -> list[_Item]:
+    """What `x-kubernetes-list-type: set` enforces at `kubectl apply`, for the model too."""
+    duplicates = sorted({str(item) for item in items if items.count(item) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate entries: {', '.join(duplicates)}")
+    return items
 
 
 class _Model(BaseModel):
@@ -98,7 +117,20 @@ class GitSource(_Model):
     url: Annotated[str, Field(min_length=1, max_length=2048, pattern=GIT_URL_PATTERN)]
     """The repository: `https://host/org/repo.git`, `ssh://git@host/org/repo.git`, `git@host:org/repo.git`."""
 
-    revision: Annotated[str, Field(min_length=1, max_length=255, pattern=GIT_REVISION_PATTERN)] | None = None
+    revision: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=255,
+                pattern=GIT_REVISION_PATTERN,
+                json_schema_extra={
+                    "x-kubernetes-validations": [{"rule": REVISION_RULE, "message": REVISION_MESSAGE}]
+                },
+            ),
+        ]
+        | None
+    ) = None
     """A branch, tag or commit; default: the repository's default branch. Resolved to a commit when the
     build starts, and that commit is what gets built."""
 
@@ -113,7 +145,7 @@ class GitSource(_Model):
     @classmethod
     def no_parent_references(cls, value: str | None) -> str | None:
         if value is not None and (".." in value or value.endswith((".", "/", ".lock"))):
-            raise ValueError("must be a branch, tag or commit name")
+            raise ValueError(REVISION_MESSAGE)
         return value
 
 
@@ -163,11 +195,8 @@ class Output(_Model):
 
     @field_validator("tags")
     @classmethod
-    def tags_are_tags(cls, tags: list[str]) -> list[str]:
-        for tag in tags:
-            if tag.startswith((".", "-")):
-                raise ValueError(f"{tag!r} must start with a letter, digit, _ or a placeholder")
-        return tags
+    def tags_are_unique(cls, tags: list[str]) -> list[str]:
+        return _unique(tags)
 
     @property
     def ref(self) -> ImageRef:
@@ -245,6 +274,18 @@ class Resources(_Model):
 
 class ServiceBuildSpec(_Model):
     """The desired build of one service image."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.output.tags) || has(self.source.git)"
+                    " || self.output.tags.all(t, !t.contains('{commit}') && !t.contains('{shortCommit}'))",
+                    "message": COMMIT_TAGS_MESSAGE,
+                },
+            ],
+        },
+    )
 
     source: Source
     """The build context."""
@@ -327,10 +368,33 @@ class ServiceBuildSpec(_Model):
             raise ValueError("must be longer than 0s")
         return value
 
+    @field_validator("affinity")
+    @classmethod
+    def affinity_kinds(cls, affinity: dict[str, Any] | None) -> dict[str, Any] | None:
+        # The CRD schema checks the whole core/v1 Affinity at `kubectl apply`; the model, used on
+        # objects the API server already checked, only guards the top level.
+        unknown = sorted(set(affinity or {}) - AFFINITY_KINDS)
+        if unknown:
+            raise ValueError(
+                f"unknown field {unknown[0]!r}; an affinity has {', '.join(sorted(AFFINITY_KINDS))}"
+            )
+        return affinity
+
+    @field_validator("platforms")
+    @classmethod
+    def platforms_are_unique(cls, platforms: list[str]) -> list[str]:
+        return _unique(platforms)
+
+    @field_validator("secrets")
+    @classmethod
+    def secret_ids_are_unique(cls, secrets: list["BuildSecret"]) -> list["BuildSecret"]:
+        _unique([secret.id for secret in secrets])
+        return secrets
+
     @model_validator(mode="after")
     def commit_placeholders_need_git(self) -> "ServiceBuildSpec":
         if self.source.git is None and any("ommit}" in tag for tag in self.output.tags):
-            raise ValueError("output.tags: {commit} and {shortCommit} need a git source")
+            raise ValueError(COMMIT_TAGS_MESSAGE)
         return self
 
     @property
