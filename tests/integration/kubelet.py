@@ -145,25 +145,17 @@ class Kubelet:
         }
 
     async def _set_pending(self, job: dict[str, Any]) -> None:
-        metadata = job["metadata"]
-        await self.cluster.patch(
-            JOBS,
-            metadata["namespace"],
-            metadata["name"],
-            {"status": {"active": 1, "startTime": _now()}},
-            status=True,
-        )
         waiting = {
             "reason": "ImagePullBackOff",
             "message": 'Back-off pulling image "moby/buildkit:v0.32.2-rootless"',
         }
-        status = {
-            "phase": "Pending",
-            "containerStatuses": [{"name": "buildkit", "state": {"waiting": waiting}}],
-        }
-        await self.cluster.create(PODS, self._pod(job, status))
+        await self._create_pod(job, "Pending", {"waiting": waiting})
 
     async def _set_running(self, job: dict[str, Any]) -> None:
+        await self._create_pod(job, "Running", {"running": {}})
+
+    async def _create_pod(self, job: dict[str, Any], phase: str, state: dict[str, Any]) -> None:
+        """The Job controller marks the Job active and creates the Pod, which the kubelet reports."""
         metadata = job["metadata"]
         await self.cluster.patch(
             JOBS,
@@ -172,7 +164,7 @@ class Kubelet:
             {"status": {"active": 1, "startTime": _now()}},
             status=True,
         )
-        status = {"phase": "Running", "containerStatuses": [{"name": "buildkit", "state": {"running": {}}}]}
+        status = {"phase": phase, "containerStatuses": [{"name": "buildkit", "state": state}]}
         await self.cluster.create(PODS, self._pod(job, status))
 
     def _push_credentials(self, job: dict[str, Any]) -> tuple[str, str] | None:

@@ -103,12 +103,33 @@ def create_repositories(root: Path) -> GitRepositories:
     return GitRepositories(root, commits)
 
 
+class _ServesRepositories:
+    """What both servers share: `repo.git`'s URL and commits, given the server's base URL."""
+
+    repositories: GitRepositories
+
+    @property
+    def base_url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/{REPOSITORY}"
+
+    @property
+    def commits(self) -> RepoCommits:
+        return self.repositories.commits
+
+    def repository_url(self, name: str) -> str:
+        return f"{self.base_url}/{name}"
+
+
 # ---------------------------------------------------------------------------------------------
 # Smart HTTP: git http-backend behind basic auth
 
 
 @dataclass
-class GitHttpServer:
+class GitHttpServer(_ServesRepositories):
     """An HTTP git server on 127.0.0.1; `url` is `repo.git`'s. `token=None` serves anonymously."""
 
     repositories: GitRepositories
@@ -124,17 +145,6 @@ class GitHttpServer:
     def base_url(self) -> str:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.base_url}/{REPOSITORY}"
-
-    @property
-    def commits(self) -> RepoCommits:
-        return self.repositories.commits
-
-    def repository_url(self, name: str) -> str:
-        return f"{self.base_url}/{name}"
 
     def start(self) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _GitHttpHandler)
@@ -255,7 +265,7 @@ def new_token() -> str:
 
 
 @dataclass
-class GitDaemon:
+class GitDaemon(_ServesRepositories):
     """`git daemon` on 127.0.0.1 serving every repository under the root, anonymously."""
 
     port: int
@@ -266,17 +276,6 @@ class GitDaemon:
     @property
     def base_url(self) -> str:
         return f"git://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.base_url}/{REPOSITORY}"
-
-    @property
-    def commits(self) -> RepoCommits:
-        return self.repositories.commits
-
-    def repository_url(self, name: str) -> str:
-        return f"{self.base_url}/{name}"
 
     def stop(self) -> None:
         if self.process.poll() is None:
