@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     allowed_builder_images: Annotated[frozenset[str], NoDecode] = Field(default=frozenset())
     """BuildKit images a ServiceBuild may choose with spec.builderImage; empty allows none."""
 
+    allowed_push_registries: dict[str, frozenset[str]] = Field(default_factory=dict)
+    """Per namespace, the registry hosts its builds may push images and caches to, as JSON, e.g.
+    `{"shop": ["registry.example.com"], "*": ["registry.internal:5000"]}`; `*` covers the namespaces not
+    named. Empty: no restriction."""
+
     namespaces: Annotated[frozenset[str], NoDecode] = Field(default=frozenset())
     """Namespaces to watch; empty means all namespaces."""
 
@@ -54,6 +59,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return frozenset(item.strip() for item in value.split(",") if item.strip())
         return value
+
+    def push_registries_of(self, namespace: str) -> frozenset[str] | None:
+        """The registries `namespace` may push to; None when unrestricted."""
+        if not self.allowed_push_registries:
+            return None
+        return self.allowed_push_registries.get(namespace, self.allowed_push_registries.get("*", frozenset()))
 
     @field_validator("buildkit_image")
     @classmethod

@@ -16,7 +16,7 @@ from servicebuild.naming import MANAGED_BY, uid_selector
 
 logger = logging.getLogger(__name__)
 
-_TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
+_TRANSIENT_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 
 
 class KubeError(Exception):

@@ -220,6 +220,7 @@ class Reconciler:
                 f"spec.builderImage: {spec.builder_image!r} is not an image the operator allows"
                 " (SERVICEBUILD_ALLOWED_BUILDER_IMAGES).",
             )
+        self._check_push_registries(meta, spec)
         if spec.output.push_secret is not None:
             self._secret_data(meta, "spec.output.pushSecret", spec.output.push_secret, (_DOCKER_CONFIG_KEY,))
         for index, secret in enumerate(spec.secrets):
@@ -241,6 +242,23 @@ class Reconciler:
             raise _PermanentError("JobRejected", f"The API server rejected the build Job: {exc}") from exc
         logger.info("Created build Job %s/%s", meta.namespace, job_name)
         return Observation(BuildState.PENDING, job_name=job_name, commit=inputs.commit, context_digest=digest)
+
+    def _check_push_registries(self, meta: ObjectMeta, spec: ServiceBuildSpec) -> None:
+        """A platform team may pin each namespace to its registries (SERVICEBUILD_ALLOWED_PUSH_REGISTRIES)."""
+        allowed = self.settings.push_registries_of(meta.namespace)
+        if allowed is None:
+            return
+        targets = [("spec.output.image", spec.output.ref.registry)]
+        if not spec.cache.disabled:
+            targets.append(("spec.cache.ref", spec.cache_ref.registry))
+        for field, registry in targets:
+            if registry not in allowed:
+                listed = ", ".join(sorted(allowed)) or "none"
+                raise _PermanentError(
+                    "RegistryNotAllowed",
+                    f"{field}: builds in namespace {meta.namespace!r} may not push to {registry!r}"
+                    f" (allowed: {listed}).",
+                )
 
     def _git_inputs(self, meta: ObjectMeta, spec: ServiceBuildSpec, inputs: BuildInputs) -> BuildInputs:
         """Resolve a git revision to the commit the Job will build, with the auth secret if any."""

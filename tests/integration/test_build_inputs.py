@@ -10,7 +10,8 @@
 - a failed cache export never fails the build and shows as CacheExported=False;
 - a Pod that never starts ends Stalled PendingTimeout and its Job is deleted;
 - a Kueue queue label: the Job waits suspended as BuildQueued, the operator never resumes it;
-- a per-ServiceBuild BuildKit image only from the operator's allowlist.
+- a per-ServiceBuild BuildKit image only from the operator's allowlist;
+- a namespace pushes only to the registries the operator allows it.
 """
 
 import base64
@@ -35,8 +36,12 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 @pytest.fixture
-def operator_env(operator_env: dict[str, str]) -> dict[str, str]:
-    return {**operator_env, "SERVICEBUILD_ALLOWED_BUILDER_IMAGES": ALLOWED_BUILDER}
+def operator_env(operator_env: dict[str, str], oci_registry: RunningRegistry) -> dict[str, str]:
+    return {
+        **operator_env,
+        "SERVICEBUILD_ALLOWED_BUILDER_IMAGES": ALLOWED_BUILDER,
+        "SERVICEBUILD_ALLOWED_PUSH_REGISTRIES": json.dumps({NAMESPACE: [oci_registry.host]}),
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -327,3 +332,18 @@ async def test_builder_image_only_from_the_allowlist(
         assert condition(body, "Stalled")["reason"] == "InvalidSpec"
         assert "spec.builderImage" in condition(body, "Stalled")["message"]
         assert jobs_of(cluster, "custom") == []
+
+
+async def test_push_to_a_registry_the_namespace_may_not_use_is_stalled(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    elsewhere = {"image": "registry.example.com/shop/exfil:1"}
+    await cluster.create_servicebuild(
+        NAMESPACE, "exfil", {**spec(oci_registry, "exfil"), "output": elsewhere}
+    )
+
+    body = await eventually(lambda: stalled(cluster, "exfil"))
+    assert condition(body, "Stalled")["reason"] == "RegistryNotAllowed"
+    assert "spec.output.image" in condition(body, "Stalled")["message"]
+    assert oci_registry.host in condition(body, "Stalled")["message"]
+    assert jobs_of(cluster, "exfil") == []
