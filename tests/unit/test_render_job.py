@@ -496,6 +496,7 @@ def test_the_build_container_is_rootless_and_reads_the_workspace_only() -> None:
     assert container["securityContext"] == {
         "runAsUser": 1000,
         "runAsGroup": 1000,
+        "runAsNonRoot": True,
         "seccompProfile": {"type": "Unconfined"},
         "appArmorProfile": {"type": "Unconfined"},
     }

@@ -487,9 +487,10 @@ def _build_container(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             # Rootless BuildKit needs user namespaces (newuidmap): no allowPrivilegeEscalation=false,
-            # and Unconfined seccomp/AppArmor; never root.
+            # and Unconfined seccomp/AppArmor; never root (runAsNonRoot: the kubelet refuses UID 0).
             "runAsUser": BUILD_USER,
             "runAsGroup": BUILD_USER,
+            "runAsNonRoot": True,
             "seccompProfile": {"type": "Unconfined"},
             "appArmorProfile": {"type": "Unconfined"},
         },
@@ -523,6 +524,8 @@ def _context_container(source: ConfigMapSource, image: str) -> dict[str, Any]:
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
+            # No appArmorProfile: unset, the runtime's default profile applies where the node has AppArmor.
+            # An explicit RuntimeDefault would make the kubelet reject the Pod on nodes without AppArmor.
         },
         "volumeMounts": [
             {"name": CONFIGMAP_VOLUME, "mountPath": CONFIGMAP_DIR, "readOnly": True},
