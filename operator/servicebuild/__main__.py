@@ -12,6 +12,8 @@ from servicebuild.kube import Kube
 from servicebuild.reconciler import Reconciler
 from servicebuild.registry import RegistryClient
 
+_WATCH_GRACE_SECONDS = 5
+
 
 def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     """Kopf configured explicitly: our own annotations, no chatty events, one replica."""
@@ -24,6 +26,9 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     operator.peering.standalone = True
     operator.networking.request_timeout = settings.api_timeout_seconds
     operator.watching.server_timeout = settings.watch_timeout_seconds
+    # A watch connection silently dropped by a proxy would otherwise hang forever; the client gives up a
+    # little after the server should have ended it, and Kopf watches again.
+    operator.watching.client_timeout = settings.watch_timeout_seconds + _WATCH_GRACE_SECONDS
     operator.execution.max_workers = settings.workers
     return operator
 

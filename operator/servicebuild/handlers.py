@@ -34,33 +34,41 @@ class Runtime:
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
-    def lock(self, uid: str) -> threading.Lock:
+    def lock(self, key: str) -> threading.Lock:
         """One lock per ServiceBuild: the Job, the resync and the ServiceBuild triggers never overlap."""
         with self._guard:
-            return self._locks.setdefault(uid, threading.Lock())
+            return self._locks.setdefault(key, threading.Lock())
 
-    def forget(self, uid: str) -> None:
+    def forget(self, key: str) -> None:
         with self._guard:
-            self._locks.pop(uid, None)
+            self._locks.pop(key, None)
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _reconcile(runtime: Runtime, body: Mapping[str, Any]) -> None:
-    """Reconcile under the object's lock."""
-    with runtime.lock(body["metadata"]["uid"]):
-        runtime.reconciler.reconcile(body, _now())
+def _reconcile(runtime: Runtime, namespace: str, name: str) -> None:
+    """Reconcile the ServiceBuild as it is now, under its lock.
+
+    Every trigger reads the object afresh: a body from an event queued behind a newer change would
+    otherwise start the build of a superseded generation and stop the current one.
+    """
+    with runtime.lock(f"{namespace}/{name}"):
+        body = runtime.kube.get_servicebuild(namespace, name)
+        if body is not None:
+            runtime.reconciler.reconcile(body, _now())
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def servicebuild_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+def servicebuild_changed(namespace: str | None, name: str, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """A ServiceBuild appeared, changed, or was found at start-up."""
+    if namespace is None:  # the resource is namespaced; Kopf passes None only for cluster-scoped ones
+        return
     try:
-        _reconcile(memo.runtime, body)
+        _reconcile(memo.runtime, namespace, name)
     except (KubeError, RegistryError, GitError) as exc:
         if not exc.transient:
             raise kopf.PermanentError(str(exc)) from exc
@@ -68,9 +76,9 @@ def servicebuild_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def servicebuild_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def servicebuild_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Jobs go with their owner through garbage collection; only the lock is ours to drop."""
-    memo.runtime.forget(body["metadata"]["uid"])
+    memo.runtime.forget(f"{namespace}/{name}")
 
 
 def _owner_name(job: Mapping[str, Any]) -> str | None:
@@ -80,14 +88,10 @@ def _owner_name(job: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _reconcile_quietly(
-    runtime: Runtime, namespace: str, name: str, body: Mapping[str, Any] | None = None
-) -> None:
+def _reconcile_quietly(runtime: Runtime, namespace: str, name: str) -> None:
     """Reconcile outside a ServiceBuild handler: errors are logged and wait for the next trigger."""
     try:
-        body = body if body is not None else runtime.kube.get_servicebuild(namespace, name)
-        if body is not None:
-            _reconcile(runtime, body)
+        _reconcile(runtime, namespace, name)
     except (KubeError, RegistryError, GitError) as exc:
         logger.warning("Reconciling ServiceBuild %s/%s failed, will retry: %s", namespace, name, exc)
     except Exception:
@@ -139,7 +143,7 @@ async def _resync_forever(runtime: Runtime) -> None:
         for body in bodies:
             metadata = body.get("metadata", {})
             await asyncio.to_thread(
-                _reconcile_quietly, runtime, metadata.get("namespace"), metadata.get("name"), body
+                _reconcile_quietly, runtime, metadata.get("namespace"), metadata.get("name")
             )
 
 

@@ -22,6 +22,7 @@ PODS = kmock.resource("", "v1", "pods")
 SECRETS = kmock.resource("", "v1", "secrets")
 CONFIGMAPS = kmock.resource("", "v1", "configmaps")
 EVENTS = kmock.resource("", "v1", "events")
+NAMESPACES = kmock.resource("", "v1", "namespaces")
 
 _VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 _RESOURCES = {
@@ -33,6 +34,8 @@ _RESOURCES = {
     SECRETS: kmock.ResourceInfo(kind="Secret", namespaced=True, verbs=_VERBS),
     CONFIGMAPS: kmock.ResourceInfo(kind="ConfigMap", namespaced=True, verbs=_VERBS),
     EVENTS: kmock.ResourceInfo(kind="Event", namespaced=True, verbs=_VERBS),
+    # Kopf starts no watch before it has discovered namespaces, even cluster-wide where it lists none.
+    NAMESPACES: kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs=_VERBS),
 }
 _MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 

@@ -5,7 +5,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import kmock
@@ -77,7 +77,7 @@ def operator_env(
 
 
 @pytest.fixture
-def operator(operator_env: dict[str, str], tmp_path: Path) -> Iterator[OperatorProcess]:
+async def operator(operator_env: dict[str, str], tmp_path: Path) -> AsyncIterator[OperatorProcess]:
     process = OperatorProcess(operator_env, tmp_path / "operator.log")
     process.start()
     yield process
@@ -85,5 +85,6 @@ def operator(operator_env: dict[str, str], tmp_path: Path) -> Iterator[OperatorP
     crashed = (
         not process.running and process.process is not None and process.process.returncode != -signal.SIGKILL
     )
-    process.stop()
+    # In a thread: the emulator runs on this event loop and must answer the operator while it stops.
+    await asyncio.to_thread(process.stop)
     assert not crashed, f"the operator exited by itself:\n{process.log[-4000:]}"

@@ -1,0 +1,119 @@
+"""We test that faults of the cluster lose nothing and duplicate nothing, each ending with the right status:
+
+- the build Job deleted by someone mid-build: it is created again and the build completes;
+- the Job removed (by its TTL) after it finished but before the operator read the result: the
+  operator, restarted, builds again rather than reporting a result it cannot verify;
+- API conflicts (409) on status writes: retried until the status is written;
+- the watch expiring (410 Gone) on every attempt: Kopf lists again and new ServiceBuilds are still built.
+"""
+
+from typing import Any
+
+import kmock
+import pytest
+from cluster import JOBS, PODS, SERVICEBUILDS, Cluster, condition, eventually
+from kubelet import Kubelet
+from operator_process import OperatorProcess
+
+from support.oci_registry import RunningRegistry
+
+NAMESPACE = "shop"
+
+
+@pytest.fixture(autouse=True)
+async def build_context(cluster: Cluster) -> None:
+    await cluster.create_configmap(NAMESPACE, "context", {"Dockerfile": "FROM scratch\n"})
+
+
+def spec(registry: RunningRegistry, name: str) -> dict[str, Any]:
+    return {
+        "source": {"configMap": {"name": "context"}},
+        "output": {"image": f"{registry.host}/shop/{name}:1"},
+    }
+
+
+def ready(cluster: Cluster, name: str) -> Any:
+    body = cluster.servicebuild(NAMESPACE, name)
+    found = condition(body, "Ready")
+    return body if found and found["status"] == "True" else None
+
+
+async def remove_job(cluster: Cluster, kubelet: Kubelet, job_name: str) -> None:
+    """Delete the Job and, as the garbage collector would, its Pod; the kubelet forgets both."""
+    await cluster.delete(JOBS, NAMESPACE, job_name)
+    await cluster.delete(PODS, NAMESPACE, f"{job_name}-x7k2p")
+    kubelet.held.pop(job_name, None)
+
+
+async def test_job_deleted_mid_build_is_created_again(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    kubelet.plan("cart", "hold")
+    await cluster.create_servicebuild(NAMESPACE, "cart", spec(oci_registry, "cart"))
+    job_name = await eventually(lambda: next(iter(kubelet.held), None))
+
+    await remove_job(cluster, kubelet, job_name)
+    await eventually(lambda: cluster.get(JOBS, NAMESPACE, job_name) is not None)
+    kubelet.handled.discard((NAMESPACE, job_name))  # a new Job under the same name: run it
+
+    body = await eventually(lambda: ready(cluster, "cart"))
+    assert [job["metadata"]["name"] for job in cluster.all(JOBS, NAMESPACE)] == [job_name]
+    assert body["status"]["output"]["digest"] == kubelet.pushed[job_name]
+
+
+async def test_job_gone_before_its_result_was_read_is_built_again(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    kubelet.plan("orders", "hold")
+    await cluster.create_servicebuild(NAMESPACE, "orders", spec(oci_registry, "orders"))
+    job_name = await eventually(lambda: next(iter(kubelet.held), None))
+
+    operator.kill()
+    await kubelet.release(job_name)
+    await remove_job(cluster, kubelet, job_name)
+    kubelet.pushed.pop(job_name)
+    operator.start()
+    await eventually(lambda: cluster.get(JOBS, NAMESPACE, job_name) is not None)
+    kubelet.handled.discard((NAMESPACE, job_name))
+
+    body = await eventually(lambda: ready(cluster, "orders"))
+    assert len(cluster.all(JOBS, NAMESPACE)) == 1
+    assert body["status"]["output"]["digest"] == kubelet.pushed[job_name], "the result of the build again"
+
+
+async def test_conflicts_on_status_writes_are_retried(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    cluster.kmock[kmock.action.UPDATE, SERVICEBUILDS][:3] << 409
+    await cluster.create_servicebuild(NAMESPACE, "search", spec(oci_registry, "search"))
+
+    body = await eventually(lambda: ready(cluster, "search"))
+    assert len(cluster.all(JOBS, NAMESPACE)) == 1
+    assert body["status"]["observedGeneration"] == 1
+    assert "HTTP 409" in operator.log
+    assert operator.running
+
+
+@pytest.fixture
+def operator_env(operator_env: dict[str, str], request: pytest.FixtureRequest) -> dict[str, str]:
+    if request.node.name != "test_watch_expiry_lists_again":
+        return operator_env
+    # Short watches, so that one expires during the test, and no resync to build in its stead.
+    return {**operator_env, "SERVICEBUILD_WATCH_TIMEOUT_SECONDS": "1", "SERVICEBUILD_RESYNC_SECONDS": "3600"}
+
+
+async def test_watch_expiry_lists_again(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    gone = {
+        "type": "ERROR",
+        "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"},
+    }
+    # Every watch of ServiceBuilds from now on expires at once: only listing again finds new ones.
+    expiry = cluster.kmock[kmock.action.WATCH, SERVICEBUILDS] << (gone,)
+    await eventually(lambda: len(expiry) > 0, within=30)
+
+    await cluster.create_servicebuild(NAMESPACE, "after", spec(oci_registry, "after"))
+    await eventually(lambda: ready(cluster, "after"))
+    assert len(cluster.all(JOBS, NAMESPACE)) == 1
+    assert operator.running
