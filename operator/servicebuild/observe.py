@@ -1,19 +1,15 @@
 """Interpret a build Job and its Pod as one observation; pure (the clock is passed in)."""
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from servicebuild.failures import Reason, classify, classify_pending
 from servicebuild.naming import ANNOTATION_COMMIT, ANNOTATION_CONTEXT_DIGEST
 from servicebuild.render.job import BUILD_CONTAINER
 from servicebuild.report import BuildReport, log_tail, parse_report
-
-# BuildKit's plain progress names the failing step as ` > [stage 2/4] RUN make:` above the error.
-_FAILED_STEP_RE = re.compile(r"^\s*> (\[[^\]]+\] .+?):?\s*$", re.MULTILINE)
-_SOLVE_ERROR_RE = re.compile(r"^(?:#\d+ )?ERROR: (.+)$", re.MULTILINE)
 
 
 class BuildState(StrEnum):
@@ -37,8 +33,10 @@ class Observation:
     completion_time: str | None = None
     report: BuildReport | None = None
     reason: str | None = None
-    """CamelCase failure reason, when failed."""
+    """CamelCase failure reason, when failed (`servicebuild.failures.Reason` for a failed build)."""
     message: str | None = None
+    transient: bool = False
+    """Whether the failure is of the moment (an evicted Pod, an unreachable registry) and worth retrying."""
     failed_step: str | None = None
     log_tail: str | None = None
     commit: str | None = None
@@ -76,34 +74,19 @@ def _build_container_state(pod: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return {}
 
 
-def failed_step(tail: str) -> str | None:
-    """The Dockerfile step BuildKit reports as failing, if the log names one."""
-    steps = _FAILED_STEP_RE.findall(tail)
-    return steps[-1] if steps else None
-
-
 def _failure(job: Mapping[str, Any], pod: Mapping[str, Any] | None, base: Observation) -> Observation:
     failed = _condition(job, "Failed") or {}
-    terminated = _build_container_state(pod).get("terminated") or {}
-    tail = log_tail(terminated.get("message"))
-    step = failed_step(tail) if tail else None
-    if failed.get("reason") == "DeadlineExceeded":
-        reason, message = "DeadlineExceeded", "The build ran longer than spec.timeout and was stopped."
-    else:
-        errors = _SOLVE_ERROR_RE.findall(tail) if tail else []
-        detail = errors[-1] if errors else failed.get("message") or "the build container failed"
-        where = f" at {step}" if step else ""
-        exit_code = terminated.get("exitCode")
-        code = f" (exit code {exit_code})" if exit_code is not None else ""
-        reason, message = "BuildFailed", f"Build failed{where}{code}: {detail}"
+    message = (_build_container_state(pod).get("terminated") or {}).get("message")
+    failure = classify(job, pod, message)
     return replace(
         base,
         state=BuildState.FAILED,
         completion_time=failed.get("lastTransitionTime"),
-        reason=reason,
-        message=message,
-        failed_step=step,
-        log_tail=tail or None,
+        reason=failure.reason,
+        message=failure.message,
+        transient=failure.transient,
+        failed_step=failure.failed_step,
+        log_tail=log_tail(message) or None,
     )
 
 
@@ -115,27 +98,11 @@ def _completion(status: Mapping[str, Any], pod: Mapping[str, Any] | None, base: 
         return replace(
             completed,
             state=BuildState.FAILED,
-            reason="ReportMissing",
+            reason=Reason.REPORT_MISSING,
             message="The build Job completed but its Pod holds no build report"
             " (was the Pod deleted before the result was read?).",
         )
     return replace(completed, state=BuildState.SUCCEEDED, report=report)
-
-
-def _why_not_started(pod: Mapping[str, Any] | None) -> str:
-    """What keeps the Pod from starting, in the words of the scheduler or the kubelet."""
-    for condition in (pod or {}).get("status", {}).get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return f"{condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".rstrip(": ")
-    statuses = [
-        *((pod or {}).get("status", {}).get("initContainerStatuses") or []),
-        *((pod or {}).get("status", {}).get("containerStatuses") or []),
-    ]
-    for status in statuses:
-        waiting = (status.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") and waiting["reason"] != "PodInitializing":
-            return f"{status.get('name')}: {waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
-    return "no Pod started" if pod is None else "the Pod has not started"
 
 
 def _waited_too_long(job: Mapping[str, Any], limit: PendingLimit) -> bool:
@@ -184,6 +151,6 @@ def _not_started(
     return replace(
         base,
         state=BuildState.FAILED,
-        reason="PendingTimeout",
-        message=f"The build Pod did not start within spec.pendingTimeout ({_why_not_started(pod)}).",
+        reason=Reason.PENDING_TIMEOUT,
+        message=f"The build Pod did not start within spec.pendingTimeout: {classify_pending(pod).message}",
     )

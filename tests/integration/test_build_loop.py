@@ -155,16 +155,16 @@ async def test_failed_build_is_stalled_with_step_and_log_tail(
     body = await eventually(lambda: stalled(cluster, "greet"))
     status = body["status"]
     assert status["phase"] == "Failed"
-    assert condition(body, "Stalled")["reason"] == "BuildFailed"
+    assert condition(body, "Stalled")["reason"] == "BuildStepFailed"
     assert condition(body, "Reconciling")["status"] == "False"
     assert condition(body, "Ready")["status"] == "False"
     assert status["failedStep"] == "[build 3/4] RUN make greet"
     assert "greet.h: No such file or directory" in status["logTail"]
     assert "output" not in status
 
-    await eventually(lambda: "BuildFailed" in [e["reason"] for e in cluster.events(NAMESPACE, "greet")])
+    await eventually(lambda: "BuildStepFailed" in [e["reason"] for e in cluster.events(NAMESPACE, "greet")])
     assert len(cluster.all(JOBS, NAMESPACE)) == 1, "a failed build is not retried without a spec change"
-    assert [e["type"] for e in cluster.events(NAMESPACE, "greet") if e["reason"] == "BuildFailed"] == [
+    assert [e["type"] for e in cluster.events(NAMESPACE, "greet") if e["reason"] == "BuildStepFailed"] == [
         "Warning"
     ]
 

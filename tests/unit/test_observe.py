@@ -2,7 +2,8 @@
 
 - a Job and its Pod are read as absent, queued, pending, running, succeeded or failed;
 - success carries the report from the build container's termination message;
-- a failure names its reason, the failing Dockerfile step and the log tail;
+- a failure carries the classified reason, its message, whether it is transient, the failing
+  Dockerfile step and the log tail;
 - a completed Job whose report is unreadable is a failure, not a success without output.
 """
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from servicebuild.observe import BuildState, PendingLimit, failed_step, is_finished, observe
+from servicebuild.observe import BuildState, PendingLimit, is_finished, observe
 
 DIGEST = "sha256:" + "ab" * 32
 REPORT = json.dumps(
@@ -105,20 +106,33 @@ def test_success_carries_report_and_times() -> None:
 
 def test_build_failure_names_step_and_keeps_log_tail() -> None:
     observation = observe(job(FAILED), pod("Failed", {"exitCode": 1, "message": FAILURE_LOG}))
-    assert observation.reason == "BuildFailed"
+    assert observation.reason == "BuildStepFailed"
     assert observation.failed_step == "[build 3/4] RUN make greet"
     assert observation.message is not None
-    assert "[build 3/4] RUN make greet" in observation.message
-    assert "exit code 1" in observation.message
-    assert "did not complete successfully" in observation.message
+    assert "`[build 3/4] RUN make greet`" in observation.message
+    assert "did not complete successfully: exit code: 2" in observation.message
+    assert observation.transient is False
     assert observation.log_tail is not None
     assert "greet.h: No such file or directory" in observation.log_tail
+
+
+def test_an_evicted_build_is_a_transient_failure() -> None:
+    evicted = pod("Failed", {"exitCode": 137, "reason": "ContainerStatusUnknown"})
+    evicted["status"] |= {"reason": "Evicted", "message": "The node was low on resource: memory."}
+    observation = observe(job(FAILED), evicted)
+    assert (observation.state, observation.reason, observation.transient) == (
+        BuildState.FAILED,
+        "Evicted",
+        True,
+    )
+    assert "The node was low on resource: memory." in (observation.message or "")
 
 
 def test_deadline_is_its_own_reason() -> None:
     observation = observe(job(DEADLINE), None)
     assert observation.reason == "DeadlineExceeded"
     assert "spec.timeout" in (observation.message or "")
+    assert observation.transient is False
 
 
 def test_missing_report_is_a_failure_with_a_reason() -> None:
@@ -133,10 +147,6 @@ def test_missing_report_is_a_failure_with_a_reason() -> None:
 )
 def test_is_finished(conditions: tuple[dict[str, Any], ...], finished: bool) -> None:
     assert is_finished(job(*conditions)) is finished
-
-
-def test_failed_step_absent_when_log_names_none() -> None:
-    assert failed_step("error: something else entirely") is None
 
 
 PENDING_SINCE = "2026-11-28T10:00:00Z"
@@ -171,7 +181,7 @@ IMAGE_PULL = {
     ("pod_body", "why"),
     [
         (UNSCHEDULABLE, "Unschedulable: 0/3 nodes are available"),
-        (IMAGE_PULL, "ImagePullBackOff: pull access denied"),
+        (IMAGE_PULL, "buildkit: ImagePullBackOff: pull access denied"),
         (None, "no Pod started"),
     ],
     ids=["unschedulable", "image pull", "no pod"],
