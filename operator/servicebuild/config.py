@@ -31,6 +31,18 @@ class Settings(BaseSettings):
     `{"shop": ["registry.example.com"], "*": ["registry.internal:5000"]}`; `*` covers the namespaces not
     named. Empty: no restriction."""
 
+    max_running_builds: int = Field(default=0, ge=0)
+    """Build Jobs that may run at once, operator-wide; more wait in phase Queued. 0: no limit."""
+
+    max_running_builds_per_namespace: int = Field(default=0, ge=0)
+    """Build Jobs that may run at once in one namespace. 0: no limit."""
+
+    max_build_attempts: int = Field(default=3, ge=1)
+    """Attempts at one generation when builds fail transiently (evicted Pod, registry unreachable)."""
+
+    retry_delay_seconds: int = Field(default=30, ge=0)
+    """Wait before the second attempt; it doubles for each further one, up to 10 minutes."""
+
     namespaces: Annotated[frozenset[str], NoDecode] = Field(default=frozenset())
     """Namespaces to watch; empty means all namespaces."""
 

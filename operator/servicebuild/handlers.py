@@ -16,6 +16,7 @@ from servicebuild.config import Settings
 from servicebuild.gitremote import GitError
 from servicebuild.kube import Kube, KubeError
 from servicebuild.naming import LABEL_MANAGED_BY, MANAGED_BY
+from servicebuild.observe import is_finished
 from servicebuild.reconciler import Reconciler
 from servicebuild.registry import RegistryError
 
@@ -77,8 +78,10 @@ def servicebuild_changed(namespace: str | None, name: str, memo: kopf.Memo, retr
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 def servicebuild_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Jobs go with their owner through garbage collection; only the lock is ours to drop."""
+    """Jobs go with their owner through garbage collection; the lock and a queue place are ours to drop."""
     memo.runtime.forget(f"{namespace}/{name}")
+    if namespace is not None:
+        memo.runtime.reconciler.slots.forget((namespace, name))
 
 
 def _owner_name(job: Mapping[str, Any]) -> str | None:
@@ -124,11 +127,21 @@ def context_configmap_event(
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
-def build_job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A build Job changed: its ServiceBuild may have news."""
+def build_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002 (Kopf's name)
+    """A build Job changed: its ServiceBuild may have news, and a finished one frees a build slot."""
+    runtime: Runtime = memo.runtime
+    namespace, job_name = body.metadata.namespace, body.metadata.name
+    if namespace is None or job_name is None:
+        return
     owner = _owner_name(body)
-    if owner is not None and body.metadata.namespace is not None:
-        _reconcile_quietly(memo.runtime, body.metadata.namespace, owner)
+    if owner is not None:
+        _reconcile_quietly(runtime, namespace, owner)
+    if type == "DELETED" or is_finished(body):
+        runtime.reconciler.slots.finished(namespace, job_name)
+        for waiting_namespace, waiting_name in runtime.reconciler.slots.next_waiting():
+            _reconcile_quietly(runtime, waiting_namespace, waiting_name)
+    else:
+        runtime.reconciler.slots.started(namespace, job_name)
 
 
 async def _resync_forever(runtime: Runtime) -> None:
@@ -140,6 +153,8 @@ async def _resync_forever(runtime: Runtime) -> None:
         except KubeError as exc:
             logger.warning("Listing ServiceBuilds for the resync failed: %s", exc)
             continue
+        present = {(body["metadata"]["namespace"], body["metadata"]["name"]) for body in bodies}
+        runtime.reconciler.slots.retain(present)
         for body in bodies:
             metadata = body.get("metadata", {})
             await asyncio.to_thread(
@@ -149,7 +164,16 @@ async def _resync_forever(runtime: Runtime) -> None:
 
 @kopf.on.startup()
 async def start_resync(memo: kopf.Memo, **_: Any) -> None:
-    memo.resync_task = asyncio.create_task(_resync_forever(memo.runtime), name="servicebuild-resync")
+    """Count the builds already running, before any ServiceBuild may start one; then the safety tick."""
+    runtime: Runtime = memo.runtime
+    try:
+        jobs = await asyncio.to_thread(runtime.kube.list_build_jobs, runtime.settings.namespaces)
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"Counting the running builds failed: {exc}", delay=5) from exc
+    for job in jobs:
+        if not is_finished(job):
+            runtime.reconciler.slots.started(job["metadata"]["namespace"], job["metadata"]["name"])
+    memo.resync_task = asyncio.create_task(_resync_forever(runtime), name="servicebuild-resync")
 
 
 @kopf.on.cleanup()

@@ -12,7 +12,7 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CoreV1Event, Cus
 from kubernetes.client.exceptions import ApiException
 
 from servicebuild.api.models import GROUP, KIND, PLURAL, VERSION, ObjectMeta
-from servicebuild.naming import MANAGED_BY, uid_selector
+from servicebuild.naming import LABEL_MANAGED_BY, MANAGED_BY, uid_selector
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,26 @@ class Kube:
             label_selector=uid_selector(uid),
         )
         return list((listing or {}).get("items", []))
+
+    def list_build_jobs(self, namespaces: Iterable[str]) -> list[dict[str, Any]]:
+        """Every build Job of the operator in the given namespaces, or in all when none are given."""
+        selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        scopes = sorted(namespaces)
+        if not scopes:
+            listing = self._call(
+                "list build jobs", self._batch.list_job_for_all_namespaces, label_selector=selector
+            )
+            return list((listing or {}).get("items", []))
+        items: list[dict[str, Any]] = []
+        for namespace in scopes:
+            listing = self._call(
+                f"list build jobs in {namespace}",
+                self._batch.list_namespaced_job,
+                namespace,
+                label_selector=selector,
+            )
+            items.extend((listing or {}).get("items", []))
+        return items
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and, in the background, its Pods; a Job already gone is fine."""

@@ -17,11 +17,13 @@ MAX_JOB_NAME = 63  # the Job controller copies the name into a label value on ea
 _HASH_LENGTH = 5
 
 
-def job_name(servicebuild_name: str, uid: str, generation: int, source_key: str = "") -> str:
-    """`<name>-<generation>-<hash>`: one Job per generation and context, unique across re-created objects.
-
-    `source_key` is what else makes a build distinct within a generation: the ConfigMap's content digest.
-    """
+def job_name(
+    servicebuild_name: str, uid: str, generation: int, context_digest: str | None = None, attempt: int = 1
+) -> str:
+    """`<name>-<generation>-<hash>`: one Job per generation, context and attempt, unique across
+    re-created objects. The ConfigMap's digest and a retry's attempt number make builds of one
+    generation distinct."""
+    source_key = (context_digest or "") + (f"#{attempt}" if attempt > 1 else "")
     identity = f"{uid}/{source_key}" if source_key else uid
     digest = hashlib.sha256(identity.encode()).hexdigest()[:_HASH_LENGTH]
     suffix = f"-{generation}-{digest}"

@@ -5,16 +5,19 @@ import binascii
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from servicebuild import naming
+from servicebuild.admission import BuildSlots
 from servicebuild.api.models import (
     BuildOutput,
     ObjectMeta,
     Phase,
     PlatformOutput,
+    QueueStatus,
     ServiceBuild,
     ServiceBuildSpec,
     ServiceBuildStatus,
@@ -35,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 _FINAL_PHASES = {Phase.SUCCEEDED, Phase.FAILED}
 _DOCKER_CONFIG_KEY = ".dockerconfigjson"
+_MAX_RETRY_DELAY_SECONDS = 600
 
 
 class KubeGateway(Protocol):
@@ -67,6 +71,15 @@ class Result:
     written: bool
 
 
+@dataclass(frozen=True)
+class _Target:
+    """What one build is for: the object, its parsed spec, and the ConfigMap context's digest."""
+
+    meta: ObjectMeta
+    spec: ServiceBuildSpec
+    digest: str | None
+
+
 class _PermanentError(Exception):
     """A problem only a change of the spec or of the objects it names can fix."""
 
@@ -84,6 +97,10 @@ def _previous_status(raw: Any) -> ServiceBuildStatus:
         return ServiceBuildStatus()
 
 
+def _later(now: str, seconds: int) -> str:
+    return (datetime.fromisoformat(now) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _compact_time(now: str) -> str:
     """`2026-11-28T10:15:00Z` → `20261128101500`: a sortable tag fragment."""
     return "".join(character for character in now if character.isdigit())[:14]
@@ -93,16 +110,30 @@ class Reconciler:
     """Brings one ServiceBuild one step closer to built, through the gateways it was given."""
 
     def __init__(
-        self, kube: KubeGateway, registry: RegistryGateway, git: GitGateway, settings: Settings
+        self,
+        kube: KubeGateway,
+        registry: RegistryGateway,
+        git: GitGateway,
+        settings: Settings,
+        slots: BuildSlots | None = None,
     ) -> None:
         self.kube = kube
         self.registry = registry
         self.git = git
         self.settings = settings
+        self.slots = slots or BuildSlots(
+            settings.max_running_builds, settings.max_running_builds_per_namespace
+        )
 
     def reconcile(self, body: Mapping[str, Any], now: str) -> Result:
         """Raise KubeError, RegistryError or GitError (transient ones) to be retried later."""
         meta = ObjectMeta.model_validate(body["metadata"])
+        result = self._reconcile(meta, body, now)
+        if result.status.queue is None:
+            self.slots.forget((meta.namespace, meta.name))
+        return result
+
+    def _reconcile(self, meta: ObjectMeta, body: Mapping[str, Any], now: str) -> Result:
         previous = _previous_status(body.get("status"))
         final = previous.observed_generation == meta.generation and previous.phase in _FINAL_PHASES
         try:
@@ -127,7 +158,7 @@ class Reconciler:
         built_digest = previous.source.context_digest if previous.source else None
         if final and built_digest == digest:
             return Result(status=previous, written=False)
-        return self._write(meta, previous, self._build(meta, spec, digest, now), now)
+        return self._write(meta, previous, self._build(_Target(meta, spec, digest), previous, now), now)
 
     def _write(self, meta: ObjectMeta, previous: ServiceBuildStatus, outcome: Outcome, now: str) -> Result:
         """Write the decided status when it changed, and post the Event of a transition."""
@@ -172,37 +203,87 @@ class Reconciler:
             if labels.get(naming.LABEL_UID) == meta.uid and name != keep and not is_finished(job):
                 logger.info("Deleting superseded build Job %s/%s", meta.namespace, name)
                 self.kube.delete_job(meta.namespace, name)
+                self.slots.finished(meta.namespace, name)
 
-    def _build(self, meta: ObjectMeta, spec: ServiceBuildSpec, digest: str | None, now: str) -> Outcome:
-        job_name = naming.job_name(meta.name, meta.uid, meta.generation, digest or "")
-        source = SourceStatus(context_digest=digest) if digest else None
+    def _build(self, target: _Target, previous: ServiceBuildStatus, now: str) -> Outcome:
+        """The current attempt at this generation and context: continue it, retry it, or start it."""
+        same_build = previous.observed_generation == target.meta.generation and (
+            (previous.source.context_digest if previous.source else None) == target.digest
+        )
+        attempt = (previous.attempt or 1) if same_build else 1
+        since = previous.queue.since if previous.queue else now
+        return self._attempt(target, attempt, since, now)
+
+    def _attempt(self, target: _Target, attempt: int, since: str, now: str) -> Outcome:
+        meta, spec = target.meta, target.spec
+        key = target.digest or ""
+        job_name = naming.job_name(
+            meta.name, meta.uid, meta.generation, key if attempt == 1 else f"{key}#{attempt}"
+        )
+        source = SourceStatus(context_digest=target.digest) if target.digest else None
+        outcome = Outcome(meta.generation, Observation(BuildState.ABSENT), source=source, attempt=attempt)
         job = self.kube.get_job(meta.namespace, job_name)
         if job is None:
-            try:
-                observation = self._start(meta, spec, job_name, digest, now)
-            except _PermanentError as problem:
-                failed = Observation(BuildState.FAILED, reason=problem.reason, message=problem.message)
-                return Outcome(meta.generation, failed, source=source)
-            self._stop_superseded_jobs(meta, keep=job_name)
-            return Outcome(meta.generation, observation, source=self._source(observation) or source)
+            return self._admit_and_start(target, job_name, since, now, outcome)
         self._stop_superseded_jobs(meta, keep=job_name)
         needs_pod = bool(job.get("status", {}).get("active")) or is_finished(job) or not job.get("status")
         pod = self.kube.get_job_pod(meta.namespace, job_name) if needs_pod else None
         observation = observe(job, pod, PendingLimit(now=now, seconds=spec.pending_timeout_seconds))
+        if is_finished(job):
+            self.slots.finished(meta.namespace, job_name)
         if observation.reason == "PendingTimeout":
             # A Pod that cannot start holds its quota and would start late and unexpected: stop it.
             self.kube.delete_job(meta.namespace, job_name)
-        source = self._source(observation) or source
+            self.slots.finished(meta.namespace, job_name)
+        outcome = replace(outcome, observation=observation, source=self._source(observation) or source)
+        if observation.state == BuildState.FAILED and observation.transient:
+            return self._retry(target, outcome, now)
         if observation.state != BuildState.SUCCEEDED or observation.report is None:
-            return Outcome(meta.generation, observation, source=source)
+            return outcome
         try:
             output = self._read_back(meta, spec, observation)
         except _PermanentError as problem:
             failed = replace(
                 observation, state=BuildState.FAILED, reason=problem.reason, message=problem.message
             )
-            return Outcome(meta.generation, failed, source=source)
-        return Outcome(meta.generation, observation, output=output, source=source)
+            return replace(outcome, observation=failed)
+        return replace(outcome, output=output)
+
+    def _retry(self, target: _Target, failed: Outcome, now: str) -> Outcome:
+        """A transient failure: the next attempt after a growing delay, until the attempts run out."""
+        max_attempts = self.settings.max_build_attempts
+        failed = replace(failed, max_attempts=max_attempts)
+        if failed.attempt >= max_attempts:
+            return failed
+        delay = min(self.settings.retry_delay_seconds * 2 ** (failed.attempt - 1), _MAX_RETRY_DELAY_SECONDS)
+        retry_at = _later(failed.observation.completion_time or now, delay)
+        if now < retry_at:
+            return replace(failed, retry_at=retry_at)
+        meta = target.meta
+        logger.info("Retrying ServiceBuild %s/%s: attempt %d", meta.namespace, meta.name, failed.attempt + 1)
+        return replace(self._attempt(target, failed.attempt + 1, now, now), max_attempts=max_attempts)
+
+    def _admit_and_start(
+        self, target: _Target, job_name: str, since: str, now: str, outcome: Outcome
+    ) -> Outcome:
+        """Start the Job when a build slot is free, else wait in the queue."""
+        meta = target.meta
+        decision = self.slots.request((meta.namespace, meta.name), job_name, since)
+        if not decision.admitted:
+            self._stop_superseded_jobs(meta, keep=None)
+            waiting = QueueStatus(position=decision.position, since=since)
+            return replace(outcome, waiting=waiting, waiting_reason=decision.reason)
+        try:
+            observation = self._start(target, job_name, outcome.attempt, now)
+        except _PermanentError as problem:
+            self.slots.finished(meta.namespace, job_name)
+            failed = Observation(BuildState.FAILED, reason=problem.reason, message=problem.message)
+            return replace(outcome, observation=failed)
+        except (KubeError, RegistryError, GitError):
+            self.slots.finished(meta.namespace, job_name)
+            raise
+        self._stop_superseded_jobs(meta, keep=job_name)
+        return replace(outcome, observation=observation, source=self._source(observation) or outcome.source)
 
     @staticmethod
     def _source(observation: Observation) -> SourceStatus | None:
@@ -210,10 +291,9 @@ class Reconciler:
             return None
         return SourceStatus(commit=observation.commit, context_digest=observation.context_digest)
 
-    def _start(
-        self, meta: ObjectMeta, spec: ServiceBuildSpec, job_name: str, digest: str | None, now: str
-    ) -> Observation:
+    def _start(self, target: _Target, job_name: str, attempt: int, now: str) -> Observation:
         """Check what the build needs, resolve the source, and create the Job."""
+        meta, spec, digest = target.meta, target.spec, target.digest
         if spec.builder_image is not None and spec.builder_image not in self.settings.allowed_builder_images:
             raise _PermanentError(
                 "InvalidSpec",
@@ -227,7 +307,7 @@ class Reconciler:
             field = f"spec.secrets[{index}].secretRef"
             self._secret_data(meta, field, secret.secret_ref.name, (secret.secret_ref.key,))
         inputs = self._git_inputs(
-            meta, spec, BuildInputs(timestamp=_compact_time(now), context_digest=digest)
+            meta, spec, BuildInputs(timestamp=_compact_time(now), context_digest=digest, attempt=attempt)
         )
         try:
             job = render_job(ServiceBuild(metadata=meta, spec=spec), self.settings, inputs)

@@ -11,6 +11,7 @@ from servicebuild.api.models import (
     Condition,
     ConditionStatus,
     Phase,
+    QueueStatus,
     ServiceBuildStatus,
     SourceStatus,
 )
@@ -44,6 +45,15 @@ class Outcome:
     """Why the spec is invalid, naming the field."""
     source: SourceStatus | None = None
     """What the build of this outcome builds: the resolved commit or the ConfigMap's digest."""
+    waiting: QueueStatus | None = None
+    """Set when the build waits for a free slot instead of starting."""
+    waiting_reason: str = ""
+    """Why it waits, for the message."""
+    attempt: int = 1
+    """Which attempt at this generation the observation is about."""
+    retry_at: str | None = None
+    """Set when the attempt failed transiently and the next one starts at this time."""
+    max_attempts: int = 1
 
 
 def _seconds_between(start: str | None, end: str | None) -> int | None:
@@ -123,6 +133,8 @@ def _stalled_status(previous: ServiceBuildStatus, outcome: Outcome, now: str) ->
     observation = outcome.observation
     reason = "InvalidSpec" if outcome.invalid_spec else observation.reason or "BuildFailed"
     message = outcome.invalid_spec or observation.message or "The build failed."
+    if outcome.attempt > 1:
+        message = f"Attempt {outcome.attempt} of {outcome.max_attempts}: {message}"
     hint = f" Logs: kubectl logs job/{observation.job_name} -c buildkit." if observation.job_name else ""
     detail = f"{message}\n{observation.log_tail}" if observation.log_tail else message
     return ServiceBuildStatus(
@@ -145,6 +157,7 @@ def _stalled_status(previous: ServiceBuildStatus, outcome: Outcome, now: str) ->
         source=outcome.source,
         failed_step=observation.failed_step,
         log_tail=observation.log_tail,
+        attempt=_attempt(outcome),
     )
 
 
@@ -180,6 +193,7 @@ def _succeeded_status(previous: ServiceBuildStatus, outcome: Outcome, now: str) 
         output=output,
         cache=cache,
         source=outcome.source,
+        attempt=_attempt(outcome),
     )
 
 
@@ -191,15 +205,35 @@ _IN_PROGRESS = {
 }
 
 
+def _attempt(outcome: Outcome) -> int | None:
+    """Shown from the second attempt on; the first is the normal case."""
+    return outcome.attempt if outcome.attempt > 1 else None
+
+
+def _in_progress(outcome: Outcome) -> tuple[Phase, str, str]:
+    observation = outcome.observation
+    if outcome.waiting is not None:
+        return (
+            Phase.QUEUED,
+            "WaitingForCapacity",
+            f"Waiting for a free build slot, position {outcome.waiting.position}: {outcome.waiting_reason}.",
+        )
+    if outcome.retry_at is not None:
+        failure = f"{observation.reason}: {observation.message}" if observation.reason else "it failed"
+        attempts = f"Attempt {outcome.attempt} of {outcome.max_attempts}"
+        return (
+            Phase.PENDING,
+            "RetryScheduled",
+            f"{attempts} failed ({failure}); the next one starts at {outcome.retry_at}.",
+        )
+    if observation.state == BuildState.SUCCEEDED:
+        return Phase.BUILDING, "VerifyingPush", "Reading the pushed image from the registry."
+    return _IN_PROGRESS.get(observation.state, _IN_PROGRESS[BuildState.RUNNING])
+
+
 def _in_progress_status(previous: ServiceBuildStatus, outcome: Outcome, now: str) -> ServiceBuildStatus:
     observation = outcome.observation
-    phase, reason, message = _IN_PROGRESS.get(observation.state, _IN_PROGRESS[BuildState.RUNNING])
-    if observation.state == BuildState.SUCCEEDED:
-        phase, reason, message = (
-            Phase.BUILDING,
-            "VerifyingPush",
-            "Reading the pushed image from the registry.",
-        )
+    phase, reason, message = _in_progress(outcome)
     return ServiceBuildStatus(
         observed_generation=outcome.generation,
         phase=phase,
@@ -216,13 +250,15 @@ def _in_progress_status(previous: ServiceBuildStatus, outcome: Outcome, now: str
         output=previous.output,
         cache=previous.cache,
         source=outcome.source,
+        queue=outcome.waiting,
+        attempt=_attempt(outcome),
     )
 
 
 def decide(previous: ServiceBuildStatus, outcome: Outcome, now: str) -> ServiceBuildStatus:
     """The whole new status; timestamps of conditions move only when they flip."""
     state = outcome.observation.state
-    if outcome.invalid_spec is not None or state == BuildState.FAILED:
+    if outcome.invalid_spec is not None or (state == BuildState.FAILED and outcome.retry_at is None):
         return _stalled_status(previous, outcome, now)
     if state == BuildState.SUCCEEDED and outcome.output is not None:
         return _succeeded_status(previous, outcome, now)

@@ -1052,14 +1052,15 @@ def _strings(value: object) -> list[str]:
 @pytest.mark.parametrize("git_auth", ["token", "ssh"])
 def test_canary_no_secret_value_can_reach_the_job(git_auth: GitAuth) -> None:
     # The renderer's inputs name Secrets and keys only: the ServiceBuild, the operator Settings and
-    # BuildInputs (a timestamp, a commit, a digest, which key to use). So nothing it renders can hold
-    # a value; the canaries prove it for this Job as a whole.
+    # BuildInputs (a timestamp, a commit, a digest, which key to use, an attempt number). So nothing
+    # it renders can hold a value; the canaries prove it for this Job as a whole.
     assert list(inspect.signature(render_job).parameters) == ["build", "settings", "inputs"]
     assert {field.name for field in dataclasses.fields(BuildInputs)} == {
         "timestamp",
         "commit",
         "context_digest",
         "git_auth",
+        "attempt",
         "git_known_hosts",
     }
     build = servicebuild(

@@ -10,6 +10,8 @@
 - CacheExported: decided by each success from the build's report, absent without a cache, kept
   through later builds and failures;
 - what was built (`status.source`) follows the outcome;
+- a build waiting for a slot is Queued with its position; a transient failure with attempts left is
+  RetryScheduled, not Stalled; the attempt shows from the second one on;
 - the merge patch that turns the old status into the new one, and human sizes.
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from servicebuild.api.models import BuildOutput, Phase, ServiceBuildStatus, SourceStatus
+from servicebuild.api.models import BuildOutput, Phase, QueueStatus, ServiceBuildStatus, SourceStatus
 from servicebuild.observe import BuildState, Observation
 from servicebuild.report import BuildReport
 from servicebuild.status import Outcome, decide, human_size, merge_patch, transition_event
@@ -241,6 +243,42 @@ def test_status_source_is_what_the_outcome_built() -> None:
     assert decide(EMPTY, Outcome(1, RUNNING, source=commit), T1).source == commit
     assert decide(EMPTY, Outcome(1, SUCCEEDED, output=OUTPUT, source=commit), T2).source == commit
     assert decide(EMPTY, Outcome(1, FAILED, source=commit), T2).source == commit
+
+
+def test_waiting_for_a_slot_is_queued_with_its_position() -> None:
+    waiting = QueueStatus(position=3, since=T0)
+    status = decide(
+        EMPTY, Outcome(1, Observation(BuildState.ABSENT), waiting=waiting, waiting_reason="full"), T1
+    )
+    assert status.phase == Phase.QUEUED
+    assert status.queue == waiting
+    assert conditions(status) == {
+        "Ready": ("False", "WaitingForCapacity"),
+        "Reconciling": ("True", "WaitingForCapacity"),
+        "Stalled": ("False", "WaitingForCapacity"),
+    }
+    assert status.message is not None
+    assert "position 3" in status.message
+    assert decide(status, Outcome(1, PENDING), T2).queue is None, "a started build leaves the queue"
+
+
+def test_transient_failure_with_attempts_left_is_retried_not_stalled() -> None:
+    evicted = replace(FAILED, reason="Evicted", message="The node ran out of memory.", transient=True)
+    retrying = decide(EMPTY, Outcome(1, evicted, attempt=1, max_attempts=3, retry_at=T2), T1)
+    assert retrying.phase == Phase.PENDING
+    assert conditions(retrying)["Reconciling"] == ("True", "RetryScheduled")
+    assert conditions(retrying)["Stalled"] == ("False", "RetryScheduled")
+    assert retrying.message is not None
+    assert "Attempt 1 of 3 failed (Evicted" in retrying.message
+    assert T2 in retrying.message
+    assert retrying.attempt is None
+
+    second = decide(retrying, Outcome(1, RUNNING, attempt=2, max_attempts=3), T2)
+    assert second.attempt == 2
+    exhausted = decide(second, Outcome(1, evicted, attempt=3, max_attempts=3), T2)
+    assert conditions(exhausted)["Stalled"] == ("True", "Evicted")
+    assert exhausted.message is not None
+    assert exhausted.message.startswith("Attempt 3 of 3: ")
 
 
 def test_merge_patch_removes_sets_and_nests() -> None:

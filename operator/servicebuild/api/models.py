@@ -266,10 +266,14 @@ class Resources(_Model):
     @field_validator("requests", "limits")
     @classmethod
     def quantities(cls, values: dict[str, int | str]) -> dict[str, int | str]:
+        """Checked as the CRD checks them, and kept as strings, the form Kubernetes serialises a quantity
+        in: the Kubernetes client types quantities as strings and rejects a Job with `cpu: 2`."""
+        normalised: dict[str, int | str] = {}
         for name, quantity in values.items():
-            if isinstance(quantity, str) and not re.match(QUANTITY_PATTERN, quantity):
+            if isinstance(quantity, str) and not re.fullmatch(QUANTITY_PATTERN, quantity):
                 raise ValueError(f"{name}: {quantity!r} is not a quantity such as 500m, 2 or 4Gi")
-        return values
+            normalised[name] = str(quantity)
+        return normalised
 
 
 class ServiceBuildSpec(_Model):
@@ -413,6 +417,7 @@ class ServiceBuildSpec(_Model):
 
 
 class Phase(StrEnum):
+    QUEUED = "Queued"
     PENDING = "Pending"
     BUILDING = "Building"
     SUCCEEDED = "Succeeded"
@@ -478,6 +483,15 @@ class BuildOutput(_StatusModel):
     """Every reference pushed for this image, `output.tags` expanded."""
 
 
+class QueueStatus(_StatusModel):
+    """Where a build waits for a free slot (SERVICEBUILD_MAX_RUNNING_BUILDS and per namespace)."""
+
+    position: int
+    """1 = the next build to start."""
+    since: str
+    """When it started waiting (RFC 3339); the queue is first come first served by this time."""
+
+
 class CacheStats(_StatusModel):
     """How much of the last finished build came from the cache."""
 
@@ -504,6 +518,11 @@ class ServiceBuildStatus(_StatusModel):
     """The Dockerfile step the last failed build stopped at, when BuildKit named one."""
     log_tail: str | None = None
     """The last lines of the failed build's log."""
+    queue: QueueStatus | None = None
+    """Set while the build waits for a free slot."""
+    attempt: int | None = None
+    """Which attempt at building this generation the status describes; retries follow transient
+    failures (an evicted Pod, an unreachable registry)."""
 
     def condition(self, condition_type: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == condition_type), None)

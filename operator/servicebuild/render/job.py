@@ -176,6 +176,8 @@ class BuildInputs:
     """`sha256:<hex>` of the ConfigMap data (ConfigMap sources)."""
     git_auth: GitAuth | None = None
     """Which key of `spec.source.git.authSecret` to use (`ssh` = key `ssh-privatekey`)."""
+    attempt: int = 1
+    """Which attempt at this generation (retries after transient failures get their own Job)."""
     git_known_hosts: bool = False
     """The auth Secret also has a `known_hosts` key. Not rendered: BuildKit takes none for a git context
     given by `--opt context` (see the module docstring)."""
@@ -394,7 +396,9 @@ def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> 
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": naming.job_name(meta.name, meta.uid, meta.generation, inputs.context_digest or ""),
+            "name": naming.job_name(
+                meta.name, meta.uid, meta.generation, inputs.context_digest, inputs.attempt
+            ),
             "namespace": meta.namespace,
             "labels": job_labels,
             "annotations": annotations,
