@@ -1270,7 +1270,7 @@ def test_the_kueue_queue_is_a_job_label_and_the_job_is_never_suspended() -> None
 def test_resources_replace_the_defaults_as_a_whole() -> None:
     only_requests = servicebuild(resources={"requests": {"cpu": 4}})
     container = build_container(render_job(only_requests, settings(), INPUTS))
-    assert container["resources"] == {"requests": {"cpu": 4}}
+    assert container["resources"] == {"requests": {"cpu": "4"}}, "a quantity as Kubernetes serialises it"
     defaults = build_container(render_job(*CASES["minimal"]))
     assert defaults["resources"] == render.BUILD_RESOURCES
 
