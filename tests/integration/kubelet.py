@@ -21,9 +21,9 @@ from servicebuild.naming import ANNOTATION_SERVICEBUILD
 from servicebuild.registry import credentials_from_docker_config
 from support.oci_registry import push_image, push_index
 
-Behaviour = Literal["succeed", "fail", "hold", "stuck", "cache-export-fails"]
+Behaviour = Literal["succeed", "fail", "hold", "stuck", "cache-export-fails", "evicted"]
 """succeed; fail with a BuildKit error; hold running until released; stuck pending (image pull
-failing); succeed but report that the cache export failed."""
+failing); succeed but report that the cache export failed; the Pod evicted for node pressure."""
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
@@ -211,14 +211,13 @@ class Kubelet:
             pod_phase = "Failed"
             job_condition = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
             job_status = {"failed": 1}
-        container_statuses = [{"name": "buildkit", "state": {"terminated": terminated}}]
-        await self.cluster.patch(
-            PODS,
-            namespace,
-            f"{name}-x7k2p",
-            {"status": {"phase": pod_phase, "containerStatuses": container_statuses}},
-            status=True,
-        )
+        pod_status: dict[str, Any] = {"phase": pod_phase}
+        if behaviour == "evicted":
+            # What the kubelet writes when it evicts a Pod for node pressure: the container killed.
+            terminated = {"exitCode": 137, "reason": "Error"}
+            pod_status |= {"reason": "Evicted", "message": "The node was low on resource: memory."}
+        pod_status["containerStatuses"] = [{"name": "buildkit", "state": {"terminated": terminated}}]
+        await self.cluster.patch(PODS, namespace, f"{name}-x7k2p", {"status": pod_status}, status=True)
         job_condition["lastTransitionTime"] = _now()
         await self.cluster.patch(
             JOBS,

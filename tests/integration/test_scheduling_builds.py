@@ -1,0 +1,125 @@
+"""We test how builds are scheduled over time, with the real operator, KMock's API and a real registry:
+
+- over the operator-wide limit, builds wait in phase Queued with their position and start first
+  come first served as running builds finish;
+- an evicted build Pod (transient) is retried as a new attempt and ends Ready, with the attempt in
+  status; a failing build (permanent) is never retried;
+- a spec changed several times during a build coalesces into one next build.
+"""
+
+from typing import Any
+
+import pytest
+from cluster import JOBS, Cluster, condition, eventually
+from kubelet import Kubelet
+from operator_process import OperatorProcess
+
+from support.oci_registry import RunningRegistry
+
+NAMESPACE = "shop"
+
+
+@pytest.fixture
+def operator_env(operator_env: dict[str, str]) -> dict[str, str]:
+    return {**operator_env, "SERVICEBUILD_MAX_RUNNING_BUILDS": "1", "SERVICEBUILD_RETRY_DELAY_SECONDS": "1"}
+
+
+@pytest.fixture(autouse=True)
+async def build_context(cluster: Cluster) -> None:
+    await cluster.create_configmap(NAMESPACE, "context", {"Dockerfile": "FROM scratch\n"})
+
+
+def spec(registry: RunningRegistry, name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "source": {"configMap": {"name": "context"}},
+        "output": {"image": f"{registry.host}/shop/{name}:1"},
+        **extra,
+    }
+
+
+def status_of(cluster: Cluster, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = cluster.servicebuild(NAMESPACE, name).get("status", {})
+    return status
+
+
+def ready(cluster: Cluster, name: str, generation: int = 1) -> Any:
+    body = cluster.servicebuild(NAMESPACE, name)
+    found = condition(body, "Ready")
+    return body if found and found["status"] == "True" and found["observedGeneration"] == generation else None
+
+
+def queued_at(cluster: Cluster, name: str, position: int) -> bool:
+    status = status_of(cluster, name)
+    return status.get("phase") == "Queued" and status.get("queue", {}).get("position") == position
+
+
+async def test_builds_over_the_limit_wait_their_turn(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    for name in ("first", "second", "third"):
+        kubelet.plan(name, "hold")
+        await cluster.create_servicebuild(NAMESPACE, name, spec(oci_registry, name))
+        if name == "first":
+            await eventually(lambda: len(kubelet.held) == 1)
+    await eventually(lambda: queued_at(cluster, "second", 1) and queued_at(cluster, "third", 2))
+    assert len(cluster.all(JOBS, NAMESPACE)) == 1
+    assert (
+        condition(cluster.servicebuild(NAMESPACE, "third"), "Reconciling")["reason"] == "WaitingForCapacity"
+    )
+
+    for running, following in (("first", "second"), ("second", "third")):
+        [job_name] = kubelet.held
+        assert job_name.startswith(running)
+        await kubelet.release(job_name)
+        await eventually(lambda name=running: ready(cluster, name))
+        await eventually(lambda prefix=following: any(held.startswith(prefix) for held in kubelet.held))
+        assert len(kubelet.held) == 1, "one build at a time"
+    await kubelet.release(next(iter(kubelet.held)))
+    await eventually(lambda: ready(cluster, "third"))
+    assert "queue" not in status_of(cluster, "third")
+    assert len(cluster.all(JOBS, NAMESPACE)) == 3
+
+
+async def test_evicted_build_is_retried_as_a_new_attempt(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    kubelet.plan("cart", "evicted", "succeed")
+    await cluster.create_servicebuild(NAMESPACE, "cart", spec(oci_registry, "cart"))
+
+    body = await eventually(lambda: ready(cluster, "cart"))
+    jobs = cluster.all(JOBS, NAMESPACE)
+    assert len(jobs) == 2, "the evicted attempt and the successful one"
+    assert body["status"]["attempt"] == 2
+    assert body["status"]["output"]["digest"] == kubelet.pushed[body["status"]["jobName"]]
+    reasons = [event["reason"] for event in cluster.events(NAMESPACE, "cart")]
+    assert "RetryScheduled" in reasons
+
+
+async def test_failed_build_is_not_retried(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    kubelet.plan("broken", "fail")
+    await cluster.create_servicebuild(NAMESPACE, "broken", spec(oci_registry, "broken"))
+
+    await eventually(lambda: condition(cluster.servicebuild(NAMESPACE, "broken"), "Stalled") is not None)
+    await eventually(lambda: status_of(cluster, "broken").get("phase") == "Failed")
+    resyncs = operator.log.count("/servicebuilds HTTP")
+    await eventually(lambda: operator.log.count("/servicebuilds HTTP") >= resyncs + 2)
+    assert len(cluster.all(JOBS, NAMESPACE)) == 1
+    assert "attempt" not in status_of(cluster, "broken")
+
+
+async def test_spec_changes_during_a_build_coalesce_into_one_next_build(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    kubelet.plan("search", "hold")
+    await cluster.create_servicebuild(NAMESPACE, "search", spec(oci_registry, "search"))
+    await eventually(lambda: kubelet.held)
+
+    for version in ("2", "3", "4"):
+        generation = await cluster.change_spec(NAMESPACE, "search", {"buildArgs": {"VERSION": version}})
+
+    await eventually(lambda: ready(cluster, "search", generation))
+    started = sorted(name for _, name in kubelet.handled)
+    assert len(started) == 2, f"the first build and one for generation {generation}: {started}"
+    assert started[1].startswith(f"search-{generation}-")
