@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from servicebuild.api.models import (
     status_to_dict,
 )
 from servicebuild.config import Settings
+from servicebuild.failures import scrub
 from servicebuild.gitremote import GitCredentials, GitError, credentials_from_secret
 from servicebuild.imageref import ImageRef
 from servicebuild.kube import KubeError
@@ -95,6 +97,30 @@ def _previous_status(raw: Any) -> ServiceBuildStatus:
         return ServiceBuildStatus.model_validate(raw or {})
     except ValidationError:
         return ServiceBuildStatus()
+
+
+def _docker_config_secrets(text: str) -> list[str]:
+    """The passwords and tokens inside a Docker config.json, which a log would show alone."""
+    try:
+        auths = json.loads(text).get("auths", {})
+    except (ValueError, AttributeError):
+        return []
+    found: list[str] = []
+    for entry in auths.values() if isinstance(auths, dict) else []:
+        if not isinstance(entry, dict):
+            continue
+        found += [
+            entry[key]
+            for key in ("password", "identitytoken", "registrytoken")
+            if isinstance(entry.get(key), str)
+        ]
+        try:
+            found.append(
+                base64.b64decode(str(entry.get("auth", "")), validate=True).decode().partition(":")[2]
+            )
+        except (binascii.Error, UnicodeDecodeError):
+            continue
+    return [value for value in found if value]
 
 
 def _later(now: str, seconds: int) -> str:
@@ -229,6 +255,8 @@ class Reconciler:
         needs_pod = bool(job.get("status", {}).get("active")) or is_finished(job) or not job.get("status")
         pod = self.kube.get_job_pod(meta.namespace, job_name) if needs_pod else None
         observation = observe(job, pod, PendingLimit(now=now, seconds=spec.pending_timeout_seconds))
+        if observation.state == BuildState.FAILED and (observation.log_tail or observation.message):
+            observation = self._scrubbed(target, observation)
         if is_finished(job):
             self.slots.finished(meta.namespace, job_name)
         if observation.reason == "PendingTimeout":
@@ -363,6 +391,35 @@ class Reconciler:
                 raise
             raise _PermanentError(exc.reason, f"spec.source.git: {exc}") from exc
         return replace(inputs, commit=commit)
+
+    def _scrubbed(self, target: _Target, observation: Observation) -> Observation:
+        """The failure without any value of the Secrets the build used: a build log may echo one."""
+        values = self._secret_values(target)
+        return replace(
+            observation,
+            message=scrub(observation.message, values) if observation.message else observation.message,
+            log_tail=scrub(observation.log_tail, values) if observation.log_tail else observation.log_tail,
+            failed_step=scrub(observation.failed_step, values) if observation.failed_step else None,
+        )
+
+    def _secret_values(self, target: _Target) -> list[str]:
+        """The values of every Secret the spec hands to the build (a Secret gone since is skipped)."""
+        spec, namespace = target.spec, target.meta.namespace
+        names = [secret.secret_ref.name for secret in spec.secrets]
+        names += [
+            name
+            for name in (spec.output.push_secret, spec.source.git and spec.source.git.auth_secret)
+            if name
+        ]
+        values: list[str] = []
+        for name in dict.fromkeys(names):
+            for encoded in (self.kube.get_secret_data(namespace, name) or {}).values():
+                try:
+                    value = base64.b64decode(encoded, validate=True).decode(errors="replace")
+                except binascii.Error:
+                    continue
+                values += [value, *_docker_config_secrets(value)]
+        return values
 
     def _secret_data(self, meta: ObjectMeta, field: str, name: str, keys: tuple[str, ...]) -> dict[str, str]:
         data = self.kube.get_secret_data(meta.namespace, name)

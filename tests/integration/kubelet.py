@@ -82,6 +82,8 @@ class Kubelet:
     queued: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Jobs Kueue suspended, waiting for `admit`."""
     handled: set[tuple[str, str]] = field(default_factory=set)
+    failure_log: str = BUILDKIT_FAILURE_LOG
+    """What a failing build prints last (its termination message)."""
     mirrors: dict[str, str] = field(default_factory=dict)
     """Registry host → host BuildKit really pushes to (as a registry mirror would route it)."""
 
@@ -207,7 +209,7 @@ class Kubelet:
             pod_phase, job_condition = "Succeeded", {"type": "Complete", "status": "True"}
             job_status: dict[str, Any] = {"succeeded": 1, "completionTime": _now()}
         else:
-            terminated = {"exitCode": 1, "reason": "Error", "message": BUILDKIT_FAILURE_LOG}
+            terminated = {"exitCode": 1, "reason": "Error", "message": self.failure_log}
             pod_phase = "Failed"
             job_condition = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
             job_status = {"failed": 1}

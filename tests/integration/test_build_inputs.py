@@ -160,6 +160,40 @@ async def test_build_secret_reaches_the_build_only_by_reference(
     assert_never_written(canary, cluster, operator)
 
 
+async def test_a_build_log_echoing_a_secret_is_scrubbed(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    canary = f"canary-{secrets.token_hex(16)}"
+    await cluster.create_secret(NAMESPACE, "npm", {"token": canary.encode()})
+    kubelet.plan("leaky", "fail")
+    kubelet.failure_log = (
+        f"#7 [build 2/3] RUN cat /run/secrets/npmrc\n#7 0.101 {canary}\n" + kubelet.failure_log
+    )
+    build_secrets = [{"id": "npmrc", "secretRef": {"name": "npm", "key": "token"}}]
+    await cluster.create_servicebuild(NAMESPACE, "leaky", spec(oci_registry, "leaky", secrets=build_secrets))
+
+    body = await eventually(lambda: stalled(cluster, "leaky"))
+    assert "#7 0.101 ***" in body["status"]["logTail"]
+    await eventually(lambda: cluster.events(NAMESPACE, "leaky"))
+    # The Pod's termination message holds what BuildKit printed; what the operator writes must not.
+    written = json.dumps([body["status"], cluster.all(EVENTS, NAMESPACE), cluster.all(JOBS, NAMESPACE)])
+    assert canary not in written + operator.log
+
+
+async def test_secrets_are_read_from_the_servicebuilds_own_namespace_only(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    await cluster.create_secret("other-team", "npm", {"token": b"theirs"})
+    build_secrets = [{"id": "npmrc", "secretRef": {"name": "npm", "key": "token"}}]
+    await cluster.create_servicebuild(
+        NAMESPACE, "borrow", spec(oci_registry, "borrow", secrets=build_secrets)
+    )
+
+    body = await eventually(lambda: stalled(cluster, "borrow"))
+    assert condition(body, "Stalled")["reason"] == "SecretNotFound"
+    assert jobs_of(cluster, "borrow") == []
+
+
 async def test_missing_build_secret_is_stalled_without_a_job(
     cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
 ) -> None:
