@@ -144,9 +144,20 @@ async def test_build_secret_reaches_the_build_only_by_reference(
     cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
 ) -> None:
     canary = f"canary-{secrets.token_hex(16)}"
+    push_canary = f"push-canary-{secrets.token_hex(16)}"
     await cluster.create_secret(NAMESPACE, "npm", {"token": canary.encode()})
+    auth = base64.b64encode(f"builder:{push_canary}".encode()).decode()
+    docker_config = {"auths": {oci_registry.host: {"auth": auth}}}
+    await cluster.create_secret(
+        NAMESPACE,
+        "registry-push",
+        {".dockerconfigjson": json.dumps(docker_config).encode()},
+        "kubernetes.io/dockerconfigjson",
+    )
     build_secrets = [{"id": "npmrc", "secretRef": {"name": "npm", "key": "token"}}]
-    await cluster.create_servicebuild(NAMESPACE, "web", spec(oci_registry, "web", secrets=build_secrets))
+    web = spec(oci_registry, "web", secrets=build_secrets)
+    web["output"]["pushSecret"] = "registry-push"
+    await cluster.create_servicebuild(NAMESPACE, "web", web)
 
     await eventually(lambda: ready(cluster, "web"))
     [job] = jobs_of(cluster, "web")
@@ -158,6 +169,7 @@ async def test_build_secret_reaches_the_build_only_by_reference(
     args = build_args(job)
     assert args[args.index("--secret") + 1] == "id=npmrc,src=/run/secrets/build/npmrc"
     assert_never_written(canary, cluster, operator)
+    assert_never_written(push_canary, cluster, operator)
 
 
 async def test_a_build_log_echoing_a_secret_is_scrubbed(

@@ -1,5 +1,8 @@
 """We test that faults of the cluster lose nothing and duplicate nothing, each ending with the right status:
 
+- the operator killed (SIGKILL) and started again at each phase of a build: before the Job exists,
+  while it runs, after it finished but before the result was read, after the status was written;
+- transient failures retried until the attempts run out end Stalled, one Job per attempt;
 - the build Job deleted by someone mid-build: it is created again and the build completes;
 - the Job removed (by its TTL) after it finished but before the operator read the result: the
   operator, restarted, builds again rather than reporting a result it cannot verify;
@@ -36,6 +39,57 @@ def ready(cluster: Cluster, name: str) -> Any:
     body = cluster.servicebuild(NAMESPACE, name)
     found = condition(body, "Ready")
     return body if found and found["status"] == "True" else None
+
+
+@pytest.mark.parametrize("moment", ["before-job", "while-running", "finished-unread", "after-ready"])
+async def test_operator_killed_at_any_phase_resumes_the_build(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry, moment: str
+) -> None:
+    kubelet.plan("cart", "hold")
+    if moment == "before-job":
+        operator.kill()
+        await cluster.create_servicebuild(NAMESPACE, "cart", spec(oci_registry, "cart"))
+    else:
+        await cluster.create_servicebuild(NAMESPACE, "cart", spec(oci_registry, "cart"))
+        await eventually(lambda: kubelet.held)
+        if moment == "after-ready":
+            await kubelet.release(next(iter(kubelet.held)))
+            await eventually(lambda: ready(cluster, "cart"))
+        operator.kill()
+        if moment == "finished-unread":
+            await kubelet.release(next(iter(kubelet.held)))
+    before = cluster.servicebuild(NAMESPACE, "cart").get("status", {})
+    operator.start()
+
+    if moment in {"before-job", "while-running"}:
+        await eventually(lambda: kubelet.held)
+        await kubelet.release(next(iter(kubelet.held)))
+    body = await eventually(lambda: ready(cluster, "cart"))
+    [job] = cluster.all(JOBS, NAMESPACE)
+    assert body["status"]["jobName"] == job["metadata"]["name"]
+    assert body["status"]["output"]["digest"] == kubelet.pushed[job["metadata"]["name"]]
+    if moment == "after-ready":
+        resyncs = operator.log.count("/servicebuilds HTTP")
+        await eventually(lambda: operator.log.count("/servicebuilds HTTP") >= resyncs + 2)
+        assert cluster.servicebuild(NAMESPACE, "cart")["status"] == before, (
+            "nothing to redo, nothing rewritten"
+        )
+
+
+@pytest.mark.parametrize("operator_env", [{"SERVICEBUILD_RETRY_DELAY_SECONDS": "0"}], indirect=True)
+async def test_transient_failures_end_stalled_when_the_attempts_run_out(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    kubelet.plan("flaky", "evicted", "evicted", "evicted", "succeed")
+    await cluster.create_servicebuild(NAMESPACE, "flaky", spec(oci_registry, "flaky"))
+
+    await eventually(
+        lambda: cluster.servicebuild(NAMESPACE, "flaky").get("status", {}).get("phase") == "Failed"
+    )
+    body = cluster.servicebuild(NAMESPACE, "flaky")
+    assert condition(body, "Stalled")["reason"] == "Evicted"
+    assert body["status"]["attempt"] == 3
+    assert len(cluster.all(JOBS, NAMESPACE)) == 3, "SERVICEBUILD_MAX_BUILD_ATTEMPTS defaults to 3"
 
 
 async def remove_job(cluster: Cluster, kubelet: Kubelet, job_name: str) -> None:
@@ -96,10 +150,11 @@ async def test_conflicts_on_status_writes_are_retried(
 
 @pytest.fixture
 def operator_env(operator_env: dict[str, str], request: pytest.FixtureRequest) -> dict[str, str]:
-    if request.node.name != "test_watch_expiry_lists_again":
-        return operator_env
-    # Short watches, so that one expires during the test, and no resync to build in its stead.
-    return {**operator_env, "SERVICEBUILD_WATCH_TIMEOUT_SECONDS": "1", "SERVICEBUILD_RESYNC_SECONDS": "3600"}
+    extra: dict[str, str] = getattr(request, "param", {})
+    if request.node.name == "test_watch_expiry_lists_again":
+        # Short watches, so that one expires during the test, and no resync to build in its stead.
+        extra = {"SERVICEBUILD_WATCH_TIMEOUT_SECONDS": "1", "SERVICEBUILD_RESYNC_SECONDS": "3600"}
+    return {**operator_env, **extra}
 
 
 async def test_watch_expiry_lists_again(
