@@ -52,8 +52,13 @@ Duration = Annotated[
     ),
 ]
 
+_URL_CHARS = r'[!-"$-~]'
+"""Printable ASCII but `#` (BuildKit's ref separator); spelled out so that the API server's RE2 and
+pydantic read it the same way (their whitespace classes differ on Unicode spaces)."""
+_URL_CHARS_NO_AT = r'[!-"$-?A-~]'
 GIT_URL_PATTERN = (
-    r"^(https?://[^\s#@]+\.git/?|git://[^\s#]+|ssh://[^\s#]+|[A-Za-z0-9_.-]+@[A-Za-z0-9.-]+:[^\s#]+)$"
+    rf"^(https?://{_URL_CHARS_NO_AT}+\.git/?|git://{_URL_CHARS}+|ssh://{_URL_CHARS}+"
+    rf"|[A-Za-z0-9_.-]+@[A-Za-z0-9.-]+:{_URL_CHARS}+)$"
 )
 """What BuildKit accepts as a git context: HTTP(S) URLs ending in .git, git://, ssh:// or scp-style."""
 GIT_REVISION_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"
