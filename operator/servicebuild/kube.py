@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import kubernetes
+import pydantic
 import urllib3
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CoreV1Event, CustomObjectsApi, V1Job
 from kubernetes.client.exceptions import ApiException
@@ -17,6 +18,8 @@ from servicebuild.naming import LABEL_MANAGED_BY, MANAGED_BY, uid_selector
 logger = logging.getLogger(__name__)
 
 _TRANSIENT_STATUSES = {408, 409, 429, 500, 502, 503, 504}
+_MAX_EXPLANATION = 400
+"""Characters of the API server's own explanation kept in a message (which field it rejected)."""
 
 
 class KubeError(Exception):
@@ -27,10 +30,20 @@ class KubeError(Exception):
         self.transient = transient
 
 
+def _explanation(exc: ApiException) -> str:
+    """The `message` of the Status the API server answered with, e.g. which field a 422 rejected."""
+    try:
+        message = json.loads(exc.body or "{}").get("message", "")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {str(message)[:_MAX_EXPLANATION]}" if message else ""
+
+
 def _error(action: str, exc: Exception) -> KubeError:
     if isinstance(exc, ApiException):
         status = int(exc.status or 0)
-        return KubeError(f"{action}: HTTP {status} {exc.reason}", transient=status in _TRANSIENT_STATUSES)
+        message = f"{action}: HTTP {status} {exc.reason}{_explanation(exc)}"
+        return KubeError(message, transient=status in _TRANSIENT_STATUSES)
     return KubeError(f"{action}: {type(exc).__name__}", transient=True)
 
 
@@ -120,9 +133,16 @@ class Kube:
         """Create the Job; False when it already exists (another reconcile or an earlier run made it)."""
         metadata = job["metadata"]
         try:
+            body = V1Job.model_validate(job)
+        except pydantic.ValidationError as exc:
+            # The client's own model refused it: the API server would too, and retrying cannot help.
+            raise KubeError(
+                f"create job {metadata['namespace']}/{metadata['name']}: {exc}", transient=False
+            ) from exc
+        try:
             self._batch.create_namespaced_job(
                 metadata["namespace"],
-                V1Job.model_validate(job),
+                body,
                 _preload_content=False,
                 _request_timeout=self._timeout,
             )

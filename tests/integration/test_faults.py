@@ -7,6 +7,7 @@
 - the Job removed (by its TTL) after it finished but before the operator read the result: the
   operator, restarted, builds again rather than reporting a result it cannot verify;
 - API conflicts (409) on status writes: retried until the status is written;
+- a Job the API server refuses for good (a quota): Stalled with the server's explanation, not retried;
 - the watch expiring (410 Gone) on every attempt: Kopf lists again and new ServiceBuilds are still built.
 """
 
@@ -172,3 +173,21 @@ async def test_watch_expiry_lists_again(
     await eventually(lambda: ready(cluster, "after"))
     assert len(cluster.all(JOBS, NAMESPACE)) == 1
     assert operator.running
+
+
+async def test_job_the_api_server_rejects_is_stalled_with_its_explanation(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    explanation = 'Job.batch "quota" is forbidden: exceeded quota: builds, requested: limits.memory=4Gi'
+    rejection = cluster.kmock[kmock.action.CREATE, JOBS] << 403 << {"kind": "Status", "message": explanation}
+    await cluster.create_servicebuild(NAMESPACE, "quota", spec(oci_registry, "quota"))
+
+    await eventually(
+        lambda: cluster.servicebuild(NAMESPACE, "quota").get("status", {}).get("phase") == "Failed"
+    )
+    stalled = condition(cluster.servicebuild(NAMESPACE, "quota"), "Stalled")
+    assert stalled["reason"] == "JobRejected"
+    assert explanation in stalled["message"]
+    resyncs = operator.log.count("/servicebuilds HTTP")
+    await eventually(lambda: operator.log.count("/servicebuilds HTTP") >= resyncs + 2)
+    assert len(rejection) == 1, "a permanent rejection is not retried"
