@@ -48,7 +48,6 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
-from celpy.evaluation import CELEvalError
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
@@ -69,7 +68,7 @@ from servicebuild.gitremote import GitCredentials
 from servicebuild.imageref import ImageRef
 from servicebuild.reconciler import Reconciler, Result
 from servicebuild.registry import Credentials, ImageSummary
-from support.crd_schema import crd_errors, object_schema
+from support.crd_schema import INT64, crd_errors, object_schema, schema_nodes
 
 # cel-python (in `crd_errors`) raises the interpreter's recursion limit to 2500 for each environment it
 # makes; hypothesis then warns that it will not restore its own limit. Harmless here.
@@ -92,7 +91,6 @@ GIT_URL = "https://git.example.com/shop/monorepo.git"
 IMAGE = "registry.example.com/shop/checkout:1.4.2"
 ALLOWED_BUILDER = "registry.example.com/mirror/buildkit:v0.32.2-rootless"
 KUBERNETES_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
-INT64 = range(-(2**63), 2**63)
 
 CONDITION_REASON = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")
 """metav1.Condition's reason: CamelCase, at most 1024 characters."""
@@ -687,48 +685,6 @@ operator_settings = st.sampled_from([OPEN, OPEN, OPEN, PINNED])
 # What the API server admits
 
 
-def _schema_nodes(schema: dict[str, Any], value: Any) -> Iterator[tuple[dict[str, Any], Any]]:
-    yield schema, value
-    if isinstance(value, dict):
-        for key, item in value.items():
-            child = schema.get("properties", {}).get(key) or schema.get("additionalProperties")
-            if isinstance(child, dict):
-                yield from _schema_nodes(child, item)
-    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for item in value:
-            yield from _schema_nodes(schema["items"], item)
-
-
-def _re2(pattern: str) -> re.Pattern[str]:
-    """The pattern as the API server's Go regexp reads it: `$` ends the text, `\\w` and `\\d` are ASCII."""
-    return re.compile(pattern.removesuffix("$") + r"\Z" if pattern.endswith("$") else pattern, re.ASCII)
-
-
-def api_server_errors(obj: dict[str, Any]) -> list[str]:
-    """Why the API server would reject `obj`: `crd_errors`, plus where that helper is looser than the API
-    server or fails: integers beyond int64 (decoded as floats, no longer integers), int-or-string values
-    that are neither, patterns under RE2's reading, and CEL rules that fail to evaluate (which reject the
-    object; cel-python raises on an int64 overflow or a duration out of Go's range)."""
-    errors = [
-        f"{value!r}: beyond int64"
-        for _, value in _nodes(obj)
-        if isinstance(value, int) and value not in INT64
-    ]
-    for node, value in _schema_nodes(object_schema(), obj):
-        if node.get("x-kubernetes-int-or-string") and (
-            isinstance(value, bool) or not isinstance(value, int | str)
-        ):
-            errors.append(f"{value!r}: neither an integer nor a string")
-        if "pattern" in node and isinstance(value, str) and not _re2(node["pattern"]).search(value):
-            errors.append(f"{value!r}: does not match {node['pattern']} (RE2)")
-    if errors:
-        return errors
-    try:
-        return crd_errors(obj)
-    except (ValueError, CELEvalError) as exc:
-        return [f"a validation rule failed to evaluate: {exc!r}"]
-
-
 STATUS_SCHEMA: dict[str, Any] = object_schema()["properties"]["status"]
 _STATUS_VALIDATOR = jsonschema.Draft4Validator(STATUS_SCHEMA)
 
@@ -737,7 +693,7 @@ def _status_schema_errors(status: dict[str, Any]) -> list[str]:
     """What the CRD's status schema (no CEL rules there) says about a status: `crd_errors` for the status
     alone, without compiling the spec's CEL rules for every example."""
     errors = [error.message for error in _STATUS_VALIDATOR.iter_errors(status)]
-    for node, value in _schema_nodes(STATUS_SCHEMA, status):
+    for node, value in schema_nodes(STATUS_SCHEMA, status):
         if isinstance(value, dict) and "properties" in node:
             errors += [f"{key}: unknown field" for key in value if key not in node["properties"]]
     return errors
@@ -901,7 +857,7 @@ def test_any_spec_ends_building_or_stalled(meta: dict[str, Any], spec: Any, oper
 def test_what_the_api_server_admits_the_model_accepts(
     meta: dict[str, Any], spec: Any, operator: Settings
 ) -> None:
-    errors = api_server_errors(_servicebuild(spec))
+    errors = crd_errors(_servicebuild(spec))
     _event("admitted" if not errors else "rejected by the API server")
     if errors:
         return
@@ -938,7 +894,7 @@ def test_known_gap_build_argument_names_pass_the_crd_and_stall(name: str) -> Non
     and stalls with InvalidSpec naming the field. Close the gap (a CEL rule on the keys) and this fails:
     then drop `_build_arg_names_only` from the property above."""
     spec = {"source": {"configMap": {"name": "ctx"}}, "output": {"image": IMAGE}, "buildArgs": {name: "x"}}
-    assert api_server_errors(_servicebuild(spec)) == []
+    assert crd_errors(_servicebuild(spec)) == []
     meta = {
         "name": "checkout",
         "namespace": "shop",
