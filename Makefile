@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint crds demo demo-down e2e
+.PHONY: help install test lint crds bench demo demo-down e2e
 
 help: ## list the entry points
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,13 +20,17 @@ test: install ## run the unit and integration tests (needs /usr/bin/docker-regis
 	$(BIN)/pytest
 
 lint: install ## ruff, mypy (strict) and the import layering contract
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 crds: install ## regenerate crds/ from the pydantic models
 	$(BIN)/python -m servicebuild.api.crd > crds/servicebuilds.servicebuild.dev.yaml
+
+bench: install ## 500 builds at once against the emulator, without and with a build limit (bench/README.md)
+	$(BIN)/python bench/bench_many_builds.py --count 500
+	$(BIN)/python bench/bench_many_builds.py --count 500 --limit 50 --per-namespace 10
 
 demo: ## kind + local registry, the operator image, sample builds in-cluster (needs docker, kind, kubectl)
 	bash e2e/demo.sh
