@@ -43,10 +43,9 @@ sys.path[:0] = [str(_ROOT / "tests"), str(_ROOT / "tests" / "integration")]
 import aiohttp.web  # noqa: E402
 import attrs  # noqa: E402
 import kmock  # noqa: E402
-import yaml  # noqa: E402
 from cluster import CONFIGMAPS, JOBS, SERVICEBUILDS, Cluster, _matches, condition  # noqa: E402
 from kubelet import Behaviour, Kubelet  # noqa: E402
-from operator_process import OperatorProcess  # noqa: E402
+from operator_process import OperatorProcess, operator_environment  # noqa: E402
 
 from support.oci_registry import RunningRegistry, start_registry  # noqa: E402
 
@@ -298,23 +297,8 @@ def _cpu_seconds(pid: int) -> float:
 def _operator_env(
     server_url: str, registry: RunningRegistry, args: argparse.Namespace, tmp: Path
 ) -> dict[str, str]:
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kmock", "cluster": {"server": server_url.rstrip("/")}}],
-        "users": [{"name": "bench", "user": {"token": TOKEN}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "bench"}}],
-        "current-context": "kmock",
-    }
-    path = tmp / "kubeconfig"
-    path.write_text(yaml.safe_dump(kubeconfig))
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("SERVICEBUILD_", "KUBERNETES_"))
-    }
+    env = operator_environment(server_url, TOKEN, tmp)
     env.update(
-        KUBECONFIG=str(path),
         SERVICEBUILD_INSECURE_REGISTRIES=registry.host,
         SERVICEBUILD_VERBOSE="false",
         SERVICEBUILD_MAX_RUNNING_BUILDS=str(args.limit),

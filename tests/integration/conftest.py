@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -10,10 +9,9 @@ from pathlib import Path
 
 import kmock
 import pytest
-import yaml
 from cluster import Cluster
 from kubelet import Kubelet
-from operator_process import OperatorProcess
+from operator_process import OperatorProcess, operator_environment
 from outage import SwitchableProxy
 
 from support.oci_registry import RunningRegistry
@@ -51,23 +49,8 @@ def operator_env(
     registry_proxy: SwitchableProxy,
     tmp_path: Path,
 ) -> dict[str, str]:
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
-        "users": [{"name": "tester", "user": {"token": "test-token"}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
-        "current-context": "kmock",
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(kubeconfig))
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("SERVICEBUILD_", "KUBERNETES_"))
-    }
+    env = operator_environment(str(kmock.url), "test-token", tmp_path)
     env.update(
-        KUBECONFIG=str(path),
         SERVICEBUILD_INSECURE_REGISTRIES=f"{oci_registry.host},{registry_proxy.host}",
         SERVICEBUILD_RESYNC_SECONDS="2",
         SERVICEBUILD_VERBOSE="true",

@@ -1,9 +1,35 @@
 """The operator as users run it: a `python -m servicebuild` process."""
 
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
+
+_OPERATOR_PREFIXES = ("SERVICEBUILD_", "KUBERNETES_")
+
+
+def operator_environment(server_url: str, token: str, directory: Path) -> dict[str, str]:
+    """This process's environment without SERVICEBUILD_/KUBERNETES_ settings, and a kubeconfig in
+    `directory` pointing at `server_url` with a bearer token."""
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": server_url.rstrip("/")}}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "operator"}}],
+        "current-context": "kmock",
+    }
+    path = directory / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SERVICEBUILD_", "KUBERNETES_"))
+    }
+    return {**env, "KUBECONFIG": str(path)}
 
 
 class OperatorProcess:
