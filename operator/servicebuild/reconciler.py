@@ -2,7 +2,6 @@
 
 import base64
 import binascii
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -31,7 +30,13 @@ from servicebuild.gitremote import GitCredentials, GitError, credentials_from_se
 from servicebuild.imageref import ImageRef
 from servicebuild.kube import KubeError
 from servicebuild.observe import BuildState, Observation, PendingLimit, is_finished, observe
-from servicebuild.registry import Credentials, ImageSummary, RegistryError, credentials_from_docker_config
+from servicebuild.registry import (
+    Credentials,
+    ImageSummary,
+    RegistryError,
+    credentials_from_docker_config,
+    docker_config_secrets,
+)
 from servicebuild.render.job import BuildInputs, GitAuth, render_job
 from servicebuild.status import Outcome, decide, human_size, merge_patch, transition_event
 from servicebuild.validation import describe_validation_error
@@ -80,6 +85,9 @@ class _Target:
     meta: ObjectMeta
     spec: ServiceBuildSpec
     digest: str | None
+    others_stopped: bool = False
+    """An earlier reconcile of this same build already stopped the Jobs of other generations and
+    contexts (it wrote the status only after that), so they need no listing again."""
 
 
 class _PermanentError(Exception):
@@ -97,30 +105,6 @@ def _previous_status(raw: Any) -> ServiceBuildStatus:
         return ServiceBuildStatus.model_validate(raw or {})
     except ValidationError:
         return ServiceBuildStatus()
-
-
-def _docker_config_secrets(text: str) -> list[str]:
-    """The passwords and tokens inside a Docker config.json, which a log would show alone."""
-    try:
-        auths = json.loads(text).get("auths", {})
-    except (ValueError, AttributeError):
-        return []
-    found: list[str] = []
-    for entry in auths.values() if isinstance(auths, dict) else []:
-        if not isinstance(entry, dict):
-            continue
-        found += [
-            entry[key]
-            for key in ("password", "identitytoken", "registrytoken")
-            if isinstance(entry.get(key), str)
-        ]
-        try:
-            found.append(
-                base64.b64decode(str(entry.get("auth", "")), validate=True).decode().partition(":")[2]
-            )
-        except (binascii.Error, UnicodeDecodeError):
-            continue
-    return [value for value in found if value]
 
 
 def _later(now: str, seconds: int) -> str:
@@ -221,6 +205,11 @@ class Reconciler:
             raise _PermanentError("SourceNotFound", f"spec.source.configMap.archive: {message}")
         return naming.context_digest(data, binary_data)
 
+    def _stop_others(self, target: _Target, keep: str | None) -> None:
+        """Stop the Jobs of other generations and contexts, unless an earlier reconcile already did."""
+        if not target.others_stopped:
+            self._stop_superseded_jobs(target.meta, keep)
+
     def _stop_superseded_jobs(self, meta: ObjectMeta, keep: str | None) -> None:
         """Only the newest spec and context may push: other unfinished Jobs of this ServiceBuild go."""
         for job in self.kube.list_jobs(meta.namespace, meta.uid):
@@ -238,20 +227,20 @@ class Reconciler:
         )
         attempt = (previous.attempt or 1) if same_build else 1
         since = previous.queue.since if previous.queue else now
-        return self._attempt(target, attempt, since, now)
+        started_before = previous.job_name is not None or previous.queue is not None
+        return self._attempt(
+            replace(target, others_stopped=same_build and started_before), attempt, since, now
+        )
 
     def _attempt(self, target: _Target, attempt: int, since: str, now: str) -> Outcome:
         meta, spec = target.meta, target.spec
-        key = target.digest or ""
-        job_name = naming.job_name(
-            meta.name, meta.uid, meta.generation, key if attempt == 1 else f"{key}#{attempt}"
-        )
+        job_name = naming.job_name(meta.name, meta.uid, meta.generation, target.digest, attempt)
         source = SourceStatus(context_digest=target.digest) if target.digest else None
         outcome = Outcome(meta.generation, Observation(BuildState.ABSENT), source=source, attempt=attempt)
         job = self.kube.get_job(meta.namespace, job_name)
         if job is None:
             return self._admit_and_start(target, job_name, since, now, outcome)
-        self._stop_superseded_jobs(meta, keep=job_name)
+        self._stop_others(target, keep=job_name)
         needs_pod = bool(job.get("status", {}).get("active")) or is_finished(job) or not job.get("status")
         pod = self.kube.get_job_pod(meta.namespace, job_name) if needs_pod else None
         observation = observe(job, pod, PendingLimit(now=now, seconds=spec.pending_timeout_seconds))
@@ -298,7 +287,7 @@ class Reconciler:
         meta = target.meta
         decision = self.slots.request((meta.namespace, meta.name), job_name, since)
         if not decision.admitted:
-            self._stop_superseded_jobs(meta, keep=None)
+            self._stop_others(target, keep=None)
             waiting = QueueStatus(position=decision.position, since=since)
             return replace(outcome, waiting=waiting, waiting_reason=decision.reason)
         try:
@@ -310,7 +299,7 @@ class Reconciler:
         except (KubeError, RegistryError, GitError):
             self.slots.finished(meta.namespace, job_name)
             raise
-        self._stop_superseded_jobs(meta, keep=job_name)
+        self._stop_others(target, keep=job_name)
         return replace(outcome, observation=observation, source=self._source(observation) or outcome.source)
 
     @staticmethod
@@ -405,12 +394,9 @@ class Reconciler:
     def _secret_values(self, target: _Target) -> list[str]:
         """The values of every Secret the spec hands to the build (a Secret gone since is skipped)."""
         spec, namespace = target.spec, target.meta.namespace
+        git_auth = spec.source.git.auth_secret if spec.source.git else None
         names = [secret.secret_ref.name for secret in spec.secrets]
-        names += [
-            name
-            for name in (spec.output.push_secret, spec.source.git and spec.source.git.auth_secret)
-            if name
-        ]
+        names += [name for name in (spec.output.push_secret, git_auth) if name]
         values: list[str] = []
         for name in dict.fromkeys(names):
             for encoded in (self.kube.get_secret_data(namespace, name) or {}).values():
@@ -418,7 +404,7 @@ class Reconciler:
                     value = base64.b64decode(encoded, validate=True).decode(errors="replace")
                 except binascii.Error:
                     continue
-                values += [value, *_docker_config_secrets(value)]
+                values += [value, *docker_config_secrets(value)]
         return values
 
     def _secret_data(self, meta: ObjectMeta, field: str, name: str, keys: tuple[str, ...]) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Registry gateway: the only module that talks to OCI registries (auth, manifests, image sizes)."""
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -93,6 +94,10 @@ class ImageSummary:
     platforms: tuple[PlatformImage, ...]
 
 
+_TOKEN_KEYS = ("password", "identitytoken", "registrytoken")
+"""Keys of a `.dockerconfigjson` entry that hold a secret besides `auth`."""
+
+
 def credentials_from_docker_config(config_json: bytes | str, registry: str) -> Credentials | None:
     """The credentials for `registry` in a `.dockerconfigjson` document, or None if it has no entry."""
     try:
@@ -109,6 +114,22 @@ def credentials_from_docker_config(config_json: bytes | str, registry: str) -> C
         if _registry_key(key) == wanted:
             return _entry_credentials(key, entry)
     return None
+
+
+def docker_config_secrets(config_json: str) -> list[str]:
+    """Every password and token in a `.dockerconfigjson` document, to scrub from build logs; [] when
+    it cannot be read."""
+    try:
+        auths = json.loads(config_json).get("auths")
+    except (ValueError, AttributeError):
+        return []
+    found: list[str] = []
+    for key, entry in auths.items() if isinstance(auths, dict) else ():
+        with contextlib.suppress(RegistryError):
+            found.append(_entry_credentials(key, entry).password)
+        if isinstance(entry, dict):
+            found += [entry[name] for name in _TOKEN_KEYS if isinstance(entry.get(name), str)]
+    return [value for value in found if value]
 
 
 def _registry_key(key: str) -> str:

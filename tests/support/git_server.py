@@ -9,7 +9,6 @@ small HTTP server that checks a token with basic auth, as GitHub and GitLab do. 
 serves them over git:// with `git daemon`. Both need the `git` package (Debian: apt-get install git).
 """
 
-import base64
 import os
 import secrets
 import socket
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from .oci_registry import basic_credentials, free_port
 
 GIT = "/usr/bin/git"
 
@@ -173,7 +174,7 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
         if owner.answer_status is not None:
             self._answer(owner.answer_status, {}, b"switched off\n")
             return
-        username, password = _basic_credentials(self.headers.get("Authorization", ""))
+        username, password = basic_credentials(self.headers.get("Authorization", ""))
         if owner.token is not None and password != owner.token:
             self._answer(401, {"WWW-Authenticate": 'Basic realm="git"'}, b"authentication required\n")
             return
@@ -234,13 +235,6 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         """Keep test output quiet."""
-
-
-def _basic_credentials(header: str) -> tuple[str | None, str | None]:
-    if not header.lower().startswith("basic "):
-        return None, None
-    username, _, password = base64.b64decode(header[6:]).decode().partition(":")
-    return username, password
 
 
 def start_git_server(
@@ -328,9 +322,3 @@ def start_git_daemon(repositories: GitRepositories, log_dir: Path) -> GitDaemon:
             return daemon
     daemon.stop()
     raise RuntimeError(f"git daemon did not listen within 15s:\n{log_path.read_text()}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

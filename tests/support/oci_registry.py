@@ -104,7 +104,7 @@ class _TokenHandler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
         scopes = query.get("scope", [])
-        username, password = _basic_credentials(self.headers.get("Authorization", ""))
+        username, password = basic_credentials(self.headers.get("Authorization", ""))
         owner.requests.append((username, scopes))
         if url.path != "/token" or query.get("service") != [owner.service]:
             self._answer(400, {"details": "unknown service"})
@@ -126,7 +126,8 @@ class _TokenHandler(BaseHTTPRequestHandler):
         """Keep test output quiet."""
 
 
-def _basic_credentials(header: str) -> tuple[str | None, str | None]:
+def basic_credentials(header: str) -> tuple[str | None, str | None]:
+    """(username, password) of a basic `Authorization` header; (None, None) for any other."""
     if not header.lower().startswith("basic "):
         return None, None
     username, _, password = base64.b64decode(header[6:]).decode().partition(":")
@@ -214,7 +215,7 @@ def start_registry(
     `htpasswd=(user, password)` turns on Basic auth; `token_users={user: password}` turns on
     token auth with a `TokenServer` that accepts those users. Waits until `GET /v2/` answers.
     """
-    host = f"127.0.0.1:{_free_port()}"
+    host = f"127.0.0.1:{free_port()}"
     config: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
@@ -255,7 +256,8 @@ def start_registry(
     return registry
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
