@@ -80,6 +80,15 @@ def served(
     return response
 
 
+async def stalled_without_job(cluster: Cluster, name: str, reason: str, field: str) -> dict[str, Any]:
+    """Wait until `name` is Stalled for `reason` with a message naming `field`, and check it has no Job."""
+    body: dict[str, Any] = await eventually(lambda: stalled(cluster, name))
+    assert condition(body, "Stalled")["reason"] == reason
+    assert field in condition(body, "Stalled")["message"]
+    assert jobs_of(cluster, name) == []
+    return body
+
+
 def jobs_of(cluster: Cluster, name: str) -> list[dict[str, Any]]:
     return [
         job
@@ -130,13 +139,10 @@ async def test_missing_configmap_is_stalled_until_it_exists(
     late = {**spec(oci_registry, "late"), "source": {"configMap": {"name": "late-context"}}}
     await cluster.create_servicebuild(NAMESPACE, "late", late)
 
-    body = await eventually(lambda: stalled(cluster, "late"))
-    assert condition(body, "Stalled")["reason"] == "SourceNotFound"
-    assert "spec.source.configMap.name" in condition(body, "Stalled")["message"]
-    assert jobs_of(cluster, "late") == []
+    await stalled_without_job(cluster, "late", "SourceNotFound", "spec.source.configMap.name")
 
     await cluster.create_configmap(NAMESPACE, "late-context", {"Dockerfile": "FROM scratch\n"})
-    body = await eventually(lambda: ready(cluster, "late"))
+    await eventually(lambda: ready(cluster, "late"))
     assert len(jobs_of(cluster, "late")) == 1
 
 
@@ -212,10 +218,7 @@ async def test_missing_build_secret_is_stalled_without_a_job(
     build_secrets = [{"id": "npmrc", "secretRef": {"name": "absent", "key": "token"}}]
     await cluster.create_servicebuild(NAMESPACE, "api", spec(oci_registry, "api", secrets=build_secrets))
 
-    body = await eventually(lambda: stalled(cluster, "api"))
-    assert condition(body, "Stalled")["reason"] == "SecretNotFound"
-    assert "spec.secrets[0].secretRef" in condition(body, "Stalled")["message"]
-    assert jobs_of(cluster, "api") == []
+    await stalled_without_job(cluster, "api", "SecretNotFound", "spec.secrets[0].secretRef")
 
 
 def git_spec(registry: RunningRegistry, git_server: GitHttpServer, **git: Any) -> dict[str, Any]:
@@ -267,10 +270,7 @@ async def test_git_source_with_a_wrong_token_is_stalled(
     await cluster.create_secret(NAMESPACE, "git-auth", {"token": b"not-the-token"})
     await cluster.create_servicebuild(NAMESPACE, "denied", git_spec(oci_registry, git_server))
 
-    body = await eventually(lambda: stalled(cluster, "denied"))
-    assert condition(body, "Stalled")["reason"] == "GitAuthFailed"
-    assert "spec.source.git" in condition(body, "Stalled")["message"]
-    assert jobs_of(cluster, "denied") == []
+    await stalled_without_job(cluster, "denied", "GitAuthFailed", "spec.source.git")
 
 
 async def test_multi_platform_build_records_each_platform(
@@ -374,10 +374,7 @@ async def test_builder_image_only_from_the_allowlist(
         images = {c["image"] for c in job["spec"]["template"]["spec"]["containers"]}
         assert images == {ALLOWED_BUILDER}
     else:
-        body = await eventually(lambda: stalled(cluster, "custom"))
-        assert condition(body, "Stalled")["reason"] == "InvalidSpec"
-        assert "spec.builderImage" in condition(body, "Stalled")["message"]
-        assert jobs_of(cluster, "custom") == []
+        await stalled_without_job(cluster, "custom", "InvalidSpec", "spec.builderImage")
 
 
 async def test_push_to_a_registry_the_namespace_may_not_use_is_stalled(
@@ -388,8 +385,5 @@ async def test_push_to_a_registry_the_namespace_may_not_use_is_stalled(
         NAMESPACE, "exfil", {**spec(oci_registry, "exfil"), "output": elsewhere}
     )
 
-    body = await eventually(lambda: stalled(cluster, "exfil"))
-    assert condition(body, "Stalled")["reason"] == "RegistryNotAllowed"
-    assert "spec.output.image" in condition(body, "Stalled")["message"]
+    body = await stalled_without_job(cluster, "exfil", "RegistryNotAllowed", "spec.output.image")
     assert oci_registry.host in condition(body, "Stalled")["message"]
-    assert jobs_of(cluster, "exfil") == []
