@@ -294,6 +294,8 @@ class Reconciler:
             observation = self._start(target, job_name, outcome.attempt, now)
         except _PermanentError as problem:
             self.slots.finished(meta.namespace, job_name)
+            # The older build must not push either: the spec that asked for it is gone.
+            self._stop_others(target, keep=None)
             failed = Observation(BuildState.FAILED, reason=problem.reason, message=problem.message)
             return replace(outcome, observation=failed)
         except (KubeError, RegistryError, GitError):

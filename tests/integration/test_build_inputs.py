@@ -2,6 +2,7 @@
 
 - a change of a ConfigMap context rebuilds the same generation, and status records the digest built;
 - a missing ConfigMap stalls as SourceNotFound and builds once it exists;
+- a new spec that cannot start (a missing Secret) still stops the older generation's running build;
 - build secrets reach the Job only as a Secret volume and `--secret` by id: a canary value never
   appears in the Job, the Pod, events, status or the operator's log; a missing one is SecretNotFound;
 - a git source resolves against a real git server on loopback with a token: status records the
@@ -210,6 +211,20 @@ async def test_secrets_are_read_from_the_servicebuilds_own_namespace_only(
     body = await eventually(lambda: stalled(cluster, "borrow"))
     assert condition(body, "Stalled")["reason"] == "SecretNotFound"
     assert jobs_of(cluster, "borrow") == []
+
+
+async def test_a_new_spec_that_cannot_start_still_stops_the_older_build(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    kubelet.plan("shifty", "hold")
+    await cluster.create_servicebuild(NAMESPACE, "shifty", spec(oci_registry, "shifty"))
+    old_job = await eventually(lambda: next(iter(kubelet.held), None))
+
+    missing = [{"id": "npmrc", "secretRef": {"name": "absent", "key": "token"}}]
+    await cluster.change_spec(NAMESPACE, "shifty", {"secrets": missing})
+
+    await eventually(lambda: stalled(cluster, "shifty"))
+    await eventually(lambda: cluster.get(JOBS, NAMESPACE, old_job) is None)
 
 
 async def test_missing_build_secret_is_stalled_without_a_job(
