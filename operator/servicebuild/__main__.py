@@ -33,9 +33,16 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     return operator
 
 
+def configure_logging(*, verbose: bool) -> None:
+    """Kopf's logging, without its INFO line per handled object unless verbose: an object that needs no
+    work costs no log line. The operator logs what it does (Jobs, transitions); Kopf's warnings stay."""
+    kopf.configure(verbose=verbose)
+    logging.getLogger("kopf.objects").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
 def main() -> None:
     settings = Settings()
-    kopf.configure(verbose=settings.verbose)
+    configure_logging(verbose=settings.verbose)
     kube = Kube.from_environment(settings.api_timeout_seconds)
     registry = RegistryClient(
         insecure_registries=settings.insecure_registries, timeout=settings.registry_timeout_seconds

@@ -201,7 +201,8 @@ def _as_mapping(value: object) -> Mapping[str, Any]:
 
 def _job_failed_reason(job: Mapping[str, Any]) -> str | None:
     for condition in _items(_as_mapping(job.get("status")).get("conditions")):
-        if condition.get("type") == "Failed" and condition.get("status") == "True":
+        # `FailureTarget` (Kubernetes 1.31+) comes first, while the Pods are still being stopped.
+        if condition.get("type") in {"Failed", "FailureTarget"} and condition.get("status") == "True":
             reason = condition.get("reason")
             return reason if isinstance(reason, str) else None
     return None

@@ -111,19 +111,33 @@ def servicebuilds_by_configmap(
     return {(namespace, configmap["name"]): name} if configmap.get("name") else None
 
 
-@kopf.on.event("", "v1", "configmaps")
-def context_configmap_event(
+def _builds_from(
+    namespace: str | None,
+    name: str,
+    servicebuilds_by_configmap: kopf.Index[tuple[str | None, str], str] | None = None,
+    **_: Any,
+) -> bool:
+    """Whether any ServiceBuild builds from this ConfigMap; Kopf calls it on its event loop."""
+    return servicebuilds_by_configmap is not None and (namespace, name) in servicebuilds_by_configmap
+
+
+@kopf.on.event("", "v1", "configmaps", when=_builds_from)
+async def context_configmap_event(
     namespace: str | None,
     name: str,
     memo: kopf.Memo,
     servicebuilds_by_configmap: kopf.Index[tuple[str | None, str], str] | None = None,
     **_: Any,
 ) -> None:
-    """A ConfigMap changed: the ServiceBuilds building from it may need a new build."""
-    if namespace is None or servicebuilds_by_configmap is None:  # Kopf always passes the index
+    """A ConfigMap changed: the ServiceBuilds building from it may need a new build.
+
+    Kopf changes its indexes on the event loop: the names are copied here, on the loop, before the
+    reconciles run in worker threads.
+    """
+    if namespace is None or servicebuilds_by_configmap is None:  # Kopf passes both, always
         return
-    for servicebuild in servicebuilds_by_configmap.get((namespace, name), []):
-        _reconcile_quietly(memo.runtime, namespace, servicebuild)
+    for servicebuild in tuple(servicebuilds_by_configmap.get((namespace, name), ())):
+        await asyncio.to_thread(_reconcile_quietly, memo.runtime, namespace, servicebuild)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})

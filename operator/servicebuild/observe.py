@@ -56,15 +56,35 @@ class PendingLimit:
     seconds: int
 
 
-def _condition(job: Mapping[str, Any], condition_type: str) -> Mapping[str, Any] | None:
-    for condition in job.get("status", {}).get("conditions") or []:
-        if condition.get("type") == condition_type and condition.get("status") == "True":
-            return dict(condition)
+FAILED_CONDITIONS = ("Failed", "FailureTarget")
+"""Since Kubernetes 1.31 the Job controller sets `FailureTarget` (or `SuccessCriteriaMet`) as soon as the
+Job's fate is decided and adds `Failed` (or `Complete`) only once its Pods have terminated."""
+SUCCEEDED_CONDITIONS = ("Complete", "SuccessCriteriaMet")
+
+
+def _condition(job: Mapping[str, Any], *condition_types: str) -> Mapping[str, Any] | None:
+    """The first true condition of these types, in the order given."""
+    conditions = job.get("status", {}).get("conditions") or []
+    for condition_type in condition_types:
+        for condition in conditions:
+            if condition.get("type") == condition_type and condition.get("status") == "True":
+                return dict(condition)
     return None
 
 
 def is_finished(job: Mapping[str, Any]) -> bool:
-    return _condition(job, "Complete") is not None or _condition(job, "Failed") is not None
+    """Whether the Job's build no longer runs (and so can push nothing more, and holds no build slot).
+
+    True with a finishing condition, and also before it: the Job controller counts an ended Pod out of
+    `status.active` at once but adds the condition only seconds later. A started Job that is neither
+    suspended nor active has no Pod running: with `backoffLimit: 0` it never makes another.
+    """
+    if _condition(job, *SUCCEEDED_CONDITIONS, *FAILED_CONDITIONS) is not None:
+        return True
+    status = job.get("status") or {}
+    return (
+        bool(status.get("startTime")) and not status.get("active") and not job.get("spec", {}).get("suspend")
+    )
 
 
 def _build_container_state(pod: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -75,13 +95,13 @@ def _build_container_state(pod: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 
 def _failure(job: Mapping[str, Any], pod: Mapping[str, Any] | None, base: Observation) -> Observation:
-    failed = _condition(job, "Failed") or {}
+    failed = _condition(job, *FAILED_CONDITIONS) or {}
     message = (_build_container_state(pod).get("terminated") or {}).get("message")
     failure = classify(job, pod, message)
     return replace(
         base,
         state=BuildState.FAILED,
-        completion_time=failed.get("lastTransitionTime"),
+        completion_time=base.completion_time or failed.get("lastTransitionTime"),
         reason=failure.reason,
         message=failure.message,
         transient=failure.transient,
@@ -93,7 +113,7 @@ def _failure(job: Mapping[str, Any], pod: Mapping[str, Any] | None, base: Observ
 def _completion(status: Mapping[str, Any], pod: Mapping[str, Any] | None, base: Observation) -> Observation:
     terminated = _build_container_state(pod).get("terminated") or {}
     report = parse_report(terminated.get("message"))
-    completed = replace(base, completion_time=status.get("completionTime"))
+    completed = replace(base, completion_time=base.completion_time or status.get("completionTime"))
     if report is None:
         return replace(
             completed,
@@ -124,20 +144,26 @@ def observe(
         return ABSENT
     metadata = job.get("metadata") or {}
     status = job.get("status") or {}
+    container = _build_container_state(pod)
+    terminated: Mapping[str, Any] = container.get("terminated") or {}
     base = Observation(
         state=BuildState.PENDING,
         job_name=metadata.get("name"),
         start_time=status.get("startTime"),
+        # When the build ended: the Job's own completion comes seconds later.
+        completion_time=terminated.get("finishedAt"),
         commit=(metadata.get("annotations") or {}).get(ANNOTATION_COMMIT),
         context_digest=(metadata.get("annotations") or {}).get(ANNOTATION_CONTEXT_DIGEST),
     )
-    if _condition(job, "Failed") is not None:
+    # An ended build container ends the build: the Job controller marks the Job finished seconds later.
+    failed_early = bool(terminated) and terminated.get("exitCode") != 0
+    if _condition(job, *FAILED_CONDITIONS) is not None or failed_early:
         return _failure(job, pod, base)
-    if _condition(job, "Complete") is not None:
+    if _condition(job, *SUCCEEDED_CONDITIONS) is not None or bool(terminated):
         return _completion(status, pod, base)
     if (job.get("spec") or {}).get("suspend"):
         return replace(base, state=BuildState.QUEUED, start_time=None)
-    if status.get("active") and pod is not None and pod.get("status", {}).get("phase") == "Running":
+    if container.get("running") or (pod or {}).get("status", {}).get("phase") == "Running":
         return replace(base, state=BuildState.RUNNING)
     return _not_started(job, pod, pending, base)
 

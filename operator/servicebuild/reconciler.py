@@ -241,12 +241,13 @@ class Reconciler:
         if job is None:
             return self._admit_and_start(target, job_name, since, now, outcome)
         self._stop_others(target, keep=job_name)
-        needs_pod = bool(job.get("status", {}).get("active")) or is_finished(job) or not job.get("status")
-        pod = self.kube.get_job_pod(meta.namespace, job_name) if needs_pod else None
+        # The Pod, whatever the Job's counters say: its build container ends seconds before the Job does.
+        suspended = bool(job.get("spec", {}).get("suspend"))
+        pod = None if suspended else self.kube.get_job_pod(meta.namespace, job_name)
         observation = observe(job, pod, PendingLimit(now=now, seconds=spec.pending_timeout_seconds))
         if observation.state == BuildState.FAILED and (observation.log_tail or observation.message):
             observation = self._scrubbed(target, observation)
-        if is_finished(job):
+        if observation.state in {BuildState.SUCCEEDED, BuildState.FAILED}:
             self.slots.finished(meta.namespace, job_name)
         if observation.reason == "PendingTimeout":
             # A Pod that cannot start holds its quota and would start late and unexpected: stop it.

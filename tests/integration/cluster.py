@@ -124,6 +124,12 @@ class Cluster:
             if res == resource and (namespace is None or ns == namespace) and not obj.deleted
         ]
 
+    def requests(self, action: kmock.action, resource: kmock.resource) -> list[kmock.Request]:
+        """The requests the emulator has answered so far for this action on this resource."""
+        return [
+            request for request in self.kmock if request.action == action and request.resource == resource
+        ]
+
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return [
             event

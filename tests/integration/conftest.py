@@ -27,9 +27,10 @@ async def kubelet(cluster: Cluster) -> AsyncIterator[Kubelet]:
     stand_in = Kubelet(cluster)
     task = asyncio.create_task(stand_in.run())
     yield stand_in
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for pending in [task, *stand_in.completions]:
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
 
 
 @pytest.fixture

@@ -9,11 +9,13 @@ import asyncio
 import base64
 import csv
 import json
+import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import aiohttp
 from cluster import JOBS, PODS, SECRETS, Cluster
 
 from servicebuild.imageref import parse_image
@@ -86,6 +88,11 @@ class Kubelet:
     """What a failing build prints last (its termination message)."""
     mirrors: dict[str, str] = field(default_factory=dict)
     """Registry host → host BuildKit really pushes to (as a registry mirror would route it)."""
+    job_completion_delay: float = 2.5
+    """Seconds between the build container's end and the Job controller's Complete or Failed condition:
+    2-3 s on a real cluster (`shared/buildkit.md`), with `active: 0` and no condition in between."""
+    completions: set[asyncio.Task[None]] = field(default_factory=set)
+    """The Job controller's pending completions."""
 
     def plan(self, servicebuild: str, *behaviours: Behaviour) -> None:
         self.behaviours[servicebuild].extend(behaviours)
@@ -96,8 +103,20 @@ class Kubelet:
                 key = (job["metadata"]["namespace"], job["metadata"]["name"])
                 if key not in self.handled:
                     self.handled.add(key)
-                    await self._admit_or_queue(job)
+                    try:
+                        await self._start_job(key, job)
+                    except aiohttp.ClientResponseError as error:
+                        if error.status != 404:
+                            raise
+                        # Deleted meanwhile (e.g. superseded at once): the controllers let it go.
             await asyncio.sleep(0.05)
+
+    async def _start_job(self, key: tuple[str, str], job: dict[str, Any]) -> None:
+        if "uid" not in job["metadata"]:
+            # The API server gives every object a uid at creation; KMock 0.8 does not.
+            job["metadata"]["uid"] = str(uuid.uuid4())
+            await self.cluster.patch(JOBS, *key, {"metadata": {"uid": job["metadata"]["uid"]}})
+        await self._admit_or_queue(job)
 
     async def _admit_or_queue(self, job: dict[str, Any]) -> None:
         metadata = job["metadata"]
@@ -154,7 +173,7 @@ class Kubelet:
         await self._create_pod(job, "Pending", {"waiting": waiting})
 
     async def _set_running(self, job: dict[str, Any]) -> None:
-        await self._create_pod(job, "Running", {"running": {}})
+        await self._create_pod(job, "Running", {"running": {"startedAt": _now()}})
 
     async def _create_pod(self, job: dict[str, Any], phase: str, state: dict[str, Any]) -> None:
         """The Job controller marks the Job active and creates the Pod, which the kubelet reports."""
@@ -199,32 +218,60 @@ class Kubelet:
     async def _finish(self, job: dict[str, Any], behaviour: Behaviour) -> None:
         metadata = job["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
-        if behaviour in {"succeed", "cache-export-fails"}:
+        succeeded = behaviour in {"succeed", "cache-export-fails"}
+        if succeeded:
             digest = await asyncio.to_thread(self._push, job)
             self.pushed[name] = digest
             metrics = {"total": 9, "completed": 9, "user_total": 7, "user_cached": 5, "user_completed": 7}
             report = {"digest": digest, "imageName": ",".join(output_names(job)), "cacheMetrics": metrics}
             report["cacheExported"] = behaviour != "cache-export-fails"
             terminated = {"exitCode": 0, "reason": "Completed", "message": json.dumps(report)}
-            pod_phase, job_condition = "Succeeded", {"type": "Complete", "status": "True"}
-            job_status: dict[str, Any] = {"succeeded": 1, "completionTime": _now()}
         else:
             terminated = {"exitCode": 1, "reason": "Error", "message": self.failure_log}
-            pod_phase = "Failed"
-            job_condition = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
-            job_status = {"failed": 1}
-        pod_status: dict[str, Any] = {"phase": pod_phase}
+        pod_status: dict[str, Any] = {"phase": "Succeeded" if succeeded else "Failed"}
         if behaviour == "evicted":
             # What the kubelet writes when it evicts a Pod for node pressure: the container killed.
             terminated = {"exitCode": 137, "reason": "Error"}
             pod_status |= {"reason": "Evicted", "message": "The node was low on resource: memory."}
+        terminated["finishedAt"] = _now()
         pod_status["containerStatuses"] = [{"name": "buildkit", "state": {"terminated": terminated}}]
         await self.cluster.patch(PODS, namespace, f"{name}-x7k2p", {"status": pod_status}, status=True)
-        job_condition["lastTransitionTime"] = _now()
+        # The Job controller counts the Pod out at once but marks the Job finished only seconds later.
+        pod = self.cluster.get(PODS, namespace, f"{name}-x7k2p")
+        uncounted = {"succeeded" if succeeded else "failed": [pod["metadata"]["uid"]]} if pod else {}
         await self.cluster.patch(
             JOBS,
             namespace,
             name,
-            {"status": {**job_status, "active": None, "conditions": [job_condition]}},
+            {"status": {"active": 0, "ready": 0, "uncountedTerminatedPods": uncounted}},
+            status=True,
+        )
+        uid = job["metadata"]["uid"]
+        completion = asyncio.create_task(self._complete_job(namespace, name, uid, succeeded=succeeded))
+        self.completions.add(completion)
+        completion.add_done_callback(self.completions.discard)
+
+    async def _complete_job(self, namespace: str, name: str, uid: str, *, succeeded: bool) -> None:
+        await asyncio.sleep(self.job_completion_delay)
+        current = self.cluster.get(JOBS, namespace, name)
+        if current is None or current["metadata"]["uid"] != uid:
+            return  # deleted meanwhile (superseded, or made again under its name): nothing to complete
+        now = _now()
+        if succeeded:
+            condition = {"type": "Complete", "status": "True", "lastTransitionTime": now}
+            counts: dict[str, Any] = {"succeeded": 1, "completionTime": now}
+        else:
+            condition = {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "lastTransitionTime": now,
+            }
+            counts = {"failed": 1}
+        await self.cluster.patch(
+            JOBS,
+            namespace,
+            name,
+            {"status": counts | {"active": None, "uncountedTerminatedPods": None, "conditions": [condition]}},
             status=True,
         )

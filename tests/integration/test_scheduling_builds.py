@@ -91,8 +91,11 @@ async def test_evicted_build_is_retried_as_a_new_attempt(
     assert len(jobs) == 2, "the evicted attempt and the successful one"
     assert body["status"]["attempt"] == 2
     assert body["status"]["output"]["digest"] == kubelet.pushed[body["status"]["jobName"]]
-    reasons = [event["reason"] for event in cluster.events(NAMESPACE, "cart")]
-    assert "RetryScheduled" in reasons
+    # Whether `RetryScheduled` is ever written depends on when the operator looks within the delay;
+    # test_reconciler.py pins the retry's timing with an injected clock.
+    await eventually(
+        lambda: "BuildSucceeded" in [event["reason"] for event in cluster.events(NAMESPACE, "cart")]
+    )
 
 
 async def test_failed_build_is_not_retried(

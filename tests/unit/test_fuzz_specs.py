@@ -33,15 +33,13 @@ Gateways are in-memory fakes of the I/O boundary (objects in dicts); the reconci
 and render run for real. Runs are derandomized and database-less: the same examples every run.
 """
 
-# ruff: noqa: ARG002 - the fakes implement the gateway Protocols' signatures, using what they need
-
 import base64
 import copy
 import json
 import re
 import string
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -57,18 +55,15 @@ from pydantic import ValidationError
 from servicebuild import naming
 from servicebuild.api.models import (
     DNS_SUBDOMAIN_PATTERN,
-    ObjectMeta,
     Phase,
     ServiceBuildSpec,
     ServiceBuildStatus,
     status_to_dict,
 )
 from servicebuild.config import Settings
-from servicebuild.gitremote import GitCredentials
-from servicebuild.imageref import ImageRef
 from servicebuild.reconciler import Reconciler, Result
-from servicebuild.registry import Credentials, ImageSummary
 from support.crd_schema import INT64, crd_errors, object_schema, schema_nodes
+from support.fakes import COMMIT, FakeGit, FakeKube, FakeRegistry
 
 # cel-python (in `crd_errors`) raises the interpreter's recursion limit to 2500 for each environment it
 # makes; hypothesis then warns that it will not restore its own limit. Harmless here.
@@ -86,7 +81,6 @@ FUZZ = settings(
 
 NOW = "2026-11-28T10:15:00Z"
 LATER = "2026-11-28T18:15:00Z"
-COMMIT = "9fceb02d0ae598e95dc970b74767f19372d61af8"
 GIT_URL = "https://git.example.com/shop/monorepo.git"
 IMAGE = "registry.example.com/shop/checkout:1.4.2"
 ALLOWED_BUILDER = "registry.example.com/mirror/buildkit:v0.32.2-rootless"
@@ -145,92 +139,6 @@ PINNED = Settings(
         "*": frozenset({"registry.example.com", "registry.local:5000", "docker.io"}),
     },
 )
-
-
-def _apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies the status patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _apply_merge_patch(result.get(key), value)
-    return result
-
-
-@dataclass
-class FakeKube:
-    """The Kubernetes API as the reconciler sees it: objects in dicts, every write recorded."""
-
-    now: str
-    jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    created: list[dict[str, Any]] = field(default_factory=list)
-    deleted: list[tuple[str, str]] = field(default_factory=list)
-    patches: list[dict[str, Any]] = field(default_factory=list)
-    events: list[tuple[str, str, str]] = field(default_factory=list)
-    status: dict[str, Any] = field(default_factory=dict)
-
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        job = self.jobs.get((namespace, name))
-        return copy.deepcopy(job) if job is not None else None
-
-    def create_job(self, job: dict[str, Any]) -> bool:
-        key = (job["metadata"]["namespace"], job["metadata"]["name"])
-        if key in self.jobs:
-            return False
-        self.created.append(copy.deepcopy(job))
-        stored = copy.deepcopy(job)
-        stored["metadata"]["creationTimestamp"] = self.now
-        self.jobs[key] = stored
-        return True
-
-    def list_jobs(self, namespace: str, uid: str) -> list[dict[str, Any]]:
-        return [
-            copy.deepcopy(job)
-            for (job_namespace, _), job in self.jobs.items()
-            if job_namespace == namespace and job["metadata"]["labels"].get(naming.LABEL_UID) == uid
-        ]
-
-    def delete_job(self, namespace: str, name: str) -> None:
-        self.deleted.append((namespace, name))
-        self.jobs.pop((namespace, name), None)
-
-    def get_job_pod(self, namespace: str, job_name: str) -> dict[str, Any] | None:
-        return None  # no kubelet here: the Pod is never created
-
-    def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
-        data = SECRETS.get(name)
-        return dict(data) if data is not None else None
-
-    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
-        configmap = CONFIGMAPS.get(name)
-        return copy.deepcopy(configmap) if configmap is not None else None
-
-    def patch_servicebuild_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        json.dumps(status)  # what goes over the wire is JSON
-        self.patches.append(copy.deepcopy(status))
-        self.status = _apply_merge_patch(self.status, status)
-
-    def post_event(self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: str) -> None:
-        self.events.append((event_type, reason, message))
-
-
-class FakeRegistry:
-    def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary:
-        return ImageSummary(
-            digest=digest,
-            media_type="application/vnd.oci.image.manifest.v1+json",
-            size_bytes=12582912,
-            layers=3,
-            platforms=(),
-        )
-
-
-class FakeGit:
-    def resolve(self, url: str, revision: str | None, credentials: GitCredentials | None) -> str:
-        return COMMIT
 
 
 # Strategies: composed from small alphabets; `st.from_regex` costs ~5 ms a draw, too slow for ~40 a spec.
@@ -792,7 +700,7 @@ def reconcile_once(
     meta: dict[str, Any], spec: Any, operator: Settings
 ) -> tuple[FakeKube, Reconciler, Ending]:
     """Reconcile a new ServiceBuild once, and check it ended building or stalled."""
-    kube = FakeKube(now=NOW)
+    kube = FakeKube(now=NOW, configmaps=CONFIGMAPS, secrets=SECRETS)
     reconciler = Reconciler(kube, FakeRegistry(), FakeGit(), operator)
     result = reconciler.reconcile({"metadata": meta, "spec": spec}, NOW)
     assert result.written

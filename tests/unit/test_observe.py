@@ -4,7 +4,10 @@
 - success carries the report from the build container's termination message;
 - a failure carries the classified reason, its message, whether it is transient, the failing
   Dockerfile step and the log tail;
-- a completed Job whose report is unreadable is a failure, not a success without output.
+- a completed Job whose report is unreadable is a failure, not a success without output;
+- a build container that has terminated ends the build before the Job controller's Complete or Failed
+  condition (or its 1.31+ forerunners SuccessCriteriaMet and FailureTarget) arrives, and the pending
+  timeout never applies to a build that started, however long it ran.
 """
 
 import json
@@ -76,6 +79,26 @@ CASES = {
     ),
     "failed build": (job(FAILED), pod("Failed", {"exitCode": 1, "message": FAILURE_LOG}), BuildState.FAILED),
     "deadline": (job(DEADLINE), None, BuildState.FAILED),
+    "container ended, job not complete yet": (
+        job(active=0),
+        pod("Succeeded", {"exitCode": 0, "message": REPORT}),
+        BuildState.SUCCEEDED,
+    ),
+    "container failed, job not failed yet": (
+        job(active=0),
+        pod("Failed", {"exitCode": 1, "message": FAILURE_LOG}),
+        BuildState.FAILED,
+    ),
+    "success criteria met, pods stopping": (
+        job({**COMPLETE, "type": "SuccessCriteriaMet"}),
+        pod("Succeeded", {"exitCode": 0, "message": REPORT}),
+        BuildState.SUCCEEDED,
+    ),
+    "failure target, pods stopping": (
+        job({**DEADLINE, "type": "FailureTarget"}, active=1),
+        pod("Running"),
+        BuildState.FAILED,
+    ),
     "condition false is ignored": (
         job({**COMPLETE, "status": "False"}, active=1),
         pod("Running"),
@@ -142,11 +165,30 @@ def test_missing_report_is_a_failure_with_a_reason() -> None:
 
 
 @pytest.mark.parametrize(
-    ("conditions", "finished"),
-    [((), False), ((COMPLETE,), True), ((FAILED,), True), (({**FAILED, "status": "False"},), False)],
+    ("conditions", "status", "finished"),
+    [
+        ((), {"active": 1}, False),
+        ((COMPLETE,), {}, True),
+        ((FAILED,), {}, True),
+        (({**FAILED, "status": "False"},), {"active": 1}, False),
+        (({**DEADLINE, "type": "FailureTarget"},), {"active": 1}, True),
+        ((), {"active": 0}, True),
+        ((), {"suspend": True}, False),
+        ((), {"startTime": None}, False),
+    ],
+    ids=[
+        "running",
+        "complete",
+        "failed",
+        "condition false",
+        "failure target",
+        "pod ended, no condition yet",
+        "suspended",
+        "not started",
+    ],
 )
-def test_is_finished(conditions: tuple[dict[str, Any], ...], finished: bool) -> None:
-    assert is_finished(job(*conditions)) is finished
+def test_is_finished(conditions: tuple[dict[str, Any], ...], status: dict[str, Any], finished: bool) -> None:
+    assert is_finished(job(*conditions, **status)) is finished
 
 
 PENDING_SINCE = "2026-11-28T10:00:00Z"
@@ -211,3 +253,25 @@ def test_job_annotations_say_what_is_built() -> None:
     }
     observation = observe(body, None)
     assert (observation.commit, observation.context_digest) == ("a" * 40, "sha256:" + "b" * 64)
+
+
+def test_a_build_longer_than_the_pending_timeout_ends_by_its_container() -> None:
+    twelve_minutes_later = PendingLimit(now="2026-11-28T10:12:00Z", seconds=600)
+    ended = {"exitCode": 0, "message": REPORT, "finishedAt": "2026-11-28T10:11:58Z"}
+    observation = observe(job(active=0), pod("Succeeded", ended), twelve_minutes_later)
+    assert observation.state == BuildState.SUCCEEDED
+    assert observation.completion_time == "2026-11-28T10:11:58Z"
+    running = observe(job(active=1), pod("Running"), twelve_minutes_later)
+    assert running.state == BuildState.RUNNING
+
+
+def test_the_container_end_is_the_completion_time_even_once_the_job_completed() -> None:
+    ended = {"exitCode": 0, "message": REPORT, "finishedAt": "2026-11-28T10:00:39Z"}
+    observation = observe(job(COMPLETE, completionTime="2026-11-28T10:00:41Z"), pod("Succeeded", ended))
+    assert observation.completion_time == "2026-11-28T10:00:39Z"
+
+
+def test_a_deadline_is_named_while_the_job_controller_stops_the_pod() -> None:
+    killed = {"exitCode": 137, "reason": "Error"}
+    observation = observe(job({**DEADLINE, "type": "FailureTarget"}), pod("Failed", killed))
+    assert observation.reason == "DeadlineExceeded"

@@ -1,0 +1,63 @@
+"""We test what the operator logs at its default level, with the real operator process and KMock's API:
+
+- an object that needs no work costs no log line: ConfigMaps no ServiceBuild builds from, and a
+  ServiceBuild already built, found again when the operator restarts;
+- what the operator does is logged: the build Job it creates and the transition to Ready.
+"""
+
+import asyncio
+
+import kmock
+import pytest
+from cluster import SERVICEBUILDS, Cluster, condition, eventually
+from kubelet import Kubelet
+from operator_process import OperatorProcess
+
+from support.oci_registry import RunningRegistry
+
+NAMESPACE = "shop"
+UNRELATED = [f"app-settings-{index}" for index in range(5)]
+
+
+@pytest.fixture
+def operator_env(operator_env: dict[str, str]) -> dict[str, str]:
+    return {**operator_env, "SERVICEBUILD_VERBOSE": "false"}
+
+
+def ready(cluster: Cluster, name: str) -> bool:
+    found = condition(cluster.servicebuild(NAMESPACE, name), "Ready")
+    return bool(found and found["status"] == "True")
+
+
+def since_last_start(log: str) -> str:
+    return log.rpartition("===== start")[2]
+
+
+async def test_objects_that_need_no_work_cost_no_log_line(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    for name in UNRELATED:
+        await cluster.create_configmap(NAMESPACE, name, {"key": "value"})
+    await cluster.create_configmap(NAMESPACE, "context", {"Dockerfile": "FROM scratch\n"})
+    for name in ("checkout", "probe"):
+        spec = {
+            "source": {"configMap": {"name": "context"}},
+            "output": {"image": f"{oci_registry.host}/shop/{name}:1"},
+        }
+        if name == "probe":
+            # In a thread: the emulator runs on this event loop and must answer the operator while it stops.
+            await asyncio.to_thread(operator.stop)
+            operator.start()
+        await cluster.create_servicebuild(NAMESPACE, name, spec)
+        await eventually(lambda name=name: ready(cluster, name))
+    # One resync tick after the probe went Ready: everything has been handled again at least once.
+    resyncs = len(cluster.requests(kmock.action.LIST, SERVICEBUILDS))
+    await eventually(lambda: len(cluster.requests(kmock.action.LIST, SERVICEBUILDS)) > resyncs)
+
+    log = since_last_start(operator.log)
+    info_lines = [line for line in log.splitlines() if "[INFO" in line]
+    assert [line for line in info_lines if "kopf.objects" in line] == []
+    own_lines = [line for line in info_lines if "servicebuild." in line]
+    assert [line for line in own_lines if "probe" not in line] == []
+    assert any("Created build Job shop/probe-" in line for line in own_lines), own_lines
+    assert any("shop/probe: BuildSucceeded" in line for line in own_lines), own_lines

@@ -1,0 +1,116 @@
+"""In-memory gateways for driving the real `Reconciler` in unit tests: objects in dicts, every write
+recorded. They implement the gateway Protocols of `servicebuild.reconciler` and nothing more."""
+
+# ruff: noqa: ARG002 - the fakes implement the gateway Protocols' signatures, using what they need
+
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from servicebuild import naming
+from servicebuild.api.models import ObjectMeta
+from servicebuild.gitremote import GitCredentials
+from servicebuild.imageref import ImageRef
+from servicebuild.registry import Credentials, ImageSummary
+
+COMMIT = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+IMAGE_SIZE = 12582912
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies the status patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
+
+
+@dataclass
+class FakeKube:
+    """The Kubernetes API as the reconciler sees it."""
+
+    now: str
+    configmaps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """By name, in any namespace."""
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    """By name, in any namespace: base64-encoded data."""
+    jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """By (namespace, Job name): the Job's newest Pod."""
+    created: list[dict[str, Any]] = field(default_factory=list)
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+    patches: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        job = self.jobs.get((namespace, name))
+        return copy.deepcopy(job) if job is not None else None
+
+    def create_job(self, job: dict[str, Any]) -> bool:
+        key = (job["metadata"]["namespace"], job["metadata"]["name"])
+        if key in self.jobs:
+            return False
+        self.created.append(copy.deepcopy(job))
+        stored = copy.deepcopy(job)
+        stored["metadata"]["creationTimestamp"] = self.now
+        self.jobs[key] = stored
+        return True
+
+    def list_jobs(self, namespace: str, uid: str) -> list[dict[str, Any]]:
+        return [
+            copy.deepcopy(job)
+            for (job_namespace, _), job in self.jobs.items()
+            if job_namespace == namespace and job["metadata"]["labels"].get(naming.LABEL_UID) == uid
+        ]
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.deleted.append((namespace, name))
+        self.jobs.pop((namespace, name), None)
+        self.pods.pop((namespace, name), None)
+
+    def get_job_pod(self, namespace: str, job_name: str) -> dict[str, Any] | None:
+        pod = self.pods.get((namespace, job_name))
+        return copy.deepcopy(pod) if pod is not None else None
+
+    def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        data = self.secrets.get(name)
+        return dict(data) if data is not None else None
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        configmap = self.configmaps.get(name)
+        return copy.deepcopy(configmap) if configmap is not None else None
+
+    def patch_servicebuild_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        json.dumps(status)  # what goes over the wire is JSON
+        self.patches.append(copy.deepcopy(status))
+        self.status = apply_merge_patch(self.status, status)
+
+    def post_event(self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: str) -> None:
+        self.events.append((event_type, reason, message))
+
+
+class FakeRegistry:
+    """Serves every digest asked for as a three-layer image of IMAGE_SIZE bytes."""
+
+    def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary:
+        return ImageSummary(
+            digest=digest,
+            media_type="application/vnd.oci.image.manifest.v1+json",
+            size_bytes=IMAGE_SIZE,
+            layers=3,
+            platforms=(),
+        )
+
+
+class FakeGit:
+    """Every revision resolves to COMMIT."""
+
+    def resolve(self, url: str, revision: str | None, credentials: GitCredentials | None) -> str:
+        return COMMIT

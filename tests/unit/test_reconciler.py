@@ -1,0 +1,150 @@
+"""We test these aspects of the real `Reconciler`, driven with in-memory gateways and an injected clock:
+
+- a build container that has terminated is the end of the build, even while its Job has no Complete or
+  Failed condition yet (the Job controller adds it seconds later): success is read back and Ready at
+  once, a failure is reported at once, and neither is ever judged a `PendingTimeout`, however long the
+  build ran;
+- a transient failure schedules the next attempt after the retry delay, measured with the `now` the
+  reconciler is given: before it the status says when, from it on the next attempt's Job exists.
+"""
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from servicebuild.api.models import ServiceBuildStatus
+from servicebuild.config import Settings
+from servicebuild.reconciler import Reconciler
+from support.fakes import FakeGit, FakeKube, FakeRegistry
+
+NAMESPACE = "shop"
+START = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
+DIGEST = "sha256:" + "ab" * 32
+IMAGE = "registry.example.com/shop/checkout:1.4.2"
+METADATA = {"name": "checkout", "namespace": NAMESPACE, "uid": "0b9d7c1e-5d0c-4f2e-9a57-7d3c2f1e0a11"}
+SPEC = {"source": {"configMap": {"name": "ctx"}}, "output": {"image": IMAGE}, "pendingTimeout": "10m"}
+SETTINGS = Settings(retry_delay_seconds=1)
+BUILD_FAILURE_LOG = """\
+#9 [build 3/4] RUN make greet
+#9 ERROR: process "/bin/sh -c make greet" did not complete successfully: exit code: 2
+------
+ > [build 3/4] RUN make greet:
+------
+ERROR: failed to solve: process "/bin/sh -c make greet" did not complete successfully: exit code: 2
+"""
+
+
+def at(seconds: float) -> str:
+    return (START + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class World:
+    """One ServiceBuild, its Jobs and their Pods, as the Job controller and the kubelet leave them."""
+
+    def __init__(self, settings: Settings = SETTINGS) -> None:
+        self.kube = FakeKube(now=at(0), configmaps={"ctx": {"data": {"Dockerfile": "FROM scratch\n"}}})
+        self.reconciler = Reconciler(self.kube, FakeRegistry(), FakeGit(), settings)
+
+    def reconcile(self, seconds: float) -> ServiceBuildStatus:
+        body = {"metadata": {**METADATA, "generation": 1}, "spec": SPEC, "status": self.kube.status}
+        return self.reconciler.reconcile(body, at(seconds)).status
+
+    @property
+    def job_name(self) -> str:
+        return str(self.kube.created[-1]["metadata"]["name"])
+
+    def start(self, seconds: float) -> None:
+        """The Job controller starts the Job and the kubelet the build container."""
+        self.kube.jobs[(NAMESPACE, self.job_name)]["status"] = {"startTime": at(seconds), "active": 1}
+        self.kube.pods[(NAMESPACE, self.job_name)] = _pod("Running", {"running": {"startedAt": at(seconds)}})
+
+    def end(
+        self, seconds: float, terminated: dict[str, Any], pod_status: dict[str, Any] | None = None
+    ) -> None:
+        """The build container terminates; the Job controller counts the Pod out but adds no condition yet."""
+        phase = "Succeeded" if terminated["exitCode"] == 0 else "Failed"
+        pod = _pod(phase, {"terminated": {**terminated, "finishedAt": at(seconds)}})
+        pod["status"] |= pod_status or {}
+        self.kube.pods[(NAMESPACE, self.job_name)] = pod
+        self.kube.jobs[(NAMESPACE, self.job_name)]["status"]["active"] = 0
+
+
+def _pod(phase: str, state: dict[str, Any]) -> dict[str, Any]:
+    return {"status": {"phase": phase, "containerStatuses": [{"name": "buildkit", "state": state}]}}
+
+
+def _report() -> str:
+    return json.dumps({"digest": DIGEST, "imageName": IMAGE, "cacheMetrics": None, "cacheExported": True})
+
+
+def _condition(status: ServiceBuildStatus, condition_type: str) -> tuple[str, str]:
+    condition = status.condition(condition_type)
+    assert condition is not None
+    return condition.status, condition.reason
+
+
+def test_a_long_build_is_ready_as_soon_as_its_container_ends() -> None:
+    world = World()
+    world.reconcile(0)
+    world.start(1)
+    assert world.reconcile(300).phase == "Building"
+
+    world.end(720, {"exitCode": 0, "reason": "Completed", "message": _report()})
+    status = world.reconcile(721)
+
+    assert _condition(status, "Ready") == ("True", "BuildSucceeded")
+    assert status.output is not None
+    assert status.output.digest == DIGEST
+    assert status.completion_time == at(720)
+    assert status.duration_seconds == 719
+    assert world.kube.deleted == [], "the build's Job is kept, never stopped as pending"
+
+
+def test_a_long_build_that_failed_is_reported_as_soon_as_its_container_ends() -> None:
+    world = World()
+    world.reconcile(0)
+    world.start(1)
+
+    world.end(720, {"exitCode": 1, "reason": "Error", "message": BUILD_FAILURE_LOG})
+    status = world.reconcile(721)
+
+    assert _condition(status, "Stalled") == ("True", "BuildStepFailed")
+    assert status.failed_step == "[build 3/4] RUN make greet"
+    assert world.kube.deleted == []
+
+
+def test_a_pod_that_never_starts_its_build_still_times_out_pending() -> None:
+    world = World()
+    world.reconcile(0)
+    world.kube.jobs[(NAMESPACE, world.job_name)]["status"] = {"startTime": at(1), "active": 1}
+    world.kube.pods[(NAMESPACE, world.job_name)] = _pod(
+        "Pending", {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied"}}
+    )
+    assert world.reconcile(600).phase == "Pending"
+
+    status = world.reconcile(602)
+
+    assert _condition(status, "Stalled") == ("True", "PendingTimeout")
+    assert "ImagePullBackOff" in (status.message or "")
+    assert world.kube.deleted == [(NAMESPACE, world.job_name)]
+
+
+def test_a_transient_failure_is_retried_after_the_delay_by_the_clock_given() -> None:
+    world = World(Settings(retry_delay_seconds=30))
+    world.reconcile(0)
+    world.start(1)
+    evicted = {"reason": "Evicted", "message": "The node was low on resource: memory."}
+    world.end(60, {"exitCode": 137, "reason": "Error"}, evicted)
+    first_job = world.job_name
+
+    waiting = world.reconcile(61)
+    assert _condition(waiting, "Reconciling") == ("True", "RetryScheduled")
+    assert f"the next one starts at {at(90)}" in (waiting.message or "")
+    assert world.reconcile(89).message == waiting.message
+    assert len(world.kube.created) == 1
+
+    retrying = world.reconcile(90)
+    assert len(world.kube.created) == 2
+    assert world.job_name != first_job
+    assert retrying.attempt == 2
+    assert _condition(retrying, "Reconciling") == ("True", "BuildPending")
