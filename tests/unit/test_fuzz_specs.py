@@ -124,6 +124,7 @@ SECRETS: dict[str, dict[str, str]] = {
         "ssh-privatekey": _b64(
             "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
         ),
+        # Ignored (BuildKit takes no known_hosts for a git context), and must not get in the way.
         "known_hosts": _b64("git.example.com ssh-ed25519 AAAAC3Nza\n"),
     },
     "git-broken": {"token": "not base64!"},

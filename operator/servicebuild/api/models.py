@@ -143,8 +143,9 @@ class GitSource(_Model):
     """The build context's folder inside the repository (for monorepos); default: the repository root."""
 
     auth_secret: ResourceName | None = None
-    """A Secret with `token` (or `password`, with an optional `username`) for HTTPS, or
-    `ssh-privatekey` (and optionally `known_hosts`) for SSH URLs."""
+    """A Secret in the same namespace with the credentials; default: none (a public repository). HTTPS:
+    the key `token`, or `username` and `password`. SSH: the key `ssh-privatekey` (not passphrase-protected).
+    Only the key the build uses is mounted into the build Pod."""
 
     @field_validator("revision")
     @classmethod
