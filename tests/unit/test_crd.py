@@ -2,12 +2,15 @@
 
 - the committed CRD is exactly what `make crds` generates from the models (no drift);
 - the schema is structural: typed everywhere, no refs, no open objects, no unknown-field escape hatch;
+- every description of ours reads well in `kubectl explain`: whole sentences, and no line break
+  inside a paragraph (kubectl prints it and wraps around it, breaking the sentence off);
 - the CRD is a valid apiextensions.k8s.io/v1 object;
 - the API server would accept valid ServiceBuilds and reject invalid ones, naming the field
   (OpenAPI keywords, unknown fields and CEL rules, evaluated like the server does);
 - what the schema accepts the operator's model accepts too, and the reverse for rejections.
 """
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +18,7 @@ import kubernetes_validate
 import pytest
 from pydantic import ValidationError
 
-from servicebuild.api.crd import build_crd, render_crd
+from servicebuild.api.crd import build_crd, description_text, render_crd
 from servicebuild.api.models import ServiceBuildSpec
 from support.crd_schema import CRD_PATH, crd_errors, object_schema
 
@@ -52,6 +55,49 @@ def test_every_schema_node_is_structural(path: str, node: dict[str, Any]) -> Non
         assert "additionalProperties" not in node, f"{path} mixes properties and additionalProperties"
     if node.get("type") == "object" and path in {".spec", ".status"}:
         assert node.get("properties"), f"{path} is an open object"
+
+
+KUBERNETES_DESCRIBED = ".spec.affinity."
+"""Below this path the descriptions are Kubernetes' own (core/v1 Affinity), in its style: they start with
+the field's name in lower case, and some end without a full stop."""
+_PARAGRAPH = re.compile(r"[A-Z`].*\.")
+"""One or more whole sentences on one line (`.` matches no line break)."""
+
+
+def _descriptions() -> Iterator[tuple[str, str]]:
+    for path, node in _nodes(object_schema()):
+        if "description" in node:
+            yield path, node["description"]
+
+
+@pytest.mark.parametrize(
+    ("docstring", "text"),
+    [
+        pytest.param("One line.", "One line.", id="one line"),
+        pytest.param(
+            "Wrapped at the source's\nline length.", "Wrapped at the source's line length.", id="wrapped"
+        ),
+        pytest.param(
+            "A first,\nwrapped paragraph.\n\nA second.", "A first, wrapped paragraph.\n\nA second.", id="two"
+        ),
+        pytest.param("Spaces  and\n    indents \n", "Spaces and indents", id="whitespace"),
+    ],
+)
+def test_docstrings_become_descriptions_with_one_line_per_paragraph(docstring: str, text: str) -> None:
+    assert description_text(docstring) == text
+
+
+def test_our_descriptions_are_whole_sentences_without_line_breaks() -> None:
+    broken = {
+        path: description
+        for path, description in _descriptions()
+        if not path.startswith(KUBERNETES_DESCRIBED)
+        and not all(
+            _PARAGRAPH.fullmatch(paragraph) and paragraph == " ".join(paragraph.split())
+            for paragraph in description.split("\n\n")
+        )
+    }
+    assert broken == {}
 
 
 def test_crd_is_a_valid_kubernetes_object() -> None:

@@ -466,7 +466,7 @@ class SourceStatus(_StatusModel):
     commit: str | None = None
     """The git commit the revision resolved to."""
     context_digest: str | None = None
-    """sha256 of the ConfigMap's data: a change of it rebuilds."""
+    """The `sha256:` digest of the ConfigMap's data; a change of it starts a new build."""
 
 
 class BuildOutput(_StatusModel):
@@ -493,7 +493,7 @@ class QueueStatus(_StatusModel):
     """Where a build waits for a free slot (SERVICEBUILD_MAX_RUNNING_BUILDS and per namespace)."""
 
     position: int
-    """1 = the next build to start."""
+    """The build's place in the queue; 1 is the next build to start."""
     since: str
     """When it started waiting (RFC 3339); the queue is first come first served by this time."""
 
