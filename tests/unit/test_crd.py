@@ -2,6 +2,8 @@
 
 - the committed CRD is exactly what `make crds` generates from the models (no drift);
 - the schema is structural: typed everywhere, no refs, no open objects, no unknown-field escape hatch;
+- `kubectl explain` has a description for every field, spec and status, down to the embedded
+  core/v1 Affinity (whose descriptions are Kubernetes' own);
 - every description of ours reads well in `kubectl explain`: whole sentences, and no line break
   inside a paragraph (kubectl prints it and wraps around it, breaking the sentence off);
 - the CRD is a valid apiextensions.k8s.io/v1 object;
@@ -85,6 +87,14 @@ def _descriptions() -> Iterator[tuple[str, str]]:
 )
 def test_docstrings_become_descriptions_with_one_line_per_paragraph(docstring: str, text: str) -> None:
     assert description_text(docstring) == text
+
+
+def test_every_field_has_a_description() -> None:
+    fields = [path for path, _ in _nodes(object_schema()) if path and not path.endswith(("[]", "{}"))]
+    assert any(path.startswith(KUBERNETES_DESCRIBED) for path in fields)
+    assert any(path.startswith(".status.") for path in fields)
+    described = {path for path, description in _descriptions() if description.strip()}
+    assert [path for path in fields if path not in described] == []
 
 
 def test_our_descriptions_are_whole_sentences_without_line_breaks() -> None:

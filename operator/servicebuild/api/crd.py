@@ -166,9 +166,18 @@ def build_crd() -> dict[str, Any]:
                             "description": "Builds one service's image in-cluster and pushes it.",
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": f"The API version: `{models.GROUP}/{models.VERSION}`.",
+                                },
+                                "kind": {
+                                    "type": "string",
+                                    "description": f"The kind of object: `{models.KIND}`.",
+                                },
+                                "metadata": {
+                                    "type": "object",
+                                    "description": "Standard object metadata: name, namespace, labels.",
+                                },
                                 "spec": spec_schema,
                                 "status": _status_schema(),
                             },
