@@ -68,7 +68,7 @@ from servicebuild.gitremote import GitCredentials
 from servicebuild.imageref import ImageRef
 from servicebuild.reconciler import Reconciler, Result
 from servicebuild.registry import Credentials, ImageSummary
-from support.crd_schema import INT64, crd_errors, object_schema, schema_nodes
+from support.crd_schema import FORMATS, INT64, crd_errors, object_schema, schema_nodes
 
 # cel-python (in `crd_errors`) raises the interpreter's recursion limit to 2500 for each environment it
 # makes; hypothesis then warns that it will not restore its own limit. Harmless here.
@@ -687,7 +687,7 @@ operator_settings = st.sampled_from([OPEN, OPEN, OPEN, PINNED])
 
 
 STATUS_SCHEMA: dict[str, Any] = object_schema()["properties"]["status"]
-_STATUS_VALIDATOR = jsonschema.Draft4Validator(STATUS_SCHEMA)
+_STATUS_VALIDATOR = jsonschema.Draft4Validator(STATUS_SCHEMA, format_checker=FORMATS)
 
 
 def _status_schema_errors(status: dict[str, Any]) -> list[str]:

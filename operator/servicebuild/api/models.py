@@ -52,6 +52,9 @@ Duration = Annotated[
     ),
 ]
 
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+"""An RFC 3339 time as Kubernetes writes it, e.g. `2026-11-28T10:15:00Z`; the API server checks the format."""
+
 _URL_CHARS = r'[!-"$-~]'
 """Printable ASCII but `#` (BuildKit's ref separator); spelled out so that the API server's RE2 and
 pydantic read it the same way (their whitespace classes differ on Unicode spaces)."""
@@ -486,7 +489,7 @@ class Condition(_StatusModel):
     """Why the condition is as it is, for humans; may be empty."""
     observed_generation: int | None = None
     """The spec generation the condition was set for."""
-    last_transition_time: str
+    last_transition_time: Timestamp
     """When `status` last changed (RFC 3339)."""
 
 
@@ -538,7 +541,7 @@ class QueueStatus(_StatusModel):
 
     position: int
     """The build's place in the queue; 1 is the next build to start."""
-    since: str
+    since: Timestamp
     """When it started waiting (RFC 3339); the queue is first come first served by this time."""
 
 
@@ -567,9 +570,9 @@ class ServiceBuildStatus(_StatusModel):
     """A human-readable summary of the last transition."""
     job_name: str | None = None
     """The Job of the current (or last) build; its logs: `kubectl logs job/<jobName> -c buildkit`."""
-    start_time: str | None = None
+    start_time: Timestamp | None = None
     """When the current (or last) build's Job started (RFC 3339)."""
-    completion_time: str | None = None
+    completion_time: Timestamp | None = None
     """When the last build's Job finished, successfully or not (RFC 3339)."""
     duration_seconds: int | None = None
     """How long the last build ran, from `startTime` to `completionTime`."""
