@@ -104,7 +104,6 @@ class GitCredentials:
     username: str | None = None
     password: str | None = None
     ssh_private_key: str | None = None
-    known_hosts: str | None = None
 
     def __repr__(self) -> str:
         def hidden(value: str | None) -> str:
@@ -112,8 +111,7 @@ class GitCredentials:
 
         return (
             f"GitCredentials(username={self.username!r}, password={hidden(self.password)}, "
-            f"ssh_private_key={hidden(self.ssh_private_key)}, "
-            f"known_hosts={'None' if self.known_hosts is None else '<set>'})"
+            f"ssh_private_key={hidden(self.ssh_private_key)})"
         )
 
 
@@ -121,14 +119,14 @@ def credentials_from_secret(data: Mapping[str, str]) -> GitCredentials:
     """Credentials from a Secret's (base64) `data`.
 
     `token` (username `x-access-token` unless `username` is given), or `password` with `username`
-    (kubernetes.io/basic-auth), and/or `ssh-privatekey` with optional `known_hosts`
-    (kubernetes.io/ssh-auth). Errors name keys, never values.
+    (kubernetes.io/basic-auth), and/or `ssh-privatekey` (kubernetes.io/ssh-auth). Other keys, such as
+    `known_hosts`, are ignored: BuildKit takes no known_hosts for a git context. Errors name keys, never
+    values.
     """
     username = _decoded(data, "username", strip=True)
     token = _decoded(data, "token", strip=True)
     password = _decoded(data, "password", strip=True)
     private_key = _decoded(data, "ssh-privatekey", strip=False)
-    known_hosts = _decoded(data, "known_hosts", strip=False)
     secret = token if token is not None else password
     if secret is None and private_key is None:
         present = ", ".join(sorted(data)) or "none"
@@ -142,7 +140,6 @@ def credentials_from_secret(data: Mapping[str, str]) -> GitCredentials:
         username=(username or DEFAULT_USERNAME) if secret is not None else None,
         password=secret,
         ssh_private_key=private_key,
-        known_hosts=known_hosts,
     )
 
 

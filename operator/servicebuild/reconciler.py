@@ -375,7 +375,7 @@ class Reconciler:
             method: GitAuth = (
                 "ssh" if "ssh-privatekey" in data else "token" if "token" in data else "password"
             )
-            inputs = replace(inputs, git_auth=method, git_known_hosts="known_hosts" in data)
+            inputs = replace(inputs, git_auth=method)
         try:
             commit = self.git.resolve(git.url, git.revision, credentials)
         except GitError as exc:

@@ -1,9 +1,9 @@
 """Validate objects against the committed CRD the way the API server does at `kubectl apply`.
 
-The OpenAPI keywords are checked with jsonschema, unknown fields as `kubectl apply` (strict field
-validation) rejects them, and the CEL `x-kubernetes-validations` rules with cel-python. Where Python
-reads a schema more loosely than the API server, the stricter reading is checked too: patterns as Go's
-RE2 reads them, int-or-string values, integers beyond int64.
+The OpenAPI keywords are checked with jsonschema (`format` as the API server checks it), unknown fields
+as `kubectl apply` (strict field validation) rejects them, and the CEL `x-kubernetes-validations` rules
+with cel-python. Where Python reads a schema more loosely than the API server, the stricter reading is
+checked too: patterns as Go's RE2 reads them, int-or-string values, integers beyond int64.
 """
 
 import re
@@ -19,6 +19,21 @@ from celpy.evaluation import CELEvalError
 
 CRD_PATH = Path(__file__).parents[2] / "crds" / "servicebuilds.servicebuild.dev.yaml"
 INT64 = range(-(2**63), 2**63)
+
+FORMATS = jsonschema.FormatChecker(formats=())
+"""The string `format`s the CRD uses, checked as the API server checks them (kube-openapi's strfmt)."""
+_DATE_TIME_RE = re.compile(
+    r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+@FORMATS.checks("date-time")
+def _is_date_time(value: object) -> bool:
+    """RFC 3339 `date-time` as the API server's `IsDateTime` reads it: a date, `T`, a time and a zone (`Z` or
+    `±hh:mm`), e.g. `2026-11-28T10:15:00Z`. The server also lets anything follow the date before the `T`;
+    this does not."""
+    return not isinstance(value, str) or _DATE_TIME_RE.fullmatch(value) is not None
 
 
 @cache
@@ -147,7 +162,7 @@ def crd_errors(obj: dict[str, Any]) -> list[str]:
     stricter = list(_stricter_than_python(schema, obj))
     if stricter:
         return stricter
-    validator = jsonschema.Draft4Validator(schema)
+    validator = jsonschema.Draft4Validator(schema, format_checker=FORMATS)
     errors = [f"{_path(error.absolute_path)}: {error.message}" for error in validator.iter_errors(obj)]
     errors += _unknown_fields(schema, obj, "")
     errors += _duplicates(schema, obj, "")

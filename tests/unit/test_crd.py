@@ -2,12 +2,19 @@
 
 - the committed CRD is exactly what `make crds` generates from the models (no drift);
 - the schema is structural: typed everywhere, no refs, no open objects, no unknown-field escape hatch;
+- `kubectl explain` has a description for every field, spec and status, down to the embedded
+  core/v1 Affinity (whose descriptions are Kubernetes' own);
+- every description of ours reads well in `kubectl explain`: whole sentences, and no line break
+  inside a paragraph (kubectl prints it and wraps around it, breaking the sentence off);
+- every time field is a `format: date-time` string, and the schema checker here checks that format
+  as the API server does (RFC 3339 with a zone), for every format the CRD uses;
 - the CRD is a valid apiextensions.k8s.io/v1 object;
 - the API server would accept valid ServiceBuilds and reject invalid ones, naming the field
   (OpenAPI keywords, unknown fields and CEL rules, evaluated like the server does);
 - what the schema accepts the operator's model accepts too, and the reverse for rejections.
 """
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,9 +22,9 @@ import kubernetes_validate
 import pytest
 from pydantic import ValidationError
 
-from servicebuild.api.crd import build_crd, render_crd
+from servicebuild.api.crd import build_crd, description_text, render_crd
 from servicebuild.api.models import ServiceBuildSpec
-from support.crd_schema import CRD_PATH, crd_errors, object_schema
+from support.crd_schema import CRD_PATH, FORMATS, crd_errors, object_schema
 
 _FORBIDDEN = {
     "$ref",
@@ -52,6 +59,108 @@ def test_every_schema_node_is_structural(path: str, node: dict[str, Any]) -> Non
         assert "additionalProperties" not in node, f"{path} mixes properties and additionalProperties"
     if node.get("type") == "object" and path in {".spec", ".status"}:
         assert node.get("properties"), f"{path} is an open object"
+
+
+KUBERNETES_DESCRIBED = ".spec.affinity."
+"""Below this path the descriptions are Kubernetes' own (core/v1 Affinity), in its style: they start with
+the field's name in lower case, and some end without a full stop."""
+_PARAGRAPH = re.compile(r"[A-Z`].*\.")
+"""One or more whole sentences on one line (`.` matches no line break)."""
+
+
+def _descriptions() -> Iterator[tuple[str, str]]:
+    for path, node in _nodes(object_schema()):
+        if "description" in node:
+            yield path, node["description"]
+
+
+@pytest.mark.parametrize(
+    ("docstring", "text"),
+    [
+        pytest.param("One line.", "One line.", id="one line"),
+        pytest.param(
+            "Wrapped at the source's\nline length.", "Wrapped at the source's line length.", id="wrapped"
+        ),
+        pytest.param(
+            "A first,\nwrapped paragraph.\n\nA second.", "A first, wrapped paragraph.\n\nA second.", id="two"
+        ),
+        pytest.param("Spaces  and\n    indents \n", "Spaces and indents", id="whitespace"),
+    ],
+)
+def test_docstrings_become_descriptions_with_one_line_per_paragraph(docstring: str, text: str) -> None:
+    assert description_text(docstring) == text
+
+
+def test_every_field_has_a_description() -> None:
+    fields = [path for path, _ in _nodes(object_schema()) if path and not path.endswith(("[]", "{}"))]
+    assert any(path.startswith(KUBERNETES_DESCRIBED) for path in fields)
+    assert any(path.startswith(".status.") for path in fields)
+    described = {path for path, description in _descriptions() if description.strip()}
+    assert [path for path in fields if path not in described] == []
+
+
+def test_our_descriptions_are_whole_sentences_without_line_breaks() -> None:
+    broken = {
+        path: description
+        for path, description in _descriptions()
+        if not path.startswith(KUBERNETES_DESCRIBED)
+        and not all(
+            _PARAGRAPH.fullmatch(paragraph) and paragraph == " ".join(paragraph.split())
+            for paragraph in description.split("\n\n")
+        )
+    }
+    assert broken == {}
+
+
+TIME_FIELDS = {
+    ".status.startTime",
+    ".status.completionTime",
+    ".status.conditions[].lastTransitionTime",
+    ".status.queue.since",
+}
+_NAMED_LIKE_A_TIME = re.compile(r"(Time|Timestamp|At|\.since)$")
+
+
+def test_time_fields_are_date_time_strings() -> None:
+    nodes = dict(_nodes(object_schema()))
+    dated = {path for path, node in nodes.items() if node.get("format") == "date-time"}
+    named = {
+        path
+        for path in nodes
+        if _NAMED_LIKE_A_TIME.search(path) and not path.startswith(KUBERNETES_DESCRIBED)
+    }
+    assert dated == named == TIME_FIELDS
+    assert {nodes[path]["type"] for path in dated} == {"string"}
+
+
+def test_the_schema_checker_knows_every_string_format_of_the_crd() -> None:
+    formats = {
+        node["format"]
+        for _, node in _nodes(object_schema())
+        if node.get("type") == "string" and "format" in node
+    }
+    assert formats <= set(FORMATS.checkers)
+
+
+@pytest.mark.parametrize(
+    ("time", "valid"),
+    [
+        ("2026-11-28T10:15:00Z", True),  # what the operator writes (UTC, `%Y-%m-%dT%H:%M:%SZ`)
+        ("2026-11-28T10:15:00.123456+01:00", True),
+        ("2026-11-28t10:15:00z", True),
+        ("2026-11-28T10:15:00", False),  # no zone
+        ("2026-11-28 10:15:00Z", False),
+        ("20261128101500", False),
+        ("2026-13-28T10:15:00Z", False),
+        ("2026-11-28T24:00:00Z", False),
+        ("", False),
+    ],
+)
+def test_the_api_server_checks_a_status_time_as_rfc3339(time: str, valid: bool) -> None:
+    obj = _servicebuild()
+    obj["status"] = {"queue": {"position": 1, "since": time}}
+    expected = [] if valid else [f"status.queue.since: {time!r} is not a 'date-time'"]
+    assert crd_errors(obj) == expected
 
 
 def test_crd_is_a_valid_kubernetes_object() -> None:

@@ -62,7 +62,7 @@ from servicebuild.api.models import (
 )
 from servicebuild.config import Settings
 from servicebuild.reconciler import Reconciler, Result
-from support.crd_schema import INT64, crd_errors, object_schema, schema_nodes
+from support.crd_schema import FORMATS, INT64, crd_errors, object_schema, schema_nodes
 from support.fakes import COMMIT, FakeGit, FakeKube, FakeRegistry
 
 # cel-python (in `crd_errors`) raises the interpreter's recursion limit to 2500 for each environment it
@@ -118,6 +118,7 @@ SECRETS: dict[str, dict[str, str]] = {
         "ssh-privatekey": _b64(
             "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
         ),
+        # Ignored (BuildKit takes no known_hosts for a git context), and must not get in the way.
         "known_hosts": _b64("git.example.com ssh-ed25519 AAAAC3Nza\n"),
     },
     "git-broken": {"token": "not base64!"},
@@ -594,7 +595,7 @@ operator_settings = st.sampled_from([OPEN, OPEN, OPEN, PINNED])
 
 
 STATUS_SCHEMA: dict[str, Any] = object_schema()["properties"]["status"]
-_STATUS_VALIDATOR = jsonschema.Draft4Validator(STATUS_SCHEMA)
+_STATUS_VALIDATOR = jsonschema.Draft4Validator(STATUS_SCHEMA, format_checker=FORMATS)
 
 
 def _status_schema_errors(status: dict[str, Any]) -> list[str]:

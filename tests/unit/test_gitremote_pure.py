@@ -2,9 +2,9 @@
 
 We test these aspects:
 - a Secret's data: `token` (username `x-access-token` unless `username` is given),
-  `username` + `password` (kubernetes.io/basic-auth), `ssh-privatekey` with optional
-  `known_hosts` (kubernetes.io/ssh-auth), token and key together; a trailing newline is dropped
-  from a token or password but kept in a private key;
+  `username` + `password` (kubernetes.io/basic-auth), `ssh-privatekey` (kubernetes.io/ssh-auth),
+  token and key together; a trailing newline is dropped from a token or password but kept in a private
+  key; other keys such as `known_hosts` are ignored, whatever they hold;
 - secrets the gateway cannot use (no usable key, `password` without `username`, bad base64,
   non-UTF-8, empty values) → InvalidGitSecret whose message names keys, never values;
 - GitCredentials never shows the password or the private key in repr, str or f-strings;
@@ -87,8 +87,18 @@ def b64(value: str | bytes) -> str:
         ),
         pytest.param(
             {"ssh-privatekey": b64(KEY), "known_hosts": b64(KNOWN_HOSTS)},
-            GitCredentials(ssh_private_key=KEY, known_hosts=KNOWN_HOSTS),
-            id="ssh-auth-with-known-hosts",
+            GitCredentials(ssh_private_key=KEY),
+            id="ssh-auth-ignoring-known-hosts",
+        ),
+        pytest.param(
+            {"ssh-privatekey": b64(KEY), "known_hosts": ""},
+            GitCredentials(ssh_private_key=KEY),
+            id="ssh-auth-ignoring-empty-known-hosts",
+        ),
+        pytest.param(
+            {"token": b64(TOKEN), "known_hosts": "not base64!", "config": b64(b"\xff")},
+            GitCredentials(username=DEFAULT_USERNAME, password=TOKEN),
+            id="token-ignoring-unusable-other-keys",
         ),
         pytest.param(
             {"token": b64(TOKEN), "ssh-privatekey": b64(KEY)},
@@ -117,9 +127,6 @@ def test_credentials_from_secret(data: dict[str, str], expected: GitCredentials)
             {"token": b64(b"\xff\xfe" + TOKEN.encode())}, r"'token' is not base64 of UTF-8", id="binary"
         ),
         pytest.param({"token": b64("\n")}, r"'token' is empty", id="empty-token"),
-        pytest.param(
-            {"ssh-privatekey": b64(KEY), "known_hosts": ""}, r"'known_hosts' is empty", id="empty-known-hosts"
-        ),
     ],
 )
 def test_unusable_secrets(data: dict[str, str], message: str) -> None:
@@ -134,9 +141,7 @@ def test_unusable_secrets(data: dict[str, str], message: str) -> None:
 
 
 def test_credentials_hide_secrets() -> None:
-    credentials = GitCredentials(
-        username="builder", password=PASSWORD, ssh_private_key=KEY, known_hosts=KNOWN_HOSTS
-    )
+    credentials = GitCredentials(username="builder", password=PASSWORD, ssh_private_key=KEY)
     for text in (
         repr(credentials),
         str(credentials),
@@ -148,9 +153,7 @@ def test_credentials_hide_secrets() -> None:
         assert "b3BlbnNzaC1rZXktdjE=" not in text
         assert "builder" in text
         assert "<redacted>" in text
-    assert repr(GitCredentials()) == (
-        "GitCredentials(username=None, password=None, ssh_private_key=None, known_hosts=None)"
-    )
+    assert repr(GitCredentials()) == "GitCredentials(username=None, password=None, ssh_private_key=None)"
 
 
 # ---------------------------------------------------------------------------------------------

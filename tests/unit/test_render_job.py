@@ -128,7 +128,7 @@ CASES: dict[str, tuple[ServiceBuild, Settings, BuildInputs]] = {
     "git-ssh": (
         servicebuild(source={"git": {"url": SSH_URL, "revision": "v1.4.2", "authSecret": "git-deploy-key"}}),
         settings(),
-        BuildInputs(timestamp=TIMESTAMP, commit=COMMIT, git_auth="ssh", git_known_hosts=True),
+        BuildInputs(timestamp=TIMESTAMP, commit=COMMIT, git_auth="ssh"),
     ),
     "configmap-archive": (
         servicebuild(source={"configMap": {"name": "checkout-context", "archive": "context.tar.gz"}}),
@@ -801,8 +801,8 @@ def test_a_git_ssh_build_forwards_only_the_private_key() -> None:
     container = build_container(job)
     assert flag_values(container["args"], "--ssh") == ["default=/run/secrets/git/ssh-privatekey"]
     assert not flag_values(container["args"], "--secret")
-    # known_hosts exists in the Secret (inputs.git_known_hosts), but BuildKit takes none for a context
-    # given by --opt context: only the key is mounted.
+    # Only the key is mounted: a known_hosts key of the Secret is ignored, as BuildKit takes none for a
+    # context given by --opt context.
     assert {
         "name": "git-auth",
         "secret": {
@@ -1061,7 +1061,6 @@ def test_canary_no_secret_value_can_reach_the_job(git_auth: GitAuth) -> None:
         "context_digest",
         "git_auth",
         "attempt",
-        "git_known_hosts",
     }
     build = servicebuild(
         source={"git": {"url": GIT_URL if git_auth == "token" else SSH_URL, "authSecret": f"git-{git_auth}"}},
@@ -1071,7 +1070,7 @@ def test_canary_no_secret_value_can_reach_the_job(git_auth: GitAuth) -> None:
             {"id": "sentry", "secretRef": {"name": "sentry", "key": "auth-token"}},
         ],
     )
-    inputs = BuildInputs(timestamp=TIMESTAMP, commit=COMMIT, git_auth=git_auth, git_known_hosts=True)
+    inputs = BuildInputs(timestamp=TIMESTAMP, commit=COMMIT, git_auth=git_auth)
     job = render_job(build, settings(), inputs)
     text = json.dumps(job)
     for data in SECRET_VALUES.values():

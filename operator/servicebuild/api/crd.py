@@ -1,6 +1,7 @@
 """Generate the ServiceBuild CRD from the pydantic models: `python -m servicebuild.api.crd`."""
 
 import json
+import re
 import sys
 from functools import cache
 from importlib import resources
@@ -23,6 +24,31 @@ def _kubernetes_definitions() -> dict[str, Any]:
     path = resources.files("kubernetes_validate") / "kubernetes-json-schema" / _KUBERNETES_SCHEMA_VERSION
     definitions: dict[str, Any] = json.loads((path / "_definitions.json").read_text())["$defs"]
     return definitions
+
+
+def description_text(docstring: str) -> str:
+    """A docstring as `kubectl explain` should show it: the lines of each paragraph joined into one.
+
+    pydantic keeps a docstring's line breaks, and `kubectl explain` prints every line break it finds,
+    then wraps the text again at 80 columns around it: a docstring wrapped at the source's line length
+    would show as sentences broken off mid-line. A blank line still separates paragraphs.
+    """
+    paragraphs = re.split(r"\n\s*\n", docstring.strip())
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+
+
+def _joined_docstrings(node: Any) -> Any:
+    """Every description of a model's JSON schema through `description_text`."""
+    if isinstance(node, list):
+        return [_joined_docstrings(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {
+        key: description_text(value)
+        if key == "description" and isinstance(value, str)
+        else _joined_docstrings(value)
+        for key, value in node.items()
+    }
 
 
 def _kubernetes_type(name: str) -> dict[str, Any]:
@@ -89,7 +115,8 @@ def _inline(node: Any, definitions: dict[str, Any]) -> Any:
 
 
 def _schema(model: type[BaseModel], mode: Literal["validation", "serialization"]) -> dict[str, Any]:
-    raw = model.model_json_schema(by_alias=True, mode=mode)
+    # Kubernetes' own types are inlined after the docstrings are joined: their descriptions are kept.
+    raw = _joined_docstrings(model.model_json_schema(by_alias=True, mode=mode))
     return dict(_inline(raw, raw.get("$defs", {})))
 
 
@@ -139,9 +166,18 @@ def build_crd() -> dict[str, Any]:
                             "description": "Builds one service's image in-cluster and pushes it.",
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": f"The API version: `{models.GROUP}/{models.VERSION}`.",
+                                },
+                                "kind": {
+                                    "type": "string",
+                                    "description": f"The kind of object: `{models.KIND}`.",
+                                },
+                                "metadata": {
+                                    "type": "object",
+                                    "description": "Standard object metadata: name, namespace, labels.",
+                                },
                                 "spec": spec_schema,
                                 "status": _status_schema(),
                             },

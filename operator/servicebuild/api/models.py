@@ -52,6 +52,9 @@ Duration = Annotated[
     ),
 ]
 
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+"""An RFC 3339 time as Kubernetes writes it, e.g. `2026-11-28T10:15:00Z`; the API server checks the format."""
+
 _URL_CHARS = r'[!-"$-~]'
 """Printable ASCII but `#` (BuildKit's ref separator); spelled out so that the API server's RE2 and
 pydantic read it the same way (their whitespace classes differ on Unicode spaces)."""
@@ -106,21 +109,23 @@ class _Model(BaseModel):
 
 
 class ConfigMapSource(_Model):
-    """A build context held in a ConfigMap of the ServiceBuild's namespace; a change of its data rebuilds."""
+    """A build context held in a ConfigMap of the ServiceBuild's namespace; a change of its data starts a new
+    build."""
 
     name: ResourceName
-    """The ConfigMap's name; each key becomes a file of the build context."""
+    """The ConfigMap's name; each key becomes a file of the build context, unless `archive` is set."""
 
     archive: Annotated[str, Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+\.(tar\.gz|tgz)$")] | None = None
-    """A `binaryData` key holding the whole context as a `.tar.gz` (for contexts with folders);
-    unpacked instead of copying the keys as files."""
+    """A `binaryData` key holding the whole context as a `.tar.gz` or `.tgz` archive, for contexts with
+    folders: it is unpacked instead of copying the keys as files. Default: none, each key is a file."""
 
 
 class GitSource(_Model):
     """A build context fetched by BuildKit from a git repository."""
 
     url: Annotated[str, Field(min_length=1, max_length=2048, pattern=GIT_URL_PATTERN)]
-    """The repository: `https://host/org/repo.git`, `ssh://git@host/org/repo.git`, `git@host:org/repo.git`."""
+    """The repository: `https://host/org/repo.git` (HTTP(S) URLs end in `.git`), `ssh://git@host/org/repo.git`,
+    `git@host:org/repo.git` or `git://host/org/repo.git`."""
 
     revision: (
         Annotated[
@@ -136,15 +141,17 @@ class GitSource(_Model):
         ]
         | None
     ) = None
-    """A branch, tag or commit; default: the repository's default branch. Resolved to a commit when the
-    build starts, and that commit is what gets built."""
+    """A branch, tag or commit; default: the repository's default branch. The operator resolves it to a commit
+    when the build starts and builds exactly that commit. With an SSH URL it must be a full commit id: the
+    operator does not contact SSH remotes."""
 
     context_dir: RelativePath | None = None
     """The build context's folder inside the repository (for monorepos); default: the repository root."""
 
     auth_secret: ResourceName | None = None
-    """A Secret with `token` (or `password`, with an optional `username`) for HTTPS, or
-    `ssh-privatekey` (and optionally `known_hosts`) for SSH URLs."""
+    """A Secret in the same namespace with the credentials; default: none (a public repository). HTTPS:
+    the key `token`, or `username` and `password`. SSH: the key `ssh-privatekey` (not passphrase-protected).
+    Only the key the build uses is mounted into the build Pod."""
 
     @field_validator("revision")
     @classmethod
@@ -169,10 +176,10 @@ class Source(_Model):
     )
 
     git: GitSource | None = None
-    """A git repository; BuildKit fetches it itself."""
+    """A git repository; BuildKit fetches it itself, with no clone step in the Job."""
 
     config_map: ConfigMapSource | None = None
-    """A small build context kept in a ConfigMap: each key is a file."""
+    """A small build context kept in a ConfigMap (at most 1 MiB): each key is a file."""
 
     @model_validator(mode="after")
     def exactly_one(self) -> "Source":
@@ -189,14 +196,16 @@ class Output(_Model):
     """The image to push, `registry/repository:tag`; the tag defaults to `latest`."""
 
     push_secret: ResourceName | None = None
-    """A `kubernetes.io/dockerconfigjson` Secret with push credentials for the registry."""
+    """A `kubernetes.io/dockerconfigjson` Secret in the same namespace with push credentials for the registry;
+    default: none, the image is pushed without credentials."""
 
     tags: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=128, pattern=TAG_TEMPLATE_PATTERN)]],
         Field(max_length=MAX_LIST_ITEMS, json_schema_extra={"x-kubernetes-list-type": "set"}),
     ] = Field(default_factory=list)
-    """More tags pushed with the same image, with placeholders `{commit}`, `{shortCommit}`
-    (git sources), `{generation}` and `{timestamp}` (UTC, `YYYYMMDDhhmmss`): unique, sortable tags."""
+    """Up to 16 more tags pushed with the same image; default: none. Placeholders make unique, sortable tags:
+    `{commit}` and `{shortCommit}` (its first 12 characters; git sources only), `{generation}` and
+    `{timestamp}` (UTC `YYYYMMDDhhmmss` when the Job is created)."""
 
     @field_validator("tags")
     @classmethod
@@ -217,23 +226,29 @@ class Cache(_Model):
     """The registry-backed layer cache; on unless disabled."""
 
     disabled: bool = False
-    """Build without importing or exporting a cache."""
+    """Build without importing or exporting any cache, `importRefs` included; default: false."""
 
     mode: CacheMode = CacheMode.MAX
-    """`max` caches every intermediate stage (best for multi-stage builds), `min` only the final one."""
+    """`max` caches every intermediate stage (best for multi-stage builds), `min` only the final one;
+    default: `max`."""
 
     ref: ImageReference | None = None
-    """Where the cache lives; defaults to the output repository with the tag `buildcache`."""
+    """Where the cache is written and read; default: the output repository with the tag `buildcache`. A failed
+    export never fails the build: it shows as the condition `CacheExported=False`."""
 
     import_refs: Annotated[list[ImageReference], Field(max_length=8)] = Field(default_factory=list)
-    """More caches to read from (never written), e.g. the main branch's cache for a feature branch."""
+    """Up to 8 more caches to read from, never written, e.g. the main branch's cache for a feature branch;
+    default: none."""
 
 
 class SecretKeyRef(_Model):
     """One key of a Secret in the ServiceBuild's namespace."""
 
     name: ResourceName
+    """The Secret's name."""
+
     key: DataKey
+    """The key of the Secret that holds the value."""
 
 
 class BuildSecret(_Model):
@@ -243,17 +258,29 @@ class BuildSecret(_Model):
     """The id the Dockerfile's `--mount=type=secret,id=` names."""
 
     secret_ref: SecretKeyRef
-    """Where the value is: a key of a Secret in the same namespace."""
+    """Where the value is: a key of a Secret in the ServiceBuild's namespace."""
 
 
 class Toleration(_Model):
     """A toleration of the build Pod (core/v1 Toleration)."""
 
     key: Annotated[str, Field(max_length=316)] | None = None
+    """The taint key the toleration matches; default: empty, which with `operator: Exists` matches every
+    taint."""
+
     operator: Literal["Exists", "Equal"] | None = None
+    """`Equal` matches taints with this key and `value`, `Exists` taints with this key and any value;
+    default: `Equal`."""
+
     value: Annotated[str, Field(max_length=63)] | None = None
+    """The taint value the toleration matches with `operator: Equal`; empty with `Exists`."""
+
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """The taint effect the toleration matches; default: every effect."""
+
     toleration_seconds: int | None = None
+    """How long the build Pod stays on a node after a `NoExecute` taint it tolerates appears; default:
+    forever. Ignored for the other effects."""
 
 
 Quantity = Annotated[
@@ -266,7 +293,12 @@ class Resources(_Model):
     """CPU, memory and ephemeral storage of the build container (core/v1 ResourceRequirements)."""
 
     requests: Annotated[dict[str, Quantity], Field(max_length=8)] = Field(default_factory=dict)
+    """What the scheduler reserves for the build container, e.g. `cpu: 500m` and `memory: 1Gi`; default:
+    none."""
+
     limits: Annotated[dict[str, Quantity], Field(max_length=8)] = Field(default_factory=dict)
+    """The most the build container may use, e.g. `memory: 4Gi`; default: none. A build beyond its memory
+    limit is killed."""
 
     @field_validator("requests", "limits")
     @classmethod
@@ -297,10 +329,10 @@ class ServiceBuildSpec(_Model):
     )
 
     source: Source
-    """The build context."""
+    """Where the build context comes from: exactly one of `git` and `configMap`."""
 
     dockerfile: RelativePath = "Dockerfile"
-    """Path of the Dockerfile inside the build context."""
+    """The Dockerfile's path inside the build context (inside `contextDir` for git); default: `Dockerfile`."""
 
     target: (
         Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None
@@ -310,13 +342,15 @@ class ServiceBuildSpec(_Model):
     build_args: dict[
         Annotated[str, Field(pattern=BUILD_ARG_PATTERN)], Annotated[str, Field(max_length=4096)]
     ] = Field(default_factory=dict, max_length=MAX_BUILD_ARGS)
-    """`ARG` values passed to the Dockerfile."""
+    """Up to 64 `ARG` values passed to the Dockerfile; default: none. Not for secrets: build arguments end
+    up in the image's history."""
 
     output: Output
     """Where to push the image."""
 
     cache: Cache = Field(default_factory=Cache)
-    """The registry-backed layer cache."""
+    """The registry-backed layer cache; default: on, `mode: max`, in the output repository with the tag
+    `buildcache`."""
 
     secrets: Annotated[
         list[BuildSecret],
@@ -325,50 +359,55 @@ class ServiceBuildSpec(_Model):
             json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"]},
         ),
     ] = Field(default_factory=list)
-    """Build secrets, visible only to `RUN --mount=type=secret` steps; their values never reach the
-    Job spec, the image, the logs or the status."""
+    """Up to 16 build secrets, visible only to `RUN --mount=type=secret` steps; default: none. Their values
+    never reach the Job spec, the image, the logs or the status."""
 
     platforms: Annotated[
         list[Annotated[str, Field(max_length=64, pattern=PLATFORM_PATTERN)]],
         Field(max_length=8, json_schema_extra={"x-kubernetes-list-type": "set"}),
     ] = Field(default_factory=list)
-    """Build one multi-platform image for these platforms, e.g. `linux/amd64`, `linux/arm64`; default:
-    the node's platform. Foreign platforms need QEMU (binfmt) on the build nodes."""
+    """Build one multi-platform image (an index) for these platforms, e.g. `linux/amd64` and `linux/arm64`;
+    default: the build node's platform. Foreign platforms need QEMU (binfmt) on the build nodes."""
 
     resources: Resources | None = None
-    """Resources of the build container; default: the operator's (requests 500m CPU, 1Gi memory)."""
+    """Resources of the build container; default: requests `cpu: 500m` and `memory: 1Gi`, limit `memory: 4Gi`.
+    When given, they replace the defaults as a whole."""
 
     node_selector: Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=32)] = Field(
         default_factory=dict
     )
-    """Node labels the build Pod must run on."""
+    """Labels of the nodes the build Pod may run on; default: any node."""
 
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = Field(default_factory=list)
-    """Taints the build Pod tolerates."""
+    """Taints the build Pod tolerates; default: none."""
 
     affinity: dict[str, Any] | None = Field(
         default=None, json_schema_extra={"x-servicebuild-k8s-type": "Affinity"}
     )
-    """Scheduling affinity of the build Pod (core/v1 Affinity)."""
+    """Scheduling affinity of the build Pod (core/v1 Affinity); default: none."""
 
     service_account_name: ResourceName | None = None
-    """The build Pod's ServiceAccount (its token is never mounted); e.g. for image pull secrets."""
+    """The build Pod's ServiceAccount, e.g. for image pull secrets; its token is never mounted. Default: the
+    namespace's `default`."""
 
     priority_class_name: ResourceName | None = None
-    """The build Pod's PriorityClass."""
+    """The build Pod's PriorityClass; default: none, the cluster's default priority."""
 
     queue_name: LabelValue | None = None
-    """A Kueue LocalQueue: the Job is labelled `kueue.x-k8s.io/queue-name` and waits for admission."""
+    """A Kueue LocalQueue: the Job is labelled `kueue.x-k8s.io/queue-name` and waits, suspended by Kueue,
+    until it is admitted; default: none."""
 
     builder_image: ImageReference | None = None
-    """Another BuildKit image for this build; only images the operator's allowlist names."""
+    """Another rootless BuildKit image for this build, one the operator's
+    `SERVICEBUILD_ALLOWED_BUILDER_IMAGES` names; default: the operator's `SERVICEBUILD_BUILDKIT_IMAGE`."""
 
     timeout: Duration = "30m"
-    """How long a build may run before it is stopped and reported as failed, e.g. `30m` or `1h`."""
+    """How long a build may run before it is stopped and reported as failed, e.g. `45m` or `1h30m`; default:
+    `30m`."""
 
     pending_timeout: Duration = "10m"
-    """How long the build Pod may wait to start (unschedulable, image pull failing) before the build
-    is reported as failed."""
+    """How long the build Pod may wait to start (unschedulable, image pull failing) before the build is
+    reported as failed; default: `10m`."""
 
     @field_validator("timeout", "pending_timeout")
     @classmethod
@@ -441,31 +480,39 @@ class Condition(_StatusModel):
     """A standard Kubernetes condition (metav1.Condition)."""
 
     type: str
+    """What the condition is about: `Ready`, `Reconciling`, `Stalled` or `CacheExported`."""
     status: ConditionStatus
+    """Whether the condition holds: `True`, `False` or `Unknown`."""
     reason: str
-    """CamelCase reason, stable for tools to match on."""
+    """Why the condition is as it is, in CamelCase: stable for tools to match on."""
     message: str = ""
+    """Why the condition is as it is, for humans; may be empty."""
     observed_generation: int | None = None
-    last_transition_time: str
-    """RFC 3339 time the status last flipped."""
+    """The spec generation the condition was set for."""
+    last_transition_time: Timestamp
+    """When `status` last changed (RFC 3339)."""
 
 
 class PlatformOutput(_StatusModel):
     """One platform's image inside a multi-platform index."""
 
     platform: str
+    """The platform, e.g. `linux/arm64`."""
     digest: str
+    """The digest of this platform's image manifest."""
     size_bytes: int
+    """Config plus compressed layers of this platform's image, as the registry serves them."""
     layers: int
+    """The number of layers of this platform's image."""
 
 
 class SourceStatus(_StatusModel):
     """What was built: the resolved source of the last build."""
 
     commit: str | None = None
-    """The git commit the revision resolved to."""
+    """The git commit the revision resolved to (git sources)."""
     context_digest: str | None = None
-    """sha256 of the ConfigMap's data: a change of it rebuilds."""
+    """The `sha256:` digest of the ConfigMap's data (ConfigMap sources); a change of it starts a new build."""
 
 
 class BuildOutput(_StatusModel):
@@ -480,6 +527,7 @@ class BuildOutput(_StatusModel):
     size: str
     """The size for humans, e.g. `12.0 MiB`."""
     layers: int
+    """The number of layers of the image (all platforms summed)."""
     generation: int
     """The spec generation this output was built from."""
     platforms: list[PlatformOutput] | None = None
@@ -492,8 +540,8 @@ class QueueStatus(_StatusModel):
     """Where a build waits for a free slot (SERVICEBUILD_MAX_RUNNING_BUILDS and per namespace)."""
 
     position: int
-    """1 = the next build to start."""
-    since: str
+    """The build's place in the queue; 1 is the next build to start."""
+    since: Timestamp
     """When it started waiting (RFC 3339); the queue is first come first served by this time."""
 
 
@@ -501,21 +549,33 @@ class CacheStats(_StatusModel):
     """How much of the last finished build came from the cache."""
 
     cached_steps: int
+    """How many of the build's steps BuildKit served from the cache."""
     total_steps: int
+    """How many steps the build had, cached or not (BuildKit's internal steps not counted)."""
 
 
 class ServiceBuildStatus(_StatusModel):
     """What the operator observed and did; written only by the operator."""
 
     observed_generation: int | None = None
+    """The spec generation this status describes; behind `metadata.generation` until the operator has acted
+    on the latest spec."""
     phase: Phase | None = None
+    """Where the build is, in one word: `Queued` (waiting for a free build slot), `Pending` (the Job is being
+    created, waits for Kueue or its Pod, or a retry is scheduled), `Building`, `Succeeded` or `Failed`."""
     conditions: list[Condition] = Field(default_factory=list)
+    """The standard conditions `Ready`, `Reconciling` and `Stalled`, and `CacheExported` after a successful
+    build with a cache."""
     message: str | None = None
     """A human-readable summary of the last transition."""
     job_name: str | None = None
-    start_time: str | None = None
-    completion_time: str | None = None
+    """The Job of the current (or last) build; its logs: `kubectl logs job/<jobName> -c buildkit`."""
+    start_time: Timestamp | None = None
+    """When the current (or last) build's Job started (RFC 3339)."""
+    completion_time: Timestamp | None = None
+    """When the last build's Job finished, successfully or not (RFC 3339)."""
     duration_seconds: int | None = None
+    """How long the last build ran, from `startTime` to `completionTime`."""
     output: BuildOutput | None = None
     cache: CacheStats | None = None
     source: SourceStatus | None = None
@@ -526,8 +586,8 @@ class ServiceBuildStatus(_StatusModel):
     queue: QueueStatus | None = None
     """Set while the build waits for a free slot."""
     attempt: int | None = None
-    """Which attempt at building this generation the status describes; retries follow transient
-    failures (an evicted Pod, an unreachable registry)."""
+    """Which attempt at building this generation the status describes; set from the second attempt on, as
+    transient failures (an evicted Pod, an unreachable registry) are retried."""
 
     def condition(self, condition_type: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == condition_type), None)

@@ -13,7 +13,7 @@ auth `x-access-token:<token>` whatever the Secret's `username` (`source/git/sour
 forwarded agent `default`. It takes no known_hosts for this context: for SSH URLs `llb.Git` scans the
 host key itself when the build starts (`util/sshutil/keyscan.go`, trust on first use) and the git CLI
 runs with `StrictHostKeyChecking=no` if that scan failed (`util/gitutil/git_cli.go`). So a `known_hosts`
-key of the auth Secret is not mounted. What is built is still pinned: the context names the commit the
+key of the auth Secret is ignored. What is built is still pinned: the context names the commit the
 operator resolved (or the full commit id an SSH source must name), git fetches that commit by its hash
 and checks the objects against it, so a spoofed host can refuse the build but not change it.
 """
@@ -178,9 +178,6 @@ class BuildInputs:
     """Which key of `spec.source.git.authSecret` to use (`ssh` = key `ssh-privatekey`)."""
     attempt: int = 1
     """Which attempt at this generation (retries after transient failures get their own Job)."""
-    git_known_hosts: bool = False
-    """The auth Secret also has a `known_hosts` key. Not rendered: BuildKit takes none for a git context
-    given by `--opt context` (see the module docstring)."""
 
     def __post_init__(self) -> None:
         if not _TIMESTAMP_RE.fullmatch(self.timestamp):
