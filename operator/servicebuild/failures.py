@@ -273,9 +273,10 @@ def _builder_start_failure(log: str) -> Failure | None:
     return Failure(
         Reason.BUILDER_START_FAILED,
         f"BuildKit could not start in the build Pod ({_detail(why)}): rootless BuildKit needs user"
-        " namespaces on the node (user.max_user_namespaces > 0, unprivileged user namespaces not restricted"
-        " by AppArmor) and Unconfined seccomp and AppArmor profiles, which Pod Security allows only at the"
-        " privileged level; ask the cluster's administrators.",
+        " namespaces, and nodes refuse them when user.max_user_namespaces is 0 or, on Ubuntu 24.04+ hosts,"
+        " when kernel.apparmor_restrict_unprivileged_userns=1 (set it to 0, or allow `userns` to rootlesskit"
+        " in an AppArmor profile). It also needs Unconfined seccomp and AppArmor profiles, which Pod"
+        " Security allows only at the privileged level; ask the cluster's administrators.",
     )
 
 

@@ -29,14 +29,21 @@ Where each text comes from (moby/buildkit v0.32 unless said otherwise):
   source metadata for` and `pull access denied, repository does not exist or may require authorization`
   (containerd's resolver); the push and pull lines are copied from public build logs (ghcr.io 403, a
   Harbor 401, an ECR immutable tag 400, Docker Hub over a slow network).
-- The daemon that never starts: `examples/buildctl-daemonless/buildctl-daemonless.sh` and rootlesskit's
-  line, copied from a public report.
+- The daemon that never starts: `examples/buildctl-daemonless/buildctl-daemonless.sh` prints the daemon's
+  log; rootlesskit (rootless-containers/rootlesskit v2) ends it with `[rootlesskit:parent] error: %v`
+  (`cmd/rootlesskit/main.go`). A refused user namespace shows as `failed to start the child: fork/exec
+  /proc/self/exe: …` (`pkg/parent/parent.go`, `Parent`; `operation not permitted` copied from a public
+  report), preceded on EACCES, when the AppArmor sysctl is 1, by logrus warnings with a profile hint
+  (`pkg/parent/warn.go`, `warnOnChildStartFailure`); or as `failed to setup UID/GID map: newuidmap %s %v
+  failed: %s: %w` (`pkg/parent/parent.go`, `setupUIDGIDMap`): newuidmap's own output ends in a newline,
+  so `: exit status 1` is a line of its own, as moby/buildkit#3297 shows for the rootless image.
 - Kubernetes: Pod and Job states as the API serves them; scheduler, kubelet (eviction, image pull) and
   taint-manager messages copied from real `kubectl describe` output; `Job was active longer than
   specified deadline` is the Job controller's.
 """
 
 import base64
+import json
 from typing import Any, cast
 
 import pytest
@@ -119,6 +126,50 @@ def base_image_error(ref: str, error: str) -> str:
     return failing(
         f"[internal] load metadata for {ref}", f"{ref}: failed to resolve source metadata for {ref}: {error}"
     )
+
+
+def daemon_log(*lines: str) -> str:
+    """buildctl-daemonless.sh giving up on a daemon that never listened: its own lines, then the daemon's
+    log, then the busybox `kill` of its exit trap finding the daemon gone."""
+    log = "".join(f"{line}\n" for line in lines)
+    return (
+        "could not connect to unix:///run/user/1000/buildkit/buildkitd.sock after 10 trials\n"
+        f"========== log ==========\n{log}sh: can't kill pid 14: No such process\n"
+    )
+
+
+# rootlesskit's hint (`pkg/parent/warn.go`) for /usr/bin/rootlesskit, where the BuildKit image has it.
+APPARMOR_HINT = """
+
+########## BEGIN ##########
+cat <<EOT | sudo tee "/etc/apparmor.d/usr.bin.rootlesskit"
+# ref: https://ubuntu.com/blog/ubuntu-23-10-restricted-unprivileged-user-namespaces
+abi <abi/4.0>,
+include <tunables/global>
+
+/usr/bin/rootlesskit flags=(unconfined) {
+  userns,
+
+  # Site-specific additions and overrides. See local/README for details.
+  include if exists <local/usr.bin.rootlesskit>
+}
+EOT
+sudo systemctl restart apparmor.service
+########## END ##########
+
+"""
+CHILD_REFUSED = "failed to start the child: fork/exec /proc/self/exe: permission denied"
+# logrus's text format without a terminal: a message with newlines is quoted (`%q`).
+APPARMOR_REFUSED = (
+    (
+        'time="2026-11-30T05:47:02Z" level=warning msg="[rootlesskit:parent] This error might have happened'
+        ' because /proc/sys/kernel/apparmor_restrict_unprivileged_userns is set to 1"'
+        ' error="fork/exec /proc/self/exe: permission denied"'
+    ),
+    'time="2026-11-30T05:47:02Z" level=warning msg='
+    + json.dumps("[rootlesskit:parent] Hint: try running the following commands:\n" + APPARMOR_HINT),
+    f"[rootlesskit:parent] error: {CHILD_REFUSED}",
+)
 
 
 def build_pod(*, terminated: dict[str, Any] | None = None, **status: Any) -> dict[str, Any]:
@@ -342,15 +393,35 @@ FROM_LOG: dict[str, tuple[str, Reason, tuple[str, ...]]] = {
         ("i/o timeout",),
     ),
     "rootless daemon cannot start": (
-        (
-            "could not connect to unix:///run/user/1000/buildkit/buildkitd.sock after 10 trials\n"
-            "========== log ==========\n"
+        daemon_log(
             "[rootlesskit:parent] error: failed to start the child: fork/exec /proc/self/exe:"
-            " operation not permitted\n"
-            "sh: can't kill pid 14: No such process\n"
+            " operation not permitted"
         ),
         Reason.BUILDER_START_FAILED,
         ("fork/exec /proc/self/exe: operation not permitted", "user namespaces", "Unconfined"),
+    ),
+    "the node refuses the UID map (Ubuntu 24.04 host)": (
+        daemon_log(
+            "[rootlesskit:parent] error: failed to setup UID/GID map: newuidmap 15 [0 1000 1 1 100000 65536]"
+            " failed: newuidmap: write to uid_map failed: Operation not permitted",
+            ": exit status 1",
+        ),
+        Reason.BUILDER_START_FAILED,
+        (
+            "newuidmap: write to uid_map failed: Operation not permitted",
+            "user.max_user_namespaces",
+            "kernel.apparmor_restrict_unprivileged_userns=1",
+            "Unconfined",
+        ),
+    ),
+    "AppArmor refuses the user namespace, rootlesskit hints why": (
+        daemon_log(*APPARMOR_REFUSED),
+        Reason.BUILDER_START_FAILED,
+        (
+            f"([rootlesskit:parent] error: {CHILD_REFUSED})",
+            "kernel.apparmor_restrict_unprivileged_userns=1",
+            "allow `userns` to rootlesskit",
+        ),
     ),
     "an error nobody classified": (
         LOAD_DOCKERFILE + "error: failed to solve: failed to compute cache key: mount callback failed\n",
