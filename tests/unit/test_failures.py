@@ -4,6 +4,9 @@
   error for Dockerfile, git, registry and step failures; the Pod's own states for OOM kills,
   evictions, image pulls and scheduling; the Job's deadline;
 - each message says what to do and quotes what BuildKit or Kubernetes said; the failing step is named;
+- a registry answering plain HTTP is named with its host: a push is told to list it in
+  SERVICEBUILD_INSECURE_REGISTRIES, a base image that this setting does not reach FROM; a rootless
+  daemon that cannot start names both sysctls that refuse user namespaces;
 - only unreachable registries and git servers and evicted Pods are transient;
 - errors BuildKit recovered from earlier in the log (a cold cache import) never decide the reason;
 - garbage in any argument gives a BuildFailed answer, never an exception;
@@ -29,6 +32,11 @@ Where each text comes from (moby/buildkit v0.32 unless said otherwise):
   source metadata for` and `pull access denied, repository does not exist or may require authorization`
   (containerd's resolver); the push and pull lines are copied from public build logs (ghcr.io 403, a
   Harbor 401, an ECR immutable tag 400, Docker Hub over a slow network).
+- A registry answering plain HTTP: Go's `http: server gave HTTP response to HTTPS client`
+  (`net/http/client.go`) in a `url.Error` (`Head "<url>": …`), wrapped `failed to do request`
+  (containerd `core/remotes/docker/resolver.go`); the push, cache and FROM forms as moby/buildkit#2096,
+  docker/for-linux#1306 and moby/buildkit#5667 (a rootless Job) show them; the complete logs around
+  them are in `buildkit_logs/` (its README says how they were made).
 - The daemon that never starts: `examples/buildctl-daemonless/buildctl-daemonless.sh` prints the daemon's
   log; rootlesskit (rootless-containers/rootlesskit v2) ends it with `[rootlesskit:parent] error: %v`
   (`cmd/rootlesskit/main.go`). A refused user namespace shows as `failed to start the child: fork/exec
@@ -44,6 +52,7 @@ Where each text comes from (moby/buildkit v0.32 unless said otherwise):
 
 import base64
 import json
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -170,6 +179,16 @@ APPARMOR_REFUSED = (
     + json.dumps("[rootlesskit:parent] Hint: try running the following commands:\n" + APPARMOR_HINT),
     f"[rootlesskit:parent] error: {CHILD_REFUSED}",
 )
+
+
+def termination_tail(log: str) -> str:
+    """What `FallbackToLogsOnError` keeps of a log: its last 80 lines, then their last 2048 bytes."""
+    tail = "".join(log.splitlines(keepends=True)[-80:]).encode()[-2048:]
+    return tail.decode(errors="ignore")
+
+
+PLAIN_HTTP = "http: server gave HTTP response to HTTPS client"
+LOGS = Path(__file__).parent / "buildkit_logs"
 
 
 def build_pod(*, terminated: dict[str, Any] | None = None, **status: Any) -> dict[str, Any]:
@@ -391,6 +410,25 @@ FROM_LOG: dict[str, tuple[str, Reason, tuple[str, ...]]] = {
         ),
         Reason.REGISTRY_UNAVAILABLE,
         ("i/o timeout",),
+    ),
+    "push to a plain-HTTP registry not listed as insecure": (
+        termination_tail((LOGS / "push-to-plain-http-registry.log").read_text()),
+        Reason.PUSH_FAILED,
+        (
+            "The registry registry.test:5000 answers in plain HTTP, but BuildKit pushed over HTTPS",
+            PLAIN_HTTP,
+            "add registry.test:5000 to the operator's SERVICEBUILD_INSECURE_REGISTRIES",
+            "registry cache",
+        ),
+    ),
+    "base image from a plain-HTTP registry": (
+        termination_tail((LOGS / "base-image-from-plain-http-registry.log").read_text()),
+        Reason.BUILD_FAILED,
+        (
+            "The registry registry.test:5000 answers in plain HTTP, but BuildKit pulled a base image",
+            PLAIN_HTTP,
+            "SERVICEBUILD_INSECURE_REGISTRIES makes pushes and the registry cache use plain HTTP, not FROM",
+        ),
     ),
     "rootless daemon cannot start": (
         daemon_log(
