@@ -20,8 +20,8 @@ test: install ## run the unit and integration tests (needs /usr/bin/docker-regis
 	$(BIN)/pytest
 
 lint: install ## ruff, mypy (strict) and the import layering contract
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator tests bench e2e
+	$(BIN)/ruff format --check operator tests bench e2e
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

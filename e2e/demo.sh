@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: a kind cluster with a local registry, the operator built from this checkout, and
-# the sample ServiceBuilds built in-cluster by rootless BuildKit. Needs docker, kind and kubectl.
+# the sample ServiceBuilds built in-cluster by rootless BuildKit. Needs docker, kind and kubectl, and
+# a kernel that lets unprivileged processes create user namespaces (e2e/kind-up.sh checks first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=e2e/lib.sh

@@ -6,6 +6,10 @@ cd "$(dirname "$0")"
 # shellcheck source=e2e/lib.sh
 source ./lib.sh
 
+step "0. this host's kernel lets rootless BuildKit create user namespaces"
+# Before anything is created: on a refusing host the cluster comes up but no build can start.
+check_user_namespaces || exit 1
+
 step "1. registry container ${REGISTRY_NAME} (${REGISTRY_IMAGE}) on 127.0.0.1:${REGISTRY_PORT}"
 running="$(docker inspect -f '{{.State.Running}}' "$REGISTRY_NAME" 2>/dev/null || true)"
 if [ "$running" = false ]; then

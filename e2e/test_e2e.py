@@ -10,6 +10,14 @@ We test these aspects:
 
 The registry is read over its host port with plain HTTP code written here, independent of the
 operator's registry module. Run with `make e2e` (it runs `make demo` first).
+
+Settings, from the environment; the defaults fit `make demo`'s kind cluster:
+- E2E_KUBE_CONTEXT: the kubectl context of the cluster running the operator and e2e/samples
+  (`kind-servicebuild`);
+- E2E_REGISTRY_URL: the samples' registry as this machine reaches it (`http://localhost:5001`);
+- E2E_PULL_REGISTRY: the same registry as the cluster's nodes name it when they pull an image
+  (`localhost:5001`, the name kind's local-registry guide gives the nodes); empty: the name the image
+  was pushed as.
 """
 
 import hashlib
@@ -22,11 +30,14 @@ from typing import Any
 import httpx
 import pytest
 
+from image_names import pull_name, repository_and_tag
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 CONTEXT = os.environ.get("E2E_KUBE_CONTEXT", "kind-servicebuild")
 NAMESPACE = "servicebuild-demo"
 REGISTRY = os.environ.get("E2E_REGISTRY_URL", "http://localhost:5001")  # kind-registry:5000 on the host
+PULL_REGISTRY = os.environ.get("E2E_PULL_REGISTRY", "localhost:5001")
 SAMPLES = ["hello", "hello-debug"]
 MANIFEST_TYPES = [
     "application/vnd.oci.image.index.v1+json",
@@ -56,14 +67,6 @@ def wait_ready(name: str, timeout_seconds: int) -> dict[str, Any]:
         timeout=timeout_seconds + 30,
     )
     return servicebuild(name)
-
-
-def repository_and_tag(image: str) -> tuple[str, str]:
-    """`kind-registry:5000/demo/hello:1.0.0@sha256:...` -> (`demo/hello`, `1.0.0`)."""
-    name = image.split("@", 1)[0]
-    _registry, _, path = name.partition("/")
-    repository, _, tag = path.rpartition(":")
-    return repository, tag
 
 
 def get_manifest(repository: str, reference: str) -> tuple[str, dict[str, Any]]:
@@ -131,9 +134,7 @@ def test_status_matches_the_registry(name):
 
 def test_runtime_image_runs():
     sb = wait_ready("hello", 1200)
-    repository, _ = repository_and_tag(sb["status"]["output"]["image"])
-    # The nodes pull localhost:5001/... from the registry (kind's containerd registry config).
-    image = f"localhost:5001/{repository}@{sb['status']['output']['digest']}"
+    image = pull_name(sb["status"]["output"]["image"], PULL_REGISTRY)
     pod = f"hello-e2e-{int(time.time())}"
     kubectl("run", pod, f"--image={image}", "--restart=Never", "--", "e2e")
     try:

@@ -15,7 +15,8 @@ class Settings(BaseSettings):
     """The rootless BuildKit image every build Job runs; an exact release tag, never `latest`."""
 
     insecure_registries: Annotated[frozenset[str], NoDecode] = Field(default=frozenset())
-    """Registry hosts (host[:port]) reached over plain HTTP: pushes, cache and the operator's reads."""
+    """Registry hosts (host[:port]) reached over plain HTTP: pushes, cache and the operator's reads.
+    Not base images: BuildKit pulls those following its daemon's configuration, which Jobs leave alone."""
 
     job_ttl_seconds: int = Field(default=3600, ge=0)
     """How long a finished build Job (and its Pod, with the logs) is kept before Kubernetes removes it."""

@@ -117,6 +117,11 @@ _REGISTRY_AUTH_RE = re.compile(
     r"|failed to fetch (?:oauth|anonymous) token|authentication required|no basic auth credentials",
     re.IGNORECASE,
 )
+# Go's net/http, when a registry answers an HTTPS request in plain HTTP; containerd quotes the URL:
+# `failed to do request: Head "https://<host>/v2/…": http: server gave HTTP response to HTTPS client`.
+_PLAIN_HTTP_REGISTRY_RE = re.compile(
+    r'"https://([^/"]+)/v2/[^"]*": http: server gave HTTP response to HTTPS client'
+)
 _BASE_IMAGE_NOT_FOUND_RE = re.compile(
     r": not found$|no match for platform in manifest|pull access denied, repository does not exist",
     re.MULTILINE,
@@ -274,9 +279,10 @@ def _builder_start_failure(log: str) -> Failure | None:
     return Failure(
         Reason.BUILDER_START_FAILED,
         f"BuildKit could not start in the build Pod ({_detail(why)}): rootless BuildKit needs user"
-        " namespaces on the node (user.max_user_namespaces > 0, unprivileged user namespaces not restricted"
-        " by AppArmor) and Unconfined seccomp and AppArmor profiles, which Pod Security allows only at the"
-        " privileged level; ask the cluster's administrators.",
+        " namespaces, and nodes refuse them when user.max_user_namespaces is 0 or, on Ubuntu 24.04+ hosts,"
+        " when kernel.apparmor_restrict_unprivileged_userns=1 (set it to 0, or allow `userns` to rootlesskit"
+        " in an AppArmor profile). It also needs Unconfined seccomp and AppArmor profiles, which Pod"
+        " Security allows only at the privileged level; ask the cluster's administrators.",
     )
 
 
@@ -287,6 +293,7 @@ def _from_log(log: str, step: str | None) -> Failure | None:
     return (
         _dockerfile_failure(error)
         or _git_failure(error)
+        or _plain_http_registry_failure(error)
         or _registry_failure(error, step)
         or _step_failure(error, step)
     )
@@ -372,6 +379,28 @@ def _git_failure(error: str) -> Failure | None:
             " retrying.",
         )
     return Failure(Reason.BUILD_FAILED, f"BuildKit could not fetch the git source: {detail}.")
+
+
+def _plain_http_registry_failure(error: str) -> Failure | None:
+    match = _PLAIN_HTTP_REGISTRY_RE.search(error)
+    if match is None:
+        return None
+    host, detail = match.group(1), _detail(error)
+    if _PUSH_ERROR in error:
+        return Failure(
+            Reason.PUSH_FAILED,
+            f"The registry {host} answers in plain HTTP, but BuildKit pushed over HTTPS ({detail}): add"
+            f" {host} to the operator's SERVICEBUILD_INSECURE_REGISTRIES (comma-separated host[:port])"
+            " so that pushes and the registry cache use plain HTTP, or serve the registry over HTTPS.",
+        )
+    # Anything else is a pull for the build (FROM, COPY --from): the registry.insecure that setting adds
+    # to buildctl's output and cache flags does not reach it; the daemon's own configuration would.
+    return Failure(
+        Reason.BUILD_FAILED,
+        f"The registry {host} answers in plain HTTP, but BuildKit pulled a base image from it over HTTPS"
+        f" ({detail}): the operator's SERVICEBUILD_INSECURE_REGISTRIES makes pushes and the registry cache"
+        " use plain HTTP, not FROM. Serve the registry over HTTPS, or copy the base image to one that is.",
+    )
 
 
 def _registry_failure(error: str, step: str | None) -> Failure | None:

@@ -124,7 +124,8 @@ def _cache_export(outcome: Outcome) -> ConditionValue | None:
         "CacheExportFailed",
         (
             "The image was pushed but its build cache was not exported, so the next build may run cold:"
-            " check that the push credentials may write spec.cache.ref."
+            " check that the push credentials may write spec.cache.ref and, for a registry served over plain"
+            " HTTP, that its host is in the operator's SERVICEBUILD_INSECURE_REGISTRIES."
         ),
     )
 

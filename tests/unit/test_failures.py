@@ -4,6 +4,9 @@
   error for Dockerfile, git, registry and step failures; the Pod's own states for OOM kills,
   evictions, image pulls and scheduling; the Job's deadline;
 - each message says what to do and quotes what BuildKit or Kubernetes said; the failing step is named;
+- a registry answering plain HTTP is named with its host: a push is told to list it in
+  SERVICEBUILD_INSECURE_REGISTRIES, a base image that this setting does not reach FROM; a rootless
+  daemon that cannot start names both sysctls that refuse user namespaces;
 - only unreachable registries and git servers and evicted Pods are transient;
 - errors BuildKit recovered from earlier in the log (a cold cache import) never decide the reason;
 - garbage in any argument gives a BuildFailed answer, never an exception;
@@ -29,14 +32,27 @@ Where each text comes from (moby/buildkit v0.32 unless said otherwise):
   source metadata for` and `pull access denied, repository does not exist or may require authorization`
   (containerd's resolver); the push and pull lines are copied from public build logs (ghcr.io 403, a
   Harbor 401, an ECR immutable tag 400, Docker Hub over a slow network).
-- The daemon that never starts: `examples/buildctl-daemonless/buildctl-daemonless.sh` and rootlesskit's
-  line, copied from a public report.
+- A registry answering plain HTTP: Go's `http: server gave HTTP response to HTTPS client`
+  (`net/http/client.go`) in a `url.Error` (`Head "<url>": …`), wrapped `failed to do request`
+  (containerd `core/remotes/docker/resolver.go`); the push, cache and FROM forms as moby/buildkit#2096,
+  docker/for-linux#1306 and moby/buildkit#5667 (a rootless Job) show them; the complete logs around
+  them are in `buildkit_logs/` (its README says how they were made).
+- The daemon that never starts: `examples/buildctl-daemonless/buildctl-daemonless.sh` prints the daemon's
+  log; rootlesskit (rootless-containers/rootlesskit v2) ends it with `[rootlesskit:parent] error: %v`
+  (`cmd/rootlesskit/main.go`). A refused user namespace shows as `failed to start the child: fork/exec
+  /proc/self/exe: …` (`pkg/parent/parent.go`, `Parent`; `operation not permitted` copied from a public
+  report), preceded on EACCES, when the AppArmor sysctl is 1, by logrus warnings with a profile hint
+  (`pkg/parent/warn.go`, `warnOnChildStartFailure`); or as `failed to setup UID/GID map: newuidmap %s %v
+  failed: %s: %w` (`pkg/parent/parent.go`, `setupUIDGIDMap`): newuidmap's own output ends in a newline,
+  so `: exit status 1` is a line of its own, as moby/buildkit#3297 shows for the rootless image.
 - Kubernetes: Pod and Job states as the API serves them; scheduler, kubelet (eviction, image pull) and
   taint-manager messages copied from real `kubectl describe` output; `Job was active longer than
   specified deadline` is the Job controller's.
 """
 
 import base64
+import json
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -119,6 +135,60 @@ def base_image_error(ref: str, error: str) -> str:
     return failing(
         f"[internal] load metadata for {ref}", f"{ref}: failed to resolve source metadata for {ref}: {error}"
     )
+
+
+def daemon_log(*lines: str) -> str:
+    """buildctl-daemonless.sh giving up on a daemon that never listened: its own lines, then the daemon's
+    log, then the busybox `kill` of its exit trap finding the daemon gone."""
+    log = "".join(f"{line}\n" for line in lines)
+    return (
+        "could not connect to unix:///run/user/1000/buildkit/buildkitd.sock after 10 trials\n"
+        f"========== log ==========\n{log}sh: can't kill pid 14: No such process\n"
+    )
+
+
+# rootlesskit's hint (`pkg/parent/warn.go`) for /usr/bin/rootlesskit, where the BuildKit image has it.
+APPARMOR_HINT = """
+
+########## BEGIN ##########
+cat <<EOT | sudo tee "/etc/apparmor.d/usr.bin.rootlesskit"
+# ref: https://ubuntu.com/blog/ubuntu-23-10-restricted-unprivileged-user-namespaces
+abi <abi/4.0>,
+include <tunables/global>
+
+/usr/bin/rootlesskit flags=(unconfined) {
+  userns,
+
+  # Site-specific additions and overrides. See local/README for details.
+  include if exists <local/usr.bin.rootlesskit>
+}
+EOT
+sudo systemctl restart apparmor.service
+########## END ##########
+
+"""
+CHILD_REFUSED = "failed to start the child: fork/exec /proc/self/exe: permission denied"
+# logrus's text format without a terminal: a message with newlines is quoted (`%q`).
+APPARMOR_REFUSED = (
+    (
+        'time="2026-11-30T05:47:02Z" level=warning msg="[rootlesskit:parent] This error might have happened'
+        ' because /proc/sys/kernel/apparmor_restrict_unprivileged_userns is set to 1"'
+        ' error="fork/exec /proc/self/exe: permission denied"'
+    ),
+    'time="2026-11-30T05:47:02Z" level=warning msg='
+    + json.dumps("[rootlesskit:parent] Hint: try running the following commands:\n" + APPARMOR_HINT),
+    f"[rootlesskit:parent] error: {CHILD_REFUSED}",
+)
+
+
+def termination_tail(log: str) -> str:
+    """What `FallbackToLogsOnError` keeps of a log: its last 80 lines, then their last 2048 bytes."""
+    tail = "".join(log.splitlines(keepends=True)[-80:]).encode()[-2048:]
+    return tail.decode(errors="ignore")
+
+
+PLAIN_HTTP = "http: server gave HTTP response to HTTPS client"
+LOGS = Path(__file__).parent / "buildkit_logs"
 
 
 def build_pod(*, terminated: dict[str, Any] | None = None, **status: Any) -> dict[str, Any]:
@@ -341,16 +411,55 @@ FROM_LOG: dict[str, tuple[str, Reason, tuple[str, ...]]] = {
         Reason.REGISTRY_UNAVAILABLE,
         ("i/o timeout",),
     ),
-    "rootless daemon cannot start": (
+    "push to a plain-HTTP registry not listed as insecure": (
+        termination_tail((LOGS / "push-to-plain-http-registry.log").read_text()),
+        Reason.PUSH_FAILED,
         (
-            "could not connect to unix:///run/user/1000/buildkit/buildkitd.sock after 10 trials\n"
-            "========== log ==========\n"
+            "The registry registry.test:5000 answers in plain HTTP, but BuildKit pushed over HTTPS",
+            PLAIN_HTTP,
+            "add registry.test:5000 to the operator's SERVICEBUILD_INSECURE_REGISTRIES",
+            "registry cache",
+        ),
+    ),
+    "base image from a plain-HTTP registry": (
+        termination_tail((LOGS / "base-image-from-plain-http-registry.log").read_text()),
+        Reason.BUILD_FAILED,
+        (
+            "The registry registry.test:5000 answers in plain HTTP, but BuildKit pulled a base image",
+            PLAIN_HTTP,
+            "SERVICEBUILD_INSECURE_REGISTRIES makes pushes and the registry cache use plain HTTP, not FROM",
+        ),
+    ),
+    "rootless daemon cannot start": (
+        daemon_log(
             "[rootlesskit:parent] error: failed to start the child: fork/exec /proc/self/exe:"
-            " operation not permitted\n"
-            "sh: can't kill pid 14: No such process\n"
+            " operation not permitted"
         ),
         Reason.BUILDER_START_FAILED,
         ("fork/exec /proc/self/exe: operation not permitted", "user namespaces", "Unconfined"),
+    ),
+    "the node refuses the UID map (Ubuntu 24.04 host)": (
+        daemon_log(
+            "[rootlesskit:parent] error: failed to setup UID/GID map: newuidmap 15 [0 1000 1 1 100000 65536]"
+            " failed: newuidmap: write to uid_map failed: Operation not permitted",
+            ": exit status 1",
+        ),
+        Reason.BUILDER_START_FAILED,
+        (
+            "newuidmap: write to uid_map failed: Operation not permitted",
+            "user.max_user_namespaces",
+            "kernel.apparmor_restrict_unprivileged_userns=1",
+            "Unconfined",
+        ),
+    ),
+    "AppArmor refuses the user namespace, rootlesskit hints why": (
+        daemon_log(*APPARMOR_REFUSED),
+        Reason.BUILDER_START_FAILED,
+        (
+            f"([rootlesskit:parent] error: {CHILD_REFUSED})",
+            "kernel.apparmor_restrict_unprivileged_userns=1",
+            "allow `userns` to rootlesskit",
+        ),
     ),
     "an error nobody classified": (
         LOAD_DOCKERFILE + "error: failed to solve: failed to compute cache key: mount callback failed\n",

@@ -8,7 +8,8 @@
 - deciding twice on the same facts changes nothing (so nothing is written);
 - one event per transition, Warning for failures;
 - CacheExported: decided by each success from the build's report, absent without a cache, kept
-  through later builds and failures;
+  through later builds and failures; a failed export names both causes (credentials, a plain-HTTP
+  registry not listed as insecure);
 - what was built (`status.source`) follows the outcome;
 - a build waiting for a slot is Queued with its position; a transient failure with attempts left is
   RetryScheduled, not Stalled; the attempt shows from the second one on;
@@ -224,6 +225,15 @@ def test_cache_export_condition_follows_the_report(
     assert ready.status == "True"  # a failed cache export never fails the build
     assert status.phase == Phase.SUCCEEDED
     assert ("cache export failed" in (status.message or "")) == (exported is False)
+
+
+def test_a_failed_cache_export_names_both_causes() -> None:
+    status = decide(EMPTY, Outcome(1, with_cache_export(exported=False), output=OUTPUT), T2)
+    cache = status.condition("CacheExported")
+    assert cache is not None
+    assert "spec.cache.ref" in cache.message
+    assert "plain HTTP" in cache.message
+    assert "SERVICEBUILD_INSECURE_REGISTRIES" in cache.message
 
 
 def test_cache_export_condition_is_kept_until_the_next_success_decides_it() -> None:
