@@ -1,10 +1,12 @@
-"""`python -m servicebuild`: run the operator against in-cluster config or the current kubeconfig."""
+"""`python -m servicebuild` (or `servicebuild-operator`): run the operator against in-cluster config or the
+current kubeconfig. `--help` lists the settings."""
 
 import logging
+from collections.abc import Sequence
 
 import kopf
 
-from servicebuild import handlers
+from servicebuild import cli, handlers
 from servicebuild.api.models import GROUP
 from servicebuild.config import Settings
 from servicebuild.gitremote import GitRemote
@@ -33,8 +35,10 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     return operator
 
 
-def main() -> None:
-    settings = Settings()
+def main(argv: Sequence[str] | None = None) -> None:
+    """`argv` defaults to the process's arguments; settings are parsed (and `--help` answered) before
+    anything talks to Kubernetes."""
+    settings = cli.settings_from_command_line(argv)
     kopf.configure(verbose=settings.verbose)
     kube = Kube.from_environment(settings.api_timeout_seconds)
     registry = RegistryClient(
