@@ -1,10 +1,12 @@
-"""`python -m servicebuild`: run the operator against in-cluster config or the current kubeconfig."""
+"""`python -m servicebuild` (or `servicebuild-operator`): run the operator against in-cluster config or the
+current kubeconfig. `--help` lists the settings."""
 
 import logging
+from collections.abc import Sequence
 
 import kopf
 
-from servicebuild import handlers
+from servicebuild import command_line, handlers
 from servicebuild.api.models import GROUP
 from servicebuild.config import Settings
 from servicebuild.gitremote import GitRemote
@@ -40,8 +42,10 @@ def configure_logging(*, verbose: bool) -> None:
     logging.getLogger("kopf.objects").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-def main() -> None:
-    settings = Settings()
+def main(argv: Sequence[str] | None = None) -> None:
+    """`argv` defaults to the process's arguments; settings are parsed (and `--help` answered) before
+    anything talks to Kubernetes."""
+    settings = command_line.settings_from_command_line(argv)
     configure_logging(verbose=settings.verbose)
     kube = Kube.from_environment(settings.api_timeout_seconds)
     registry = RegistryClient(

@@ -9,14 +9,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 class Settings(BaseSettings):
     """Settings for the whole operator; injected into handlers through Kopf's memo."""
 
-    model_config = SettingsConfigDict(env_prefix="SERVICEBUILD_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SERVICEBUILD_", frozen=True, use_attribute_docstrings=True)
 
     buildkit_image: str = "moby/buildkit:v0.32.2-rootless"
     """The rootless BuildKit image every build Job runs; an exact release tag, never `latest`."""
 
     insecure_registries: Annotated[frozenset[str], NoDecode] = Field(default=frozenset())
-    """Registry hosts (host[:port]) reached over plain HTTP: pushes, cache and the operator's reads.
-    Not base images: BuildKit pulls those following its daemon's configuration, which Jobs leave alone."""
+    """Comma-separated registry hosts (host[:port]) reached over plain HTTP: pushes, cache and the
+    operator's reads. Not base images: BuildKit pulls those following its daemon's configuration, which
+    Jobs leave alone."""
 
     job_ttl_seconds: int = Field(default=3600, ge=0)
     """How long a finished build Job (and its Pod, with the logs) is kept before Kubernetes removes it."""
@@ -25,7 +26,7 @@ class Settings(BaseSettings):
     """Safety tick: how often every ServiceBuild is reconciled even when nothing seems to change."""
 
     allowed_builder_images: Annotated[frozenset[str], NoDecode] = Field(default=frozenset())
-    """BuildKit images a ServiceBuild may choose with spec.builderImage; empty allows none."""
+    """Comma-separated BuildKit images a ServiceBuild may choose with spec.builderImage; empty allows none."""
 
     allowed_push_registries: dict[str, frozenset[str]] = Field(default_factory=dict)
     """Per namespace, the registry hosts its builds may push images and caches to, as JSON, e.g.
@@ -45,7 +46,7 @@ class Settings(BaseSettings):
     """Wait before the second attempt; it doubles for each further one, up to 10 minutes."""
 
     namespaces: Annotated[frozenset[str], NoDecode] = Field(default=frozenset())
-    """Namespaces to watch; empty means all namespaces."""
+    """Comma-separated namespaces to watch; empty means all namespaces."""
 
     registry_timeout_seconds: float = Field(default=30.0, gt=0)
     """Timeout of one HTTP request to a registry."""
@@ -63,7 +64,7 @@ class Settings(BaseSettings):
     """Kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz; unset turns it off."""
 
     verbose: bool = False
-    """Log at debug level."""
+    """Log at debug level: true or false."""
 
     @field_validator("insecure_registries", "allowed_builder_images", "namespaces", mode="before")
     @classmethod

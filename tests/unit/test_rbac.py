@@ -242,7 +242,7 @@ def kopf_run_arguments(mode: str) -> dict[str, Any]:
         patch.setattr(kopf, "run", lambda **arguments: captured.update(arguments))
         patch.setattr(kopf, "configure", lambda **_: None)  # it would reconfigure the test run's logging
         patch.setattr(kube.Kube, "from_environment", classmethod(lambda cls, *_: cls(ApiClient())))
-        entry_point.main()
+        entry_point.main([])  # not pytest's own arguments
     assert "settings" in captured, "python -m servicebuild did not call kopf.run(settings=...)"
     return captured
 
