@@ -15,6 +15,7 @@
 - a namespace pushes only to the registries the operator allows it.
 """
 
+import asyncio
 import base64
 import json
 import secrets
@@ -339,6 +340,25 @@ async def test_pod_that_never_starts_ends_pending_timeout(
     assert stalled_condition["reason"] == "PendingTimeout"
     assert "ImagePullBackOff" in stalled_condition["message"]
     await eventually(lambda: jobs_of(cluster, "stuck") == [])
+
+
+async def test_a_build_longer_than_the_pending_timeout_ends_ready(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    kubelet.plan("slow", "hold")
+    await cluster.create_servicebuild(NAMESPACE, "slow", spec(oci_registry, "slow", pendingTimeout="1s"))
+    job_name = await eventually(lambda: next(iter(kubelet.held), None))
+    await eventually(
+        lambda: cluster.servicebuild(NAMESPACE, "slow").get("status", {}).get("phase") == "Building"
+    )
+    # The build runs past its pending timeout (whole-second timestamps: more than 2 s to be sure).
+    await asyncio.sleep(2.5)
+
+    await kubelet.release(job_name)
+
+    body = await eventually(lambda: ready(cluster, "slow"))
+    assert body["status"]["output"]["digest"] == kubelet.pushed[job_name]
+    assert [job["metadata"]["name"] for job in jobs_of(cluster, "slow")] == [job_name]
 
 
 def queued_reason(cluster: Cluster, name: str) -> Any:
