@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     registry_timeout_seconds: float = Field(default=30.0, gt=0)
     """Timeout of one HTTP request to a registry."""
 
+    git_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Timeout of one request to a git remote when the operator resolves a branch or tag to a commit."""
+
     api_timeout_seconds: float = Field(default=30.0, gt=0)
     """Timeout of one Kubernetes API request."""
 

@@ -1,4 +1,8 @@
-"""Kopf wiring: every trigger parses what it got and calls the one reconcile. No decisions here."""
+"""Kopf wiring: every trigger reads its ServiceBuild afresh and calls the one reconcile. No decisions here.
+
+The gateways' clients are opened at Kopf's start-up and closed at its clean-up; the safety resync is one
+task owned by the same start-up handler.
+"""
 
 import asyncio
 import contextlib
@@ -7,18 +11,19 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 import kopf
 
-from servicebuild.api.models import GROUP, KIND, PLURAL, VERSION
+from servicebuild.admission import Key
+from servicebuild.api.models import GROUP, KIND, PLURAL, VERSION, parse_servicebuild
 from servicebuild.config import Settings
-from servicebuild.gitremote import GitError
+from servicebuild.gitremote import GitError, GitRemote
 from servicebuild.kube import Kube, KubeError
 from servicebuild.naming import LABEL_MANAGED_BY, MANAGED_BY
-from servicebuild.observe import is_finished
 from servicebuild.reconciler import Reconciler
-from servicebuild.registry import RegistryError
+from servicebuild.registry import RegistryClient, RegistryError
+from servicebuild.times import whole_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -32,33 +37,62 @@ class Runtime:
     settings: Settings
     kube: Kube
     reconciler: Reconciler
-    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    registry: RegistryClient | None = None
+    _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
-    def lock(self, key: str) -> threading.Lock:
+    @classmethod
+    def open(cls, settings: Settings) -> Self:
+        """The gateways' clients, connected as in-cluster config or the current kubeconfig says."""
+        kube = Kube.from_environment(settings.api_timeout_seconds)
+        registry = RegistryClient(
+            insecure_registries=settings.insecure_registries, timeout=settings.registry_timeout_seconds
+        )
+        git = GitRemote(timeout=settings.git_timeout_seconds)
+        return cls(settings, kube, Reconciler(kube, registry, git, settings), registry)
+
+    def close(self) -> None:
+        if self.registry is not None:
+            self.registry.close()
+        self.kube.close()
+
+    def lock(self, key: Key) -> threading.Lock:
         """One lock per ServiceBuild: the Job, the resync and the ServiceBuild triggers never overlap."""
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def forget(self, key: str) -> None:
+    def forget(self, key: Key) -> None:
         with self._guard:
             self._locks.pop(key, None)
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _reconcile(runtime: Runtime, namespace: str, name: str) -> None:
-    """Reconcile the ServiceBuild as it is now, under its lock.
+def _reconcile(runtime: Runtime, key: Key) -> tuple[Key, ...]:
+    """Reconcile the ServiceBuild as it is now, under its lock; return the waiting builds it lets start.
 
     Every trigger reads the object afresh: a body from an event queued behind a newer change would
     otherwise start the build of a superseded generation and stop the current one.
     """
-    with runtime.lock(f"{namespace}/{name}"):
-        body = runtime.kube.get_servicebuild(namespace, name)
-        if body is not None:
-            runtime.reconciler.reconcile(body, _now())
+    with runtime.lock(key):
+        body = runtime.kube.get_servicebuild(*key)
+        if body is None:
+            return runtime.reconciler.forget(key)
+        now = whole_seconds(datetime.now(UTC))
+        return runtime.reconciler.reconcile(parse_servicebuild(body), now).wake
+
+
+def _reconcile_quietly(runtime: Runtime, key: Key) -> None:
+    """Reconcile outside a ServiceBuild handler, and the builds that it lets start: errors are logged
+    and wait for the next trigger."""
+    pending = [key]
+    while pending:
+        current = pending.pop(0)
+        try:
+            pending += _reconcile(runtime, current)
+        except (KubeError, RegistryError, GitError) as exc:
+            logger.warning("Reconciling ServiceBuild %s/%s failed, will retry: %s", *current, exc)
+        except Exception:
+            # The resync and the Job watch serve every ServiceBuild: one object's bug must not stop them.
+            logger.exception("Reconciling ServiceBuild %s/%s failed unexpectedly", *current)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -69,37 +103,24 @@ def servicebuild_changed(namespace: str | None, name: str, memo: kopf.Memo, retr
     if namespace is None:  # the resource is namespaced; Kopf passes None only for cluster-scoped ones
         return
     try:
-        _reconcile(memo.runtime, namespace, name)
+        woken = _reconcile(memo.runtime, (namespace, name))
     except (KubeError, RegistryError, GitError) as exc:
         if not exc.transient:
             raise kopf.PermanentError(str(exc)) from exc
         raise kopf.TemporaryError(str(exc), delay=min(_MAX_RETRY_DELAY, 5.0 * 2**retry)) from exc
+    for key in woken:
+        _reconcile_quietly(memo.runtime, key)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 def servicebuild_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Jobs go with their owner through garbage collection; the lock and a queue place are ours to drop."""
-    memo.runtime.forget(f"{namespace}/{name}")
-    if namespace is not None:
-        memo.runtime.reconciler.slots.forget((namespace, name))
-
-
-def _owner_name(job: Mapping[str, Any]) -> str | None:
-    for owner in job.get("metadata", {}).get("ownerReferences") or []:
-        if owner.get("kind") == KIND and owner.get("apiVersion") == f"{GROUP}/{VERSION}":
-            return str(owner.get("name"))
-    return None
-
-
-def _reconcile_quietly(runtime: Runtime, namespace: str, name: str) -> None:
-    """Reconcile outside a ServiceBuild handler: errors are logged and wait for the next trigger."""
-    try:
-        _reconcile(runtime, namespace, name)
-    except (KubeError, RegistryError, GitError) as exc:
-        logger.warning("Reconciling ServiceBuild %s/%s failed, will retry: %s", namespace, name, exc)
-    except Exception:
-        # The resync and the Job watch serve every ServiceBuild: one object's bug must not stop them.
-        logger.exception("Reconciling ServiceBuild %s/%s failed unexpectedly", namespace, name)
+    """Jobs go with their owner through garbage collection; the lock and a build slot are ours to drop."""
+    if namespace is None:
+        return
+    runtime: Runtime = memo.runtime
+    runtime.forget((namespace, name))
+    for key in runtime.reconciler.forget((namespace, name)):
+        _reconcile_quietly(runtime, key)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -137,25 +158,22 @@ async def context_configmap_event(
     if namespace is None or servicebuilds_by_configmap is None:  # Kopf passes both, always
         return
     for servicebuild in tuple(servicebuilds_by_configmap.get((namespace, name), ())):
-        await asyncio.to_thread(_reconcile_quietly, memo.runtime, namespace, servicebuild)
+        await asyncio.to_thread(_reconcile_quietly, memo.runtime, (namespace, servicebuild))
+
+
+def _owner_name(job: Mapping[str, Any]) -> str | None:
+    for owner in job.get("metadata", {}).get("ownerReferences") or []:
+        if owner.get("kind") == KIND and owner.get("apiVersion") == f"{GROUP}/{VERSION}":
+            return str(owner.get("name"))
+    return None
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
-def build_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002 (Kopf's name)
-    """A build Job changed: its ServiceBuild may have news, and a finished one frees a build slot."""
-    runtime: Runtime = memo.runtime
-    namespace, job_name = body.metadata.namespace, body.metadata.name
-    if namespace is None or job_name is None:
-        return
+def build_job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A build Job changed: its ServiceBuild may have news."""
     owner = _owner_name(body)
-    if owner is not None:
-        _reconcile_quietly(runtime, namespace, owner)
-    if type == "DELETED" or is_finished(body):
-        runtime.reconciler.slots.finished(namespace, job_name)
-        for waiting_namespace, waiting_name in runtime.reconciler.slots.next_waiting():
-            _reconcile_quietly(runtime, waiting_namespace, waiting_name)
-    else:
-        runtime.reconciler.slots.started(namespace, job_name)
+    if body.metadata.namespace is not None and owner is not None:
+        _reconcile_quietly(memo.runtime, (body.metadata.namespace, owner))
 
 
 async def _resync_forever(runtime: Runtime) -> None:
@@ -167,33 +185,36 @@ async def _resync_forever(runtime: Runtime) -> None:
         except KubeError as exc:
             logger.warning("Listing ServiceBuilds for the resync failed: %s", exc)
             continue
-        present = {(body["metadata"]["namespace"], body["metadata"]["name"]) for body in bodies}
-        runtime.reconciler.slots.retain(present)
-        for body in bodies:
-            metadata = body.get("metadata", {})
-            await asyncio.to_thread(
-                _reconcile_quietly, runtime, metadata.get("namespace"), metadata.get("name")
-            )
+        listed = [(body["metadata"]["namespace"], body["metadata"]["name"]) for body in bodies]
+        # A ServiceBuild deleted while the operator was not looking still holds its build slot.
+        for key in [*listed, *sorted(runtime.reconciler.tracked() - set(listed))]:
+            await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
 @kopf.on.startup()
-async def start_resync(memo: kopf.Memo, **_: Any) -> None:
-    """Count the builds already running, before any ServiceBuild may start one; then the safety tick."""
-    runtime: Runtime = memo.runtime
+async def start(memo: kopf.Memo, **_: Any) -> None:
+    """Open the clients and count the builds already running, before any ServiceBuild may start one;
+    then the safety tick."""
+    settings: Settings = memo.settings
+    runtime = await asyncio.to_thread(Runtime.open, settings)
     try:
-        jobs = await asyncio.to_thread(runtime.kube.list_build_jobs, runtime.settings.namespaces)
+        jobs = await asyncio.to_thread(runtime.kube.list_build_jobs, settings.namespaces)
     except KubeError as exc:
+        runtime.close()
         raise kopf.TemporaryError(f"Counting the running builds failed: {exc}", delay=5) from exc
-    for job in jobs:
-        if not is_finished(job):
-            runtime.reconciler.slots.started(job["metadata"]["namespace"], job["metadata"]["name"])
+    runtime.reconciler.seed(jobs)
+    memo.runtime = runtime
     memo.resync_task = asyncio.create_task(_resync_forever(runtime), name="servicebuild-resync")
 
 
 @kopf.on.cleanup()
-async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the resync and close the clients."""
     task: asyncio.Task[None] | None = memo.get("resync_task")
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is not None:
+        await asyncio.to_thread(runtime.close)

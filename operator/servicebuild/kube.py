@@ -4,6 +4,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 import kubernetes
@@ -14,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from servicebuild.api.models import GROUP, KIND, PLURAL, VERSION, ObjectMeta
 from servicebuild.naming import LABEL_MANAGED_BY, MANAGED_BY, uid_selector
+from servicebuild.times import format_time
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class Kube:
     """Reads and writes the objects a build involves; maps API errors to KubeError."""
 
     def __init__(self, api_client: ApiClient, request_timeout: float = 30.0) -> None:
+        self._api_client = api_client
         self._core = CoreV1Api(api_client)
         self._batch = BatchV1Api(api_client)
         self._custom = CustomObjectsApi(api_client)
@@ -64,6 +67,10 @@ class Kube:
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         return cls(ApiClient(), request_timeout)
+
+    def close(self) -> None:
+        """Close the client's connections and its thread pool."""
+        self._api_client.close()  # type: ignore[no-untyped-call]
 
     def _call(self, action: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one API call returning the raw JSON document; None for 404."""
@@ -221,7 +228,9 @@ class Kube:
             return None
         return dict(secret.get("data") or {})
 
-    def post_event(self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: str) -> None:
+    def post_event(
+        self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: datetime
+    ) -> None:
         """Record an Event on a ServiceBuild, as `kubectl describe` shows it."""
         event = {
             "apiVersion": "v1",
@@ -239,8 +248,8 @@ class Kube:
             "message": message[:1024],
             "source": {"component": MANAGED_BY},
             "reportingComponent": MANAGED_BY,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
+            "firstTimestamp": format_time(now),
+            "lastTimestamp": format_time(now),
             "count": 1,
         }
         self._call(

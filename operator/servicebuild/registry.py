@@ -6,21 +6,24 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
 
+from servicebuild import manifests
 from servicebuild.imageref import DOCKER_HUB, DOCKER_HUB_API, ImageRef
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
-MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+from servicebuild.manifests import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    INDEX_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    ImageSummary,
+    platform_manifests,
+    summarize,
+)
 
 # All four types: registry 2.8 answers 404 for an OCI manifest when only the Docker type is accepted.
 _ACCEPT = f"{OCI_INDEX}, {OCI_MANIFEST}, {DOCKER_MANIFEST_LIST}, {DOCKER_MANIFEST}"
@@ -73,25 +76,6 @@ class Credentials:
 
     def __repr__(self) -> str:
         return f"Credentials(username={self.username!r}, password=<redacted>)"
-
-
-@dataclass(frozen=True)
-class PlatformImage:
-    platform: str
-    digest: str
-    size_bytes: int
-    layers: int
-
-
-@dataclass(frozen=True)
-class ImageSummary:
-    """What the registry serves for one digest; for an index, sizes and layers are platform totals."""
-
-    digest: str
-    media_type: str
-    size_bytes: int
-    layers: int
-    platforms: tuple[PlatformImage, ...]
 
 
 _TOKEN_KEYS = ("password", "identitytoken", "registrytoken")
@@ -157,60 +141,6 @@ def _entry_credentials(key: str, entry: object) -> Credentials:
     raise InvalidPushSecret(f"{problem} has neither 'auth' nor 'username' and 'password'")
 
 
-def manifest_size(manifest: Mapping[str, Any]) -> int:
-    """Config size plus the (compressed) sizes of all layers, as the registry serves them."""
-    try:
-        sizes = [manifest["config"]["size"], *(layer["size"] for layer in manifest["layers"])]
-    except (KeyError, TypeError):
-        raise InvalidManifest("the manifest has no config and layers with sizes") from None
-    if not all(isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in sizes):
-        raise InvalidManifest("the manifest has a config or layer size that is not a byte count")
-    return sum(sizes)
-
-
-def platform_manifests(index: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """`(platform, digest)` of each image in an index; attestation manifests are not images."""
-    found = []
-    for entry in index.get("manifests") or []:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("digest"), str):
-            raise InvalidManifest("the image index has an entry without a digest")
-        annotations = entry.get("annotations") or {}
-        platform = entry.get("platform") or {}
-        name = f"{platform.get('os', 'unknown')}/{platform.get('architecture', 'unknown')}"
-        if platform.get("variant"):
-            name = f"{name}/{platform['variant']}"
-        if (
-            name == "unknown/unknown"
-            or annotations.get("vnd.docker.reference.type") == "attestation-manifest"
-        ):
-            continue
-        found.append((name, entry["digest"]))
-    return found
-
-
-def summarize(
-    digest: str, media_type: str, document: Mapping[str, Any], children: Mapping[str, Mapping[str, Any]]
-) -> ImageSummary:
-    """Summarise a manifest, or an index given the manifests of its platforms by digest."""
-    if media_type in MANIFEST_TYPES:
-        return ImageSummary(digest, media_type, manifest_size(document), len(document["layers"]), ())
-    if media_type not in INDEX_TYPES:
-        raise InvalidManifest(f"unsupported manifest media type {media_type!r}")
-    platforms = tuple(
-        PlatformImage(name, child, manifest_size(children[child]), len(children[child]["layers"]))
-        for name, child in platform_manifests(document)
-    )
-    if not platforms:
-        raise InvalidManifest("the image index lists no platform image")
-    return ImageSummary(
-        digest,
-        media_type,
-        sum(platform.size_bytes for platform in platforms),
-        sum(platform.layers for platform in platforms),
-        platforms,
-    )
-
-
 class RegistryClient:
     """Reads manifests over the distribution API; one per operator, shared by all handlers."""
 
@@ -234,11 +164,14 @@ class RegistryClient:
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary:
         """Fetch the manifest `digest` of `image`'s repository (and its platforms) and size it."""
         media_type, document = self._fetch(image, digest, credentials)
-        children = {}
-        if media_type in INDEX_TYPES:
-            for _, child in platform_manifests(document):
-                children[child] = self._fetch(image, child, credentials)[1]
-        return summarize(digest, media_type, document, children)
+        try:
+            children = {}
+            if media_type in INDEX_TYPES:
+                for _, child in platform_manifests(document):
+                    children[child] = self._fetch(image, child, credentials)[1]
+            return summarize(digest, media_type, document, children)
+        except manifests.InvalidManifest as exc:
+            raise InvalidManifest(str(exc)) from None
 
     def _fetch(
         self, image: ImageRef, digest: str, credentials: Credentials | None

@@ -6,13 +6,15 @@ recorded. They implement the gateway Protocols of `servicebuild.reconciler` and 
 import copy
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from servicebuild import naming
 from servicebuild.api.models import ObjectMeta
 from servicebuild.gitremote import GitCredentials
 from servicebuild.imageref import ImageRef
-from servicebuild.registry import Credentials, ImageSummary
+from servicebuild.manifests import ImageSummary
+from servicebuild.registry import Credentials
 
 COMMIT = "9fceb02d0ae598e95dc970b74767f19372d61af8"
 IMAGE_SIZE = 12582912
@@ -36,6 +38,7 @@ class FakeKube:
     """The Kubernetes API as the reconciler sees it."""
 
     now: str
+    """What the API server writes as `creationTimestamp` (RFC 3339)."""
     configmaps: dict[str, dict[str, Any]] = field(default_factory=dict)
     """By name, in any namespace."""
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -92,7 +95,9 @@ class FakeKube:
         self.patches.append(copy.deepcopy(status))
         self.status = apply_merge_patch(self.status, status)
 
-    def post_event(self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: str) -> None:
+    def post_event(
+        self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: datetime
+    ) -> None:
         self.events.append((event_type, reason, message))
 
 

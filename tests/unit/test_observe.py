@@ -11,13 +11,36 @@
 """
 
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
-from servicebuild.observe import BuildState, PendingLimit, is_finished, observe
+from servicebuild.jobs import parse_job, parse_pod
+from servicebuild.observe import BuildState, Observation, PendingLimit
+from servicebuild.observe import observe as interpret
+from servicebuild.times import parse_time
 
 DIGEST = "sha256:" + "ab" * 32
+
+
+def observe(
+    job_body: dict[str, Any] | None, pod_body: dict[str, Any] | None, pending: PendingLimit | None = None
+) -> Observation:
+    """The observation of a Job and its Pod as the API returns them."""
+    return interpret(parse_job(job_body) if job_body is not None else None, parse_pod(pod_body), pending)
+
+
+def at(text: str) -> datetime:
+    moment = parse_time(text)
+    assert moment is not None
+    return moment
+
+
+def limit(now: str) -> PendingLimit:
+    return PendingLimit(now=at(now), limit=timedelta(seconds=600))
+
+
 REPORT = json.dumps(
     {"digest": DIGEST, "imageName": "r.io/a/b:1", "cacheMetrics": {"user_total": 5, "user_cached": 4}}
 )
@@ -121,20 +144,20 @@ def test_success_carries_report_and_times() -> None:
     assert observation.report.digest == DIGEST
     assert (observation.report.cached_steps, observation.report.total_steps) == (4, 5)
     assert (observation.start_time, observation.completion_time) == (
-        "2026-11-28T10:00:00Z",
-        "2026-11-28T10:00:41Z",
+        at("2026-11-28T10:00:00Z"),
+        at("2026-11-28T10:00:41Z"),
     )
     assert observation.job_name == "checkout-3-abcde"
 
 
 def test_build_failure_names_step_and_keeps_log_tail() -> None:
     observation = observe(job(FAILED), pod("Failed", {"exitCode": 1, "message": FAILURE_LOG}))
-    assert observation.reason == "BuildStepFailed"
-    assert observation.failed_step == "[build 3/4] RUN make greet"
-    assert observation.message is not None
-    assert "`[build 3/4] RUN make greet`" in observation.message
-    assert "did not complete successfully: exit code: 2" in observation.message
-    assert observation.transient is False
+    assert observation.failure.reason == "BuildStepFailed"
+    assert observation.failure.failed_step == "[build 3/4] RUN make greet"
+    assert observation.failure.message is not None
+    assert "`[build 3/4] RUN make greet`" in observation.failure.message
+    assert "did not complete successfully: exit code: 2" in observation.failure.message
+    assert observation.failure.transient is False
     assert observation.log_tail is not None
     assert "greet.h: No such file or directory" in observation.log_tail
 
@@ -143,24 +166,25 @@ def test_an_evicted_build_is_a_transient_failure() -> None:
     evicted = pod("Failed", {"exitCode": 137, "reason": "ContainerStatusUnknown"})
     evicted["status"] |= {"reason": "Evicted", "message": "The node was low on resource: memory."}
     observation = observe(job(FAILED), evicted)
-    assert (observation.state, observation.reason, observation.transient) == (
+    assert observation.failure is not None
+    assert (observation.state, observation.failure.reason, observation.failure.transient) == (
         BuildState.FAILED,
         "Evicted",
         True,
     )
-    assert "The node was low on resource: memory." in (observation.message or "")
+    assert "The node was low on resource: memory." in (observation.failure.message or "")
 
 
 def test_deadline_is_its_own_reason() -> None:
     observation = observe(job(DEADLINE), None)
-    assert observation.reason == "DeadlineExceeded"
-    assert "spec.timeout" in (observation.message or "")
-    assert observation.transient is False
+    assert observation.failure.reason == "DeadlineExceeded"
+    assert "spec.timeout" in (observation.failure.message or "")
+    assert observation.failure.transient is False
 
 
 def test_missing_report_is_a_failure_with_a_reason() -> None:
     observation = observe(job(COMPLETE), None)
-    assert observation.reason == "ReportMissing"
+    assert observation.failure.reason == "ReportMissing"
     assert observation.report is None
 
 
@@ -188,11 +212,11 @@ def test_missing_report_is_a_failure_with_a_reason() -> None:
     ],
 )
 def test_is_finished(conditions: tuple[dict[str, Any], ...], status: dict[str, Any], finished: bool) -> None:
-    assert is_finished(job(*conditions, **status)) is finished
+    assert parse_job(job(*conditions, **status)).finished is finished
 
 
 PENDING_SINCE = "2026-11-28T10:00:00Z"
-LIMIT = PendingLimit(now="2026-11-28T10:10:01Z", seconds=600)
+LIMIT = limit("2026-11-28T10:10:01Z")
 UNSCHEDULABLE = {
     "status": {
         "phase": "Pending",
@@ -231,12 +255,12 @@ IMAGE_PULL = {
 def test_pending_too_long_is_a_failure_that_says_why(pod_body: dict[str, Any] | None, why: str) -> None:
     observation = observe(job(startTime=PENDING_SINCE), pod_body, LIMIT)
     assert observation.state == BuildState.FAILED
-    assert observation.reason == "PendingTimeout"
-    assert why in (observation.message or "")
+    assert observation.failure.reason == "PendingTimeout"
+    assert why in (observation.failure.message or "")
 
 
 def test_pending_within_the_limit_is_pending() -> None:
-    early = PendingLimit(now="2026-11-28T10:09:59Z", seconds=600)
+    early = limit("2026-11-28T10:09:59Z")
     assert observe(job(startTime=PENDING_SINCE), UNSCHEDULABLE, early).state == BuildState.PENDING
 
 
@@ -256,11 +280,11 @@ def test_job_annotations_say_what_is_built() -> None:
 
 
 def test_a_build_longer_than_the_pending_timeout_ends_by_its_container() -> None:
-    twelve_minutes_later = PendingLimit(now="2026-11-28T10:12:00Z", seconds=600)
+    twelve_minutes_later = limit("2026-11-28T10:12:00Z")
     ended = {"exitCode": 0, "message": REPORT, "finishedAt": "2026-11-28T10:11:58Z"}
     observation = observe(job(active=0), pod("Succeeded", ended), twelve_minutes_later)
     assert observation.state == BuildState.SUCCEEDED
-    assert observation.completion_time == "2026-11-28T10:11:58Z"
+    assert observation.completion_time == at("2026-11-28T10:11:58Z")
     running = observe(job(active=1), pod("Running"), twelve_minutes_later)
     assert running.state == BuildState.RUNNING
 
@@ -268,10 +292,10 @@ def test_a_build_longer_than_the_pending_timeout_ends_by_its_container() -> None
 def test_the_container_end_is_the_completion_time_even_once_the_job_completed() -> None:
     ended = {"exitCode": 0, "message": REPORT, "finishedAt": "2026-11-28T10:00:39Z"}
     observation = observe(job(COMPLETE, completionTime="2026-11-28T10:00:41Z"), pod("Succeeded", ended))
-    assert observation.completion_time == "2026-11-28T10:00:39Z"
+    assert observation.completion_time == at("2026-11-28T10:00:39Z")
 
 
 def test_a_deadline_is_named_while_the_job_controller_stops_the_pod() -> None:
     killed = {"exitCode": 137, "reason": "Error"}
     observation = observe(job({**DEADLINE, "type": "FailureTarget"}), pod("Failed", killed))
-    assert observation.reason == "DeadlineExceeded"
+    assert observation.failure.reason == "DeadlineExceeded"

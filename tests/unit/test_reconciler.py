@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from servicebuild.api.models import ServiceBuildStatus
+from servicebuild.api.models import ServiceBuildStatus, parse_servicebuild
 from servicebuild.config import Settings
 from servicebuild.reconciler import Reconciler
 from support.fakes import FakeGit, FakeKube, FakeRegistry
@@ -47,7 +47,7 @@ class World:
 
     def reconcile(self, seconds: float) -> ServiceBuildStatus:
         body = {"metadata": {**METADATA, "generation": 1}, "spec": SPEC, "status": self.kube.status}
-        return self.reconciler.reconcile(body, at(seconds)).status
+        return self.reconciler.reconcile(parse_servicebuild(body), START + timedelta(seconds=seconds)).status
 
     @property
     def job_name(self) -> str:
@@ -95,7 +95,7 @@ def test_a_long_build_is_ready_as_soon_as_its_container_ends() -> None:
     assert _condition(status, "Ready") == ("True", "BuildSucceeded")
     assert status.output is not None
     assert status.output.digest == DIGEST
-    assert status.completion_time == at(720)
+    assert status.completion_time == START + timedelta(seconds=720)
     assert status.duration_seconds == 719
     assert world.kube.deleted == [], "the build's Job is kept, never stopped as pending"
 

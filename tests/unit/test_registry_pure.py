@@ -20,23 +20,26 @@ from typing import Any
 
 import pytest
 
-from servicebuild.registry import (
+from servicebuild import registry
+from servicebuild.manifests import (
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
-    Credentials,
-    DigestMismatch,
     ImageSummary,
     InvalidManifest,
-    InvalidPushSecret,
-    ManifestNotFound,
     PlatformImage,
-    RegistryAuthDenied,
-    RegistryUnavailable,
-    credentials_from_docker_config,
     manifest_size,
     platform_manifests,
     summarize,
+)
+from servicebuild.registry import (
+    Credentials,
+    DigestMismatch,
+    InvalidPushSecret,
+    ManifestNotFound,
+    RegistryAuthDenied,
+    RegistryUnavailable,
+    credentials_from_docker_config,
 )
 
 SECRET = "hunter2-very-secret"  # noqa: S105 (a made-up password that must never show)
@@ -245,6 +248,6 @@ def test_only_unavailability_is_transient() -> None:
         ManifestNotFound,
         InvalidPushSecret,
         DigestMismatch,
-        InvalidManifest,
+        registry.InvalidManifest,
     ):
         assert not permanent("x").transient

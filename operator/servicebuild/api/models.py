@@ -1,13 +1,25 @@
 """Pydantic models of the ServiceBuild resource: the contract with users and GitOps tools."""
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from servicebuild.imageref import IMAGE_PATTERN, ImageRef, parse_image
+from servicebuild.times import format_time
+from servicebuild.validation import describe_validation_error
 
 GROUP = "servicebuild.dev"
 VERSION = "v1alpha1"
@@ -52,8 +64,13 @@ Duration = Annotated[
     ),
 ]
 
-Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
-"""An RFC 3339 time as Kubernetes writes it, e.g. `2026-11-28T10:15:00Z`; the API server checks the format."""
+Timestamp = Annotated[
+    AwareDatetime,
+    PlainSerializer(format_time, return_type=str),
+    Field(json_schema_extra={"format": "date-time"}),
+]
+"""An RFC 3339 time as Kubernetes writes it, e.g. `2026-11-28T10:15:00Z`; the API server checks the format.
+An aware `datetime` inside the operator."""
 
 _URL_CHARS = r'[!-"$-~]'
 """Printable ASCII but `#` (BuildKit's ref separator); spelled out so that the API server's RE2 and
@@ -606,6 +623,11 @@ class ObjectMeta(_StatusModel):
     uid: str
     generation: int = 1
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """(namespace, name): how the operator's locks and build slots know a ServiceBuild."""
+        return (self.namespace, self.name)
+
 
 class ServiceBuild(_StatusModel):
     """A whole ServiceBuild: identity, desired spec and the last written status."""
@@ -613,3 +635,31 @@ class ServiceBuild(_StatusModel):
     metadata: ObjectMeta
     spec: ServiceBuildSpec
     status: ServiceBuildStatus = Field(default_factory=ServiceBuildStatus)
+
+
+class InvalidServiceBuild(_StatusModel):
+    """A ServiceBuild whose spec the model rejects: what the operator can still act on, and why."""
+
+    metadata: ObjectMeta
+    status: ServiceBuildStatus
+    problem: str
+    """Which fields are wrong and how, each named by its path (`spec.output.image: ...`)."""
+
+
+def parse_servicebuild(body: Mapping[str, Any]) -> ServiceBuild | InvalidServiceBuild:
+    """The object as the API server returned it, parsed once: nothing further in reads the raw body.
+
+    A status the operator cannot read (another version's, or edited by hand) counts as empty and is
+    rewritten; a spec it cannot read is an `InvalidServiceBuild`.
+    """
+    metadata = ObjectMeta.model_validate(body["metadata"])
+    try:
+        status = ServiceBuildStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        status = ServiceBuildStatus()
+    try:
+        spec = ServiceBuildSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        problem = describe_validation_error(exc, prefix="spec")
+        return InvalidServiceBuild(metadata=metadata, status=status, problem=problem)
+    return ServiceBuild(metadata=metadata, spec=spec, status=status)
