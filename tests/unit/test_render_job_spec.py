@@ -252,14 +252,6 @@ SECRET_VALUES = {
 }
 
 
-def _strings(value: object) -> list[str]:
-    if isinstance(value, dict):
-        return [*value.keys(), *(text for item in value.values() for text in _strings(item))]
-    if isinstance(value, list):
-        return [text for item in value for text in _strings(item)]
-    return [value] if isinstance(value, str) else []
-
-
 @pytest.mark.parametrize("git_auth", ["token", "ssh"])
 def test_canary_no_secret_value_can_reach_the_job(git_auth: GitAuth) -> None:
     # The renderer's inputs name Secrets and keys only: the ServiceBuild, the operator Settings and
