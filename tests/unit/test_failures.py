@@ -60,6 +60,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from servicebuild.failures import Failure, Reason, classify, classify_pending, failed_step, scrub
+from support.pods import unschedulable_pod, waiting_pod
 
 IMAGE = "registry.example.com/shop/checkout:1.4.2"
 REPO = "https://git.example.com/shop/monorepo.git"
@@ -212,12 +213,6 @@ def termination_message(pod: dict[str, Any] | None) -> str | None:
             message: str | None = status["state"].get("terminated", {}).get("message")
             return message
     return None
-
-
-def waiting_pod(container: str, reason: str, message: str, *, init: bool = False) -> dict[str, Any]:
-    statuses = [{"name": container, "state": {"waiting": {"reason": reason, "message": message}}}]
-    key = "initContainerStatuses" if init else "containerStatuses"
-    return {"status": {"phase": "Pending", key: statuses}}
 
 
 FROM_LOG: dict[str, tuple[str, Reason, tuple[str, ...]]] = {
@@ -626,19 +621,7 @@ def test_an_oom_kill_wins_over_the_step_error_it_caused() -> None:
     assert failure.failed_step == "[build 3/4] RUN make"
 
 
-UNSCHEDULABLE = {
-    "status": {
-        "phase": "Pending",
-        "conditions": [
-            {
-                "type": "PodScheduled",
-                "status": "False",
-                "reason": "Unschedulable",
-                "message": "0/3 nodes are available: 3 Insufficient memory.",
-            }
-        ],
-    }
-}
+UNSCHEDULABLE = unschedulable_pod("0/3 nodes are available: 3 Insufficient memory.")
 
 PENDING: dict[str, tuple[dict[str, Any] | None, Reason, tuple[str, ...]]] = {
     "unschedulable": (

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from servicebuild.observe import BuildState, PendingLimit, is_finished, observe
+from support.pods import pod_body, unschedulable_pod, waiting_pod
 
 DIGEST = "sha256:" + "ab" * 32
 REPORT = json.dumps(
@@ -42,8 +43,7 @@ def job(*conditions: dict[str, Any], **status: Any) -> dict[str, Any]:
 
 
 def pod(phase: str, terminated: dict[str, Any] | None = None) -> dict[str, Any]:
-    state = {"terminated": terminated} if terminated else {"running": {}}
-    return {"status": {"phase": phase, "containerStatuses": [{"name": "buildkit", "state": state}]}}
+    return pod_body(phase, {"terminated": terminated} if terminated else {"running": {}})
 
 
 COMPLETE = {"type": "Complete", "status": "True", "lastTransitionTime": "2026-11-28T10:00:41Z"}
@@ -193,30 +193,8 @@ def test_is_finished(conditions: tuple[dict[str, Any], ...], status: dict[str, A
 
 PENDING_SINCE = "2026-11-28T10:00:00Z"
 LIMIT = PendingLimit(now="2026-11-28T10:10:01Z", seconds=600)
-UNSCHEDULABLE = {
-    "status": {
-        "phase": "Pending",
-        "conditions": [
-            {
-                "type": "PodScheduled",
-                "status": "False",
-                "reason": "Unschedulable",
-                "message": "0/3 nodes are available",
-            }
-        ],
-    }
-}
-IMAGE_PULL = {
-    "status": {
-        "phase": "Pending",
-        "containerStatuses": [
-            {
-                "name": "buildkit",
-                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied"}},
-            }
-        ],
-    }
-}
+UNSCHEDULABLE = unschedulable_pod("0/3 nodes are available")
+IMAGE_PULL = waiting_pod("buildkit", "ImagePullBackOff", "pull access denied")
 
 
 @pytest.mark.parametrize(
