@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from support.processes import stop_process
+
 _OPERATOR_PREFIXES = ("SERVICEBUILD_", "KUBERNETES_")
 
 
@@ -57,15 +59,8 @@ class OperatorProcess:
         self.process.wait()
 
     def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        return None
+        """Terminate, then kill after 20 s; the exit code if it had already ended by itself."""
+        return None if self.process is None else stop_process(self.process, timeout=20)
 
     @property
     def running(self) -> bool:

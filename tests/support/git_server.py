@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .oci_registry import basic_credentials, free_port
+from .processes import stop_process
 
 GIT = "/usr/bin/git"
 
@@ -272,13 +273,7 @@ class GitDaemon(_ServesRepositories):
         return f"git://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
 
 
 def start_git_daemon(repositories: GitRepositories, log_dir: Path) -> GitDaemon:

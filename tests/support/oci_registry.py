@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from .processes import stop_process
+
 REGISTRY_BINARY = "/usr/bin/docker-registry"  # apt-get install docker-registry
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -193,13 +195,7 @@ class RunningRegistry:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
         if self.token_server is not None:
             self.token_server.stop()
 

@@ -62,6 +62,7 @@ from hypothesis import strategies as st
 from servicebuild import failures
 from servicebuild.failures import Failure, Reason, failed_step, scrub
 from servicebuild.jobs import parse_job, parse_pod
+from support.pods import unschedulable_pod, waiting_pod
 
 
 def classify(job: Any, pod: Any, log: str | None) -> Failure:
@@ -224,12 +225,6 @@ def termination_message(pod: dict[str, Any] | None) -> str | None:
             message: str | None = status["state"].get("terminated", {}).get("message")
             return message
     return None
-
-
-def waiting_pod(container: str, reason: str, message: str, *, init: bool = False) -> dict[str, Any]:
-    statuses = [{"name": container, "state": {"waiting": {"reason": reason, "message": message}}}]
-    key = "initContainerStatuses" if init else "containerStatuses"
-    return {"status": {"phase": "Pending", key: statuses}}
 
 
 FROM_LOG: dict[str, tuple[str, Reason, tuple[str, ...]]] = {
@@ -638,19 +633,7 @@ def test_an_oom_kill_wins_over_the_step_error_it_caused() -> None:
     assert failure.failed_step == "[build 3/4] RUN make"
 
 
-UNSCHEDULABLE = {
-    "status": {
-        "phase": "Pending",
-        "conditions": [
-            {
-                "type": "PodScheduled",
-                "status": "False",
-                "reason": "Unschedulable",
-                "message": "0/3 nodes are available: 3 Insufficient memory.",
-            }
-        ],
-    }
-}
+UNSCHEDULABLE = unschedulable_pod("0/3 nodes are available: 3 Insufficient memory.")
 
 PENDING: dict[str, tuple[dict[str, Any] | None, Reason, tuple[str, ...]]] = {
     "unschedulable": (

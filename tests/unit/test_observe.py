@@ -20,6 +20,7 @@ from servicebuild.jobs import parse_job, parse_pod
 from servicebuild.observe import BuildState, Observation, PendingLimit
 from servicebuild.observe import observe as interpret
 from servicebuild.times import parse_time
+from support.pods import pod_body, unschedulable_pod, waiting_pod
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -65,8 +66,7 @@ def job(*conditions: dict[str, Any], **status: Any) -> dict[str, Any]:
 
 
 def pod(phase: str, terminated: dict[str, Any] | None = None) -> dict[str, Any]:
-    state = {"terminated": terminated} if terminated else {"running": {}}
-    return {"status": {"phase": phase, "containerStatuses": [{"name": "buildkit", "state": state}]}}
+    return pod_body(phase, {"terminated": terminated} if terminated else {"running": {}})
 
 
 COMPLETE = {"type": "Complete", "status": "True", "lastTransitionTime": "2026-11-28T10:00:41Z"}
@@ -217,30 +217,8 @@ def test_is_finished(conditions: tuple[dict[str, Any], ...], status: dict[str, A
 
 PENDING_SINCE = "2026-11-28T10:00:00Z"
 LIMIT = limit("2026-11-28T10:10:01Z")
-UNSCHEDULABLE = {
-    "status": {
-        "phase": "Pending",
-        "conditions": [
-            {
-                "type": "PodScheduled",
-                "status": "False",
-                "reason": "Unschedulable",
-                "message": "0/3 nodes are available",
-            }
-        ],
-    }
-}
-IMAGE_PULL = {
-    "status": {
-        "phase": "Pending",
-        "containerStatuses": [
-            {
-                "name": "buildkit",
-                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied"}},
-            }
-        ],
-    }
-}
+UNSCHEDULABLE = unschedulable_pod("0/3 nodes are available")
+IMAGE_PULL = waiting_pod("buildkit", "ImagePullBackOff", "pull access denied")
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from servicebuild.api.models import ServiceBuildStatus, parse_servicebuild
 from servicebuild.config import Settings
 from servicebuild.reconciler import Reconciler
 from support.fakes import FakeGit, FakeKube, FakeRegistry
+from support.pods import pod_body
 
 NAMESPACE = "shop"
 START = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
@@ -56,21 +57,18 @@ class World:
     def start(self, seconds: float) -> None:
         """The Job controller starts the Job and the kubelet the build container."""
         self.kube.jobs[(NAMESPACE, self.job_name)]["status"] = {"startTime": at(seconds), "active": 1}
-        self.kube.pods[(NAMESPACE, self.job_name)] = _pod("Running", {"running": {"startedAt": at(seconds)}})
+        running = {"running": {"startedAt": at(seconds)}}
+        self.kube.pods[(NAMESPACE, self.job_name)] = pod_body("Running", running)
 
     def end(
         self, seconds: float, terminated: dict[str, Any], pod_status: dict[str, Any] | None = None
     ) -> None:
         """The build container terminates; the Job controller counts the Pod out but adds no condition yet."""
         phase = "Succeeded" if terminated["exitCode"] == 0 else "Failed"
-        pod = _pod(phase, {"terminated": {**terminated, "finishedAt": at(seconds)}})
+        pod = pod_body(phase, {"terminated": {**terminated, "finishedAt": at(seconds)}})
         pod["status"] |= pod_status or {}
         self.kube.pods[(NAMESPACE, self.job_name)] = pod
         self.kube.jobs[(NAMESPACE, self.job_name)]["status"]["active"] = 0
-
-
-def _pod(phase: str, state: dict[str, Any]) -> dict[str, Any]:
-    return {"status": {"phase": phase, "containerStatuses": [{"name": "buildkit", "state": state}]}}
 
 
 def _report() -> str:
@@ -117,7 +115,7 @@ def test_a_pod_that_never_starts_its_build_still_times_out_pending() -> None:
     world = World()
     world.reconcile(0)
     world.kube.jobs[(NAMESPACE, world.job_name)]["status"] = {"startTime": at(1), "active": 1}
-    world.kube.pods[(NAMESPACE, world.job_name)] = _pod(
+    world.kube.pods[(NAMESPACE, world.job_name)] = pod_body(
         "Pending", {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied"}}
     )
     assert world.reconcile(600).phase == "Pending"
