@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     """Comma-separated namespaces to watch; empty means all namespaces."""
 
     registry_timeout_seconds: float = Field(default=30.0, gt=0)
-    """Timeout of one HTTP request to a registry."""
+    """Timeout of one HTTP request to a registry, or to a git server when resolving a revision."""
 
     api_timeout_seconds: float = Field(default=30.0, gt=0)
     """Timeout of one Kubernetes API request."""
