@@ -6,9 +6,10 @@ We test these aspects:
 - every rendered built-in object is valid against the Kubernetes schemas (kubernetes-validate, strict),
   at the oldest Kubernetes the build Jobs support and at the newest the package knows;
 - the base deploys the generated CRD from crds/, unchanged;
-- every ServiceBuild in e2e/samples and in the README is valid against the CRD as the API server
-  checks it (schema, unknown fields, CEL rules) and against the pydantic model, and the samples'
-  ConfigMap context holds every file the Dockerfile copies;
+- every ServiceBuild in e2e/samples and in the documentation (README.md and docs/) is valid against
+  the CRD as the API server checks it (schema, unknown fields, CEL rules) and against the pydantic
+  model; the README shows a minimal one and the reference several; the samples' ConfigMap context holds
+  every file the Dockerfile copies;
 - the operator Deployment: one replica, Recreate, a liveness probe on Kopf's endpoint, requests and
   limits, a restricted securityContext with a read-only root filesystem and a writable /tmp, and the
   user the image creates;
@@ -31,6 +32,7 @@ import pytest
 import yaml
 
 from servicebuild.api.models import ServiceBuildSpec
+from support import docs
 from support.crd_schema import crd_errors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,21 +152,29 @@ def test_samples_include_a_default_and_a_non_default_target():
     assert any(targets)
 
 
-def readme_servicebuilds() -> list[dict[str, Any]]:
-    """The ServiceBuild examples users copy from the README."""
-    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
-    documents = [doc for block in blocks for doc in yaml.safe_load_all(block)]
-    return [doc for doc in documents if isinstance(doc, dict) and doc.get("kind") == "ServiceBuild"]
+def documented_servicebuilds() -> list[Any]:
+    """The ServiceBuild examples users copy from the README and docs/, named by page and name."""
+    return [
+        pytest.param(servicebuild, id=f"{docs.relative(page)}:{servicebuild['metadata']['name']}")
+        for page in docs.pages()
+        for servicebuild in docs.servicebuilds(page)
+    ]
 
 
-def test_readme_shows_a_servicebuild():
-    assert readme_servicebuilds()
+def test_readme_shows_a_minimal_servicebuild():
+    """The first build of the README: a source and an output, nothing else."""
+    specs = [servicebuild["spec"] for servicebuild in docs.servicebuilds(docs.README)]
+    assert {"source", "output"} in [set(spec) for spec in specs]
+
+
+def test_the_reference_shows_servicebuilds():
+    assert len(docs.servicebuilds(docs.DOCS / "servicebuild.md")) > 1
 
 
 @pytest.mark.parametrize(
     "servicebuild",
-    samples() + readme_servicebuilds(),
-    ids=lambda servicebuild: servicebuild["metadata"]["name"],
+    [pytest.param(sample, id=sample["metadata"]["name"]) for sample in samples()]
+    + documented_servicebuilds(),
 )
 def test_every_sample_servicebuild_is_valid_against_the_crd_and_the_model(servicebuild):
     assert crd_errors(servicebuild) == []

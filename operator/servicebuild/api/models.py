@@ -134,7 +134,9 @@ class ConfigMapSource(_Model):
 
     archive: Annotated[str, Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+\.(tar\.gz|tgz)$")] | None = None
     """A `binaryData` key holding the whole context as a `.tar.gz` or `.tgz` archive, for contexts with
-    folders: it is unpacked instead of copying the keys as files. Default: none, each key is a file."""
+    folders: it is unpacked instead of copying the keys as files. Default: none, each key is a file.
+
+    See docs/servicebuild.md#contexts-with-folders in the operator's repository."""
 
 
 class GitSource(_Model):
@@ -159,8 +161,11 @@ class GitSource(_Model):
         | None
     ) = None
     """A branch, tag or commit; default: the repository's default branch. The operator resolves it to a commit
-    when the build starts and builds exactly that commit. With an SSH URL it must be a full commit id: the
-    operator does not contact SSH remotes."""
+    when the build starts and builds exactly that commit, once per spec generation: a newer commit on the
+    branch is built only after the spec changes. With an SSH URL it must be a full commit id: the operator
+    does not contact SSH remotes.
+
+    See docs/servicebuild.md#revision-resolution in the operator's repository."""
 
     context_dir: RelativePath | None = None
     """The build context's folder inside the repository (for monorepos); default: the repository root."""
@@ -168,7 +173,9 @@ class GitSource(_Model):
     auth_secret: ResourceName | None = None
     """A Secret in the same namespace with the credentials; default: none (a public repository). HTTPS:
     the key `token`, or `username` and `password`. SSH: the key `ssh-privatekey` (not passphrase-protected).
-    Only the key the build uses is mounted into the build Pod."""
+    Only the key the build uses is mounted into the build Pod.
+
+    See docs/servicebuild.md#git-credentials in the operator's repository."""
 
     @field_validator("revision")
     @classmethod
@@ -196,7 +203,9 @@ class Source(_Model):
     """A git repository; BuildKit fetches it itself, with no clone step in the Job."""
 
     config_map: ConfigMapSource | None = None
-    """A small build context kept in a ConfigMap (at most 1 MiB): each key is a file."""
+    """A small build context kept in a ConfigMap (at most 1 MiB): each key is a file.
+
+    See docs/servicebuild.md#configmap in the operator's repository."""
 
     @model_validator(mode="after")
     def exactly_one(self) -> "Source":
@@ -222,7 +231,9 @@ class Output(_Model):
     ] = Field(default_factory=list)
     """Up to 16 more tags pushed with the same image; default: none. Placeholders make unique, sortable tags:
     `{commit}` and `{shortCommit}` (its first 12 characters; git sources only), `{generation}` and
-    `{timestamp}` (UTC `YYYYMMDDhhmmss` when the Job is created)."""
+    `{timestamp}` (UTC `YYYYMMDDhhmmss` when the Job is created).
+
+    See docs/servicebuild.md#output-and-tags in the operator's repository."""
 
     @field_validator("tags")
     @classmethod
@@ -346,7 +357,9 @@ class ServiceBuildSpec(_Model):
     )
 
     source: Source
-    """Where the build context comes from: exactly one of `git` and `configMap`."""
+    """Where the build context comes from: exactly one of `git` and `configMap`.
+
+    See docs/servicebuild.md#source in the operator's repository."""
 
     dockerfile: RelativePath = "Dockerfile"
     """The Dockerfile's path inside the build context (inside `contextDir` for git); default: `Dockerfile`."""
@@ -367,7 +380,9 @@ class ServiceBuildSpec(_Model):
 
     cache: Cache = Field(default_factory=Cache)
     """The registry-backed layer cache; default: on, `mode: max`, in the output repository with the tag
-    `buildcache`."""
+    `buildcache`.
+
+    See docs/servicebuild.md#cache in the operator's repository."""
 
     secrets: Annotated[
         list[BuildSecret],
@@ -377,14 +392,18 @@ class ServiceBuildSpec(_Model):
         ),
     ] = Field(default_factory=list)
     """Up to 16 build secrets, visible only to `RUN --mount=type=secret` steps; default: none. Their values
-    never reach the Job spec, the image, the logs or the status."""
+    never reach the Job spec, the image, the logs or the status.
+
+    See docs/servicebuild.md#build-secrets in the operator's repository."""
 
     platforms: Annotated[
         list[Annotated[str, Field(max_length=64, pattern=PLATFORM_PATTERN)]],
         Field(max_length=8, json_schema_extra={"x-kubernetes-list-type": "set"}),
     ] = Field(default_factory=list)
     """Build one multi-platform image (an index) for these platforms, e.g. `linux/amd64` and `linux/arm64`;
-    default: the build node's platform. Foreign platforms need QEMU (binfmt) on the build nodes."""
+    default: the build node's platform. Foreign platforms need QEMU (binfmt) on the build nodes.
+
+    See docs/servicebuild.md#platforms in the operator's repository."""
 
     resources: Resources | None = None
     """Resources of the build container; default: requests `cpu: 500m` and `memory: 1Gi`, limit `memory: 4Gi`.
@@ -412,11 +431,15 @@ class ServiceBuildSpec(_Model):
 
     queue_name: LabelValue | None = None
     """A Kueue LocalQueue: the Job is labelled `kueue.x-k8s.io/queue-name` and waits, suspended by Kueue,
-    until it is admitted; default: none."""
+    until it is admitted; default: none.
+
+    See docs/servicebuild.md#resources-and-scheduling in the operator's repository."""
 
     builder_image: ImageReference | None = None
     """Another rootless BuildKit image for this build, one the operator's
-    `SERVICEBUILD_ALLOWED_BUILDER_IMAGES` names; default: the operator's `SERVICEBUILD_BUILDKIT_IMAGE`."""
+    `SERVICEBUILD_ALLOWED_BUILDER_IMAGES` names; default: the operator's `SERVICEBUILD_BUILDKIT_IMAGE`.
+
+    See docs/servicebuild.md#builder-image in the operator's repository."""
 
     timeout: Duration = "30m"
     """How long a build may run before it is stopped and reported as failed, e.g. `45m` or `1h30m`; default:
@@ -424,7 +447,9 @@ class ServiceBuildSpec(_Model):
 
     pending_timeout: Duration = "10m"
     """How long the build Pod may wait to start (unschedulable, image pull failing) before the build is
-    reported as failed; default: `10m`."""
+    reported as failed; default: `10m`.
+
+    See docs/servicebuild.md#timeouts in the operator's repository."""
 
     @field_validator("timeout", "pending_timeout")
     @classmethod
@@ -501,7 +526,10 @@ class Condition(_StatusModel):
     status: ConditionStatus
     """Whether the condition holds: `True`, `False` or `Unknown`."""
     reason: str
-    """Why the condition is as it is, in CamelCase: stable for tools to match on."""
+    """Why the condition is as it is, in CamelCase: stable for tools to match on.
+
+    See docs/servicebuild.md#phases-and-conditions and docs/failure-reasons.md in the operator's
+    repository."""
     message: str = ""
     """Why the condition is as it is, for humans; may be empty."""
     observed_generation: int | None = None
@@ -579,10 +607,14 @@ class ServiceBuildStatus(_StatusModel):
     on the latest spec."""
     phase: Phase | None = None
     """Where the build is, in one word: `Queued` (waiting for a free build slot), `Pending` (the Job is being
-    created, waits for Kueue or its Pod, or a retry is scheduled), `Building`, `Succeeded` or `Failed`."""
+    created, waits for Kueue or its Pod, or a retry is scheduled), `Building`, `Succeeded` or `Failed`.
+
+    See docs/servicebuild.md#phases-and-conditions in the operator's repository."""
     conditions: list[Condition] = Field(default_factory=list)
     """The standard conditions `Ready`, `Reconciling` and `Stalled`, and `CacheExported` after a successful
-    build with a cache."""
+    build with a cache.
+
+    See docs/servicebuild.md#phases-and-conditions in the operator's repository."""
     message: str | None = None
     """A human-readable summary of the last transition."""
     job_name: str | None = None
