@@ -163,6 +163,8 @@ class Reconciler:
         try:
             context_digest = self._context_digest(meta, servicebuild.spec)
         except _Problem as problem:
+            # The older build must not push either: the spec that asked for it is gone.
+            self._stop_builds(meta, keep=None, unless_stopped=plan.ended(previous, meta.generation))
             return Stalled(Build(meta.generation), problem.failure)
         due = plan.due_build(meta, previous, context_digest, now)
         return None if due is None else self._follow(servicebuild, due, now)

@@ -45,9 +45,17 @@ class World:
     def __init__(self, settings: Settings = SETTINGS) -> None:
         self.kube = FakeKube(now=at(0), configmaps={"ctx": {"data": {"Dockerfile": "FROM scratch\n"}}})
         self.reconciler = Reconciler(self.kube, FakeRegistry(), FakeGit(), settings)
+        self.spec: dict[str, Any] = SPEC
+        self.generation = 1
+
+    def change_spec(self, **fields: Any) -> None:
+        """A user edits the spec; the API server bumps the generation."""
+        self.spec = {**self.spec, **fields}
+        self.generation += 1
 
     def reconcile(self, seconds: float) -> ServiceBuildStatus:
-        body = {"metadata": {**METADATA, "generation": 1}, "spec": SPEC, "status": self.kube.status}
+        metadata = {**METADATA, "generation": self.generation}
+        body = {"metadata": metadata, "spec": self.spec, "status": self.kube.status}
         return self.reconciler.reconcile(parse_servicebuild(body), START + timedelta(seconds=seconds)).status
 
     @property
@@ -146,3 +154,32 @@ def test_a_transient_failure_is_retried_after_the_delay_by_the_clock_given() -> 
     assert world.job_name != first_job
     assert retrying.attempt == 2
     assert _condition(retrying, "Reconciling") == ("True", "BuildPending")
+
+
+def test_a_new_generation_whose_configmap_is_missing_stops_the_older_build() -> None:
+    world = World()
+    world.reconcile(0)
+    world.start(1)
+    older = world.job_name
+
+    world.change_spec(source={"configMap": {"name": "gone"}})
+    status = world.reconcile(5)
+
+    assert _condition(status, "Stalled") == ("True", "SourceNotFound")
+    assert world.kube.deleted == [(NAMESPACE, older)], "the spec that asked for the older build is gone"
+
+
+def test_a_permanent_failure_of_a_retry_counts_the_attempts_it_may_have() -> None:
+    world = World(Settings(retry_delay_seconds=0))
+    world.reconcile(0)
+    world.start(1)
+    evicted = {"reason": "Evicted", "message": "The node was low on resource: memory."}
+    world.end(10, {"exitCode": 137, "reason": "Error"}, evicted)
+    world.reconcile(11)
+    world.start(12)
+    world.end(20, {"exitCode": 1, "reason": "Error", "message": BUILD_FAILURE_LOG})
+
+    status = world.reconcile(21)
+
+    assert status.attempt == 2
+    assert (status.message or "").startswith("Attempt 2 of 3: "), status.message
