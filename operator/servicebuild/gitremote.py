@@ -12,7 +12,7 @@ import select
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any
 
 import urllib3
 from dulwich.client import (
@@ -26,6 +26,8 @@ from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 from dulwich.protocol import DEFAULT_GIT_PROTOCOL_VERSION_FETCH, PEELED_TAG_SUFFIX, Protocol
 from dulwich.refs import Ref
 
+from servicebuild.giturl import GitUrl, parse_git_url
+
 if TYPE_CHECKING:
     from dulwich.client import HTTPResponse
 
@@ -36,10 +38,6 @@ SSH_NEEDS_COMMIT = "an SSH source needs spec.source.git.revision to be a full co
 
 _FULL_COMMIT_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]{4,39}$")
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-# The authority's userinfo ends at its last "@" (a password may hold an unescaped one).
-_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
-_SCP_RE = re.compile(r"^(?:[^@/:]+@)?(?P<host>[^@/:]+):(?P<path>.+)$")
 _HEAD = Ref(b"HEAD")
 # No retries inside urllib3: each resolve stays within about one `timeout`, and the reconciler
 # retries transient failures itself. Redirects (a renamed project) are still followed.
@@ -158,46 +156,9 @@ def _decoded(data: Mapping[str, str], key: str, *, strip: bool) -> str | None:
     return value
 
 
-def redact_url(url: str) -> str:
-    """`url` fit for messages: no userinfo (credentials), no query or fragment."""
-    if _SCHEME_RE.match(url):
-        return re.split(r"[?#]", _USERINFO_RE.sub(r"\1", url), maxsplit=1)[0]
-    scp = _SCP_RE.match(url)
-    if scp:
-        return f"{scp['host']}:{scp['path']}"
-    return url.rpartition("@")[2]
-
-
 def is_full_commit(revision: str) -> bool:
     """A full (40 hex digit) commit id, as opposed to a branch, tag or abbreviated id."""
     return bool(_FULL_COMMIT_RE.match(revision))
-
-
-@dataclass(frozen=True)
-class _Remote:
-    kind: Literal["http", "git", "ssh"]
-    origin: str
-    """`scheme://host[:port]` without userinfo (http and git only)."""
-    path: str
-    display: str
-
-
-def _parse_remote(url: str) -> _Remote:
-    display = redact_url(url)
-    scheme = _SCHEME_RE.match(url)
-    if scheme is None:
-        if _SCP_RE.match(url) and not url.startswith(("/", ".")):
-            return _Remote("ssh", "", "", display)
-        raise UnsupportedSource(f"{display!r} is not an http(s), git, ssh or scp-style git URL")
-    name = scheme[1].lower()
-    authority, _, rest = url[scheme.end() :].partition("/")
-    host_port = authority.rpartition("@")[2]
-    if name in {"ssh", "git+ssh"} and host_port:
-        return _Remote("ssh", "", "", display)
-    if name not in {"http", "https", "git"} or not host_port or not rest:
-        raise UnsupportedSource(f"{display!r} is not an http(s), git, ssh or scp-style git URL")
-    path = "/" + re.split(r"[?#]", rest, maxsplit=1)[0]
-    return _Remote("http" if name.startswith("http") else "git", f"{name}://{host_port}", path, display)
 
 
 def select_commit(refs: Mapping[Ref, bytes | None], revision: str | None) -> str | None:
@@ -232,10 +193,13 @@ class GitRemote:
         A full commit id is returned as is, without contacting the remote: whether the remote has
         that commit cannot be checked without fetching objects, so the build finds out.
         """
-        remote = _parse_remote(url)
+        try:
+            remote = parse_git_url(url)
+        except ValueError as error:
+            raise UnsupportedSource(str(error)) from None
         if revision is not None and is_full_commit(revision):
             return revision.lower()
-        if remote.kind == "ssh":
+        if remote.is_ssh:
             raise SshResolutionUnsupported(f"{remote.display}: {SSH_NEEDS_COMMIT}")
         client = self._client(remote, credentials)
         wanted = [b"HEAD"] if revision in (None, "HEAD") else _prefixes(revision)
@@ -257,12 +221,9 @@ class GitRemote:
         )
         raise RevisionNotFound(f"{remote.display} has no branch or tag {revision!r}{hint}")
 
-    def _client(self, remote: _Remote, credentials: GitCredentials | None) -> GitClient:
-        if remote.kind == "git":
-            host, _, port = remote.origin.removeprefix("git://").rpartition(":")
-            if not host or not port.isdigit():
-                host, port = remote.origin.removeprefix("git://"), ""
-            return _TcpClient(host.strip("[]"), int(port) if port else None, self._timeout, remote.display)
+    def _client(self, remote: GitUrl, credentials: GitCredentials | None) -> GitClient:
+        if remote.scheme == "git":
+            return _TcpClient(remote.hostname, remote.port, self._timeout, remote.display)
         if credentials is not None and credentials.password is None:
             raise InvalidGitSecret(
                 f"{remote.display}: the auth secret holds an SSH key, but an HTTP(S) URL needs "
@@ -277,7 +238,7 @@ def _prefixes(revision: str) -> list[bytes]:
     return [f"refs/heads/{revision}".encode(), f"refs/tags/{revision}".encode()]
 
 
-def _classified(error: Exception, remote: _Remote, credentials: GitCredentials | None) -> GitError:
+def _classified(error: Exception, remote: GitUrl, credentials: GitCredentials | None) -> GitError:
     """Map what dulwich, urllib3 and sockets raise to the taxonomy; messages carry no secrets."""
     where = remote.display
     if isinstance(error, HTTPUnauthorized):
@@ -290,7 +251,7 @@ def _classified(error: Exception, remote: _Remote, credentials: GitCredentials |
     cause = _root_cause(error)
     if isinstance(cause, OSError | urllib3.exceptions.HTTPError):
         return GitUnavailable(f"{where} is unreachable: {_describe(cause)}")
-    if isinstance(error, GitProtocolError) and remote.kind == "git":
+    if isinstance(error, GitProtocolError) and remote.scheme == "git":
         return _daemon_error(str(error), where)
     return GitError(f"{where} did not answer as a git server should ({type(error).__name__})")
 
@@ -351,7 +312,7 @@ class _ProxyManager(urllib3.ProxyManager):
 class _HttpClient(Urllib3HttpGitClient):
     """Dulwich's HTTP client with errors mapped by status code, not by parsing its messages."""
 
-    def __init__(self, remote: _Remote, credentials: GitCredentials | None, timeout: float) -> None:
+    def __init__(self, remote: GitUrl, credentials: GitCredentials | None, timeout: float) -> None:
         base_url = f"{remote.origin}/"
         # config=None: the operator's own git config (if any) must not change what users get;
         # proxies still come from the environment (https_proxy, no_proxy).
