@@ -5,13 +5,10 @@ monorepo. HTTP(S) uses basic auth with the auth secret's token or password; git:
 SSH remotes are not contacted (see `SshResolutionUnsupported`).
 """
 
-import base64
-import binascii
 import re
 import select
 import socket
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 import urllib3
@@ -26,13 +23,13 @@ from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 from dulwich.protocol import DEFAULT_GIT_PROTOCOL_VERSION_FETCH, PEELED_TAG_SUFFIX, Protocol
 from dulwich.refs import Ref
 
+from servicebuild.credentials import DEFAULT_USERNAME, GitCredentials
+from servicebuild.credentials import GitError as GitError  # noqa: PLC0414 (re-exported, PEP 484)
+from servicebuild.credentials import InvalidGitSecret as InvalidGitSecret  # noqa: PLC0414 (re-exported)
 from servicebuild.giturl import GitUrl, parse_git_url
 
 if TYPE_CHECKING:
     from dulwich.client import HTTPResponse
-
-DEFAULT_USERNAME = "x-access-token"
-"""The username sent with a bare `token`: GitHub wants exactly this, GitLab and Gitea accept any."""
 
 SSH_NEEDS_COMMIT = "an SSH source needs spec.source.git.revision to be a full commit id"
 
@@ -45,13 +42,7 @@ _RETRIES = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redir
 
 
 # The names below are part of the project's vocabulary (the status reasons use them), hence N818.
-class GitError(Exception):
-    """A git remote could not answer; `transient` says whether to retry, `reason` is the status reason."""
-
-    transient: bool = False
-    reason: str = "GitError"
-
-
+# GitError and InvalidGitSecret are in credentials.py: reading an auth secret raises them.
 class GitAuthFailed(GitError):  # noqa: N818
     """The remote refused the credentials, or needs some and none were given."""
 
@@ -75,12 +66,6 @@ class GitUnavailable(GitError):  # noqa: N818
     reason = "GitUnavailable"
 
 
-class InvalidGitSecret(GitError):  # noqa: N818
-    """The auth secret lacks the keys a git remote needs, or holds unreadable values."""
-
-    reason = "InvalidGitSecret"
-
-
 class UnsupportedSource(GitError):  # noqa: N818
     """The URL is no git remote the operator can read (only http, https, git, ssh and scp-style)."""
 
@@ -93,67 +78,6 @@ class SshResolutionUnsupported(UnsupportedSource):
     Dulwich ships no in-process SSH transport (only one spawning `ssh`, which would need the key
     on disk and an ssh binary in the operator's image), so SSH sources must name the commit.
     """
-
-
-@dataclass(frozen=True)
-class GitCredentials:
-    """An auth secret's credentials; the repr hides the password and the private key."""
-
-    username: str | None = None
-    password: str | None = None
-    ssh_private_key: str | None = None
-
-    def __repr__(self) -> str:
-        def hidden(value: str | None) -> str:
-            return "None" if value is None else "<redacted>"
-
-        return (
-            f"GitCredentials(username={self.username!r}, password={hidden(self.password)}, "
-            f"ssh_private_key={hidden(self.ssh_private_key)})"
-        )
-
-
-def credentials_from_secret(data: Mapping[str, str]) -> GitCredentials:
-    """Credentials from a Secret's (base64) `data`.
-
-    `token` (username `x-access-token` unless `username` is given), or `password` with `username`
-    (kubernetes.io/basic-auth), and/or `ssh-privatekey` (kubernetes.io/ssh-auth). Other keys, such as
-    `known_hosts`, are ignored: BuildKit takes no known_hosts for a git context. Errors name keys, never
-    values.
-    """
-    username = _decoded(data, "username", strip=True)
-    token = _decoded(data, "token", strip=True)
-    password = _decoded(data, "password", strip=True)
-    private_key = _decoded(data, "ssh-privatekey", strip=False)
-    secret = token if token is not None else password
-    if secret is None and private_key is None:
-        present = ", ".join(sorted(data)) or "none"
-        raise InvalidGitSecret(
-            "the git auth secret needs the key 'token', 'password' (with 'username') or "
-            f"'ssh-privatekey'; it has: {present}"
-        )
-    if token is None and password is not None and username is None:
-        raise InvalidGitSecret("the git auth secret has 'password' but no 'username'")
-    return GitCredentials(
-        username=(username or DEFAULT_USERNAME) if secret is not None else None,
-        password=secret,
-        ssh_private_key=private_key,
-    )
-
-
-def _decoded(data: Mapping[str, str], key: str, *, strip: bool) -> str | None:
-    if key not in data:
-        return None
-    try:
-        value = base64.b64decode(data[key], validate=True).decode()
-    except (binascii.Error, ValueError, TypeError):
-        # `from None`: the underlying error would quote the value.
-        raise InvalidGitSecret(f"the git auth secret's key {key!r} is not base64 of UTF-8 text") from None
-    # `echo token | base64` leaves a newline that would end up in the Authorization header.
-    value = value.strip("\r\n") if strip else value
-    if not value:
-        raise InvalidGitSecret(f"the git auth secret's key {key!r} is empty")
-    return value
 
 
 def is_full_commit(revision: str) -> bool:

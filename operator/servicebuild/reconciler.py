@@ -1,7 +1,5 @@
 """Observe, act, decide: one level-triggered reconcile behind every trigger. No Kopf here."""
 
-import base64
-import binascii
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -25,18 +23,19 @@ from servicebuild.api.models import (
     status_to_dict,
 )
 from servicebuild.config import Settings
+from servicebuild.credentials import (
+    Credentials,
+    GitCredentials,
+    git_credentials_from_secret,
+    push_credentials,
+    secret_values,
+)
 from servicebuild.failures import scrub
-from servicebuild.gitremote import GitCredentials, GitError, credentials_from_secret
+from servicebuild.gitremote import GitError
 from servicebuild.imageref import ImageRef
 from servicebuild.kube import KubeError
 from servicebuild.observe import BuildState, Observation, PendingLimit, is_finished, observe
-from servicebuild.registry import (
-    Credentials,
-    ImageSummary,
-    RegistryError,
-    credentials_from_docker_config,
-    docker_config_secrets,
-)
+from servicebuild.registry import ImageSummary, RegistryError
 from servicebuild.render.job import BuildInputs, GitAuth, render_job
 from servicebuild.status import Outcome, decide, human_size, merge_patch, transition_event
 from servicebuild.validation import describe_validation_error
@@ -369,7 +368,7 @@ class Reconciler:
         if git.auth_secret is not None:
             data = self._secret_data(meta, "spec.source.git.authSecret", git.auth_secret, ())
             try:
-                credentials = credentials_from_secret(data)
+                credentials = git_credentials_from_secret(data)
             except GitError as exc:
                 raise _PermanentError(exc.reason, f"spec.source.git.authSecret: {exc}") from exc
             method: GitAuth = (
@@ -402,12 +401,7 @@ class Reconciler:
         names += [name for name in (spec.output.push_secret, git_auth) if name]
         values: list[str] = []
         for name in dict.fromkeys(names):
-            for encoded in (self.kube.get_secret_data(namespace, name) or {}).values():
-                try:
-                    value = base64.b64decode(encoded, validate=True).decode(errors="replace")
-                except binascii.Error:
-                    continue
-                values += [value, *docker_config_secrets(value)]
+            values += secret_values(self.kube.get_secret_data(namespace, name) or {})
         return values
 
     def _secret_data(self, meta: ObjectMeta, field: str, name: str, keys: tuple[str, ...]) -> dict[str, str]:
@@ -427,12 +421,7 @@ class Reconciler:
             return None
         data = self._secret_data(meta, "spec.output.pushSecret", secret_name, (_DOCKER_CONFIG_KEY,))
         try:
-            config = base64.b64decode(data[_DOCKER_CONFIG_KEY], validate=True)
-            return credentials_from_docker_config(config, spec.output.ref.registry)
-        except (binascii.Error, ValueError) as exc:
-            raise _PermanentError(
-                "InvalidPushSecret", f"spec.output.pushSecret: {secret_name!r} is not base64"
-            ) from exc
+            return push_credentials(data, spec.output.ref.registry, name=secret_name)
         except RegistryError as exc:
             raise _PermanentError("InvalidPushSecret", f"spec.output.pushSecret: {exc}") from exc
 

@@ -26,16 +26,15 @@ from pathlib import Path
 
 import pytest
 
+from servicebuild.credentials import GitCredentials, git_credentials_from_secret
 from servicebuild.gitremote import (
     GitAuthFailed,
-    GitCredentials,
     GitError,
     GitRemote,
     GitUnavailable,
     InvalidGitSecret,
     RevisionNotFound,
     SourceNotFound,
-    credentials_from_secret,
 )
 from support.git_server import (
     ANNOTATED_TAG,
@@ -210,7 +209,7 @@ def test_forbidden(git_repositories: GitRepositories) -> None:
 
 def test_token_from_secret_data_goes_out_as_x_access_token(git_server: GitHttpServer) -> None:
     assert git_server.token is not None
-    credentials = credentials_from_secret({"token": b64(git_server.token + "\n")})
+    credentials = git_credentials_from_secret({"token": b64(git_server.token + "\n")})
     requests_before = len(git_server.usernames)
     assert GIT.resolve(git_server.url, BRANCH, credentials) == git_server.commits.feature
     assert set(git_server.usernames[requests_before:]) == {"x-access-token"}
@@ -218,7 +217,7 @@ def test_token_from_secret_data_goes_out_as_x_access_token(git_server: GitHttpSe
 
 def test_basic_auth_secret_data_keeps_its_username(git_server: GitHttpServer) -> None:
     assert git_server.token is not None
-    credentials = credentials_from_secret({"username": b64("builder"), "password": b64(git_server.token)})
+    credentials = git_credentials_from_secret({"username": b64("builder"), "password": b64(git_server.token)})
     requests_before = len(git_server.usernames)
     assert GIT.resolve(git_server.url, None, credentials) == git_server.commits.main
     assert set(git_server.usernames[requests_before:]) == {"builder"}
