@@ -14,7 +14,9 @@ We test these aspects:
 - credentials from a Secret's data: a bare token goes out with the username `x-access-token`,
   basic-auth with its own username; an SSH-key-only secret for an HTTP URL is InvalidGitSecret;
 - a stopped server (HTTP and git://), HTTP 503 and 429, and a server that accepts the connection
-  but never answers (the timeout holds) are a transient GitUnavailable.
+  but never answers (the timeout holds) are a transient GitUnavailable;
+- an HTTP server answering 200 with a page that is no git ref list (a sign-on proxy) is a permanent
+  GitError, never read as refs; a renamed repository's redirect is followed, with the credentials.
 """
 
 import base64
@@ -288,3 +290,33 @@ def test_a_server_that_never_answers_times_out(silent_port: int, scheme: str) ->
     with pytest.raises(GitUnavailable, match="timed out") as caught:
         GitRemote(timeout=0.5).resolve(url, "main", None)
     assert_unavailable(caught.value, url)
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers that are no git refs, and redirects
+
+
+def test_a_login_page_is_no_ref_list(git_repositories: GitRepositories) -> None:
+    server = start_git_server(git_repositories, token=new_token())
+    server.login_page = True
+    try:
+        with pytest.raises(GitError, match="does not speak git's smart HTTP protocol") as caught:
+            GIT.resolve(server.url, "main", token_credentials(server))
+    finally:
+        server.stop()
+    assert type(caught.value) is GitError
+    assert not caught.value.transient
+    assert "text/html" in str(caught.value)
+    assert server.url in str(caught.value)
+
+
+def test_a_renamed_repository_is_followed(git_repositories: GitRepositories) -> None:
+    server = start_git_server(git_repositories, token=new_token())
+    server.moved["old-name.git"] = "repo.git"
+    old_url = server.repository_url("old-name.git")
+    try:
+        assert GIT.resolve(old_url, BRANCH, token_credentials(server)) == server.commits.feature
+        with pytest.raises(GitAuthFailed, match="no auth secret"):
+            GIT.resolve(old_url, BRANCH, None)
+    finally:
+        server.stop()
