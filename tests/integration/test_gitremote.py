@@ -16,7 +16,8 @@ We test these aspects:
 - a stopped server (HTTP and git://), HTTP 503 and 429, and a server that accepts the connection
   but never answers (the timeout holds) are a transient GitUnavailable;
 - an HTTP server answering 200 with a page that is no git ref list (a sign-on proxy) is a permanent
-  GitError, never read as refs; a renamed repository's redirect is followed, with the credentials.
+  GitError, never read as refs; a renamed repository's redirect is followed, with the credentials,
+  but a redirect to another host gets none of them (dulwich 1.2.6 and later).
 """
 
 import base64
@@ -320,3 +321,17 @@ def test_a_renamed_repository_is_followed(git_repositories: GitRepositories) -> 
             GIT.resolve(old_url, BRANCH, None)
     finally:
         server.stop()
+
+
+def test_credentials_never_follow_a_redirect_to_another_host(git_repositories: GitRepositories) -> None:
+    other = start_git_server(git_repositories)
+    server = start_git_server(git_repositories, token=new_token())
+    server.moved["old-name.git"] = other.url
+    try:
+        commit = GIT.resolve(server.repository_url("old-name.git"), BRANCH, token_credentials(server))
+    finally:
+        server.stop()
+        other.stop()
+    assert commit == server.commits.feature
+    assert other.usernames
+    assert set(other.usernames) == {None}
