@@ -118,14 +118,14 @@ class GitUrl:
 def parse_git_url(url: str) -> GitUrl:
     """`url` taken apart, or ValueError when it is no git URL BuildKit reads (the message hides credentials).
 
-    An http, https or git URL needs a repository path (more than `/`).
+    An http, https, git or ssh URL needs a repository path (more than `/`).
     """
     scheme_url = _SCHEME_URL_RE.fullmatch(url)
-    if scheme_url is not None:
+    if scheme_url is not None and len(scheme_url["path"] or "") > 1:
         scheme = cast("Scheme", scheme_url["scheme"])
-        path = scheme_url["path"] or ""
-        if scheme == "ssh" or len(path) > 1:
-            return GitUrl(scheme, scheme_url["host"], path, scheme_url["userinfo"], scheme_url["query"])
+        return GitUrl(
+            scheme, scheme_url["host"], scheme_url["path"], scheme_url["userinfo"], scheme_url["query"]
+        )
     scp = _SCP_URL_RE.fullmatch(url)
     if scp is not None:
         return GitUrl("scp", scp["host"], scp["path"], scp["userinfo"])

@@ -6,8 +6,9 @@ We test these aspects:
 - picking the commit among advertised refs: HEAD, branch before tag, the peeled value of an
   annotated tag, full ref names, an unborn HEAD;
 - SSH remotes: a full commit id is returned as is, a branch or tag is SshResolutionUnsupported;
-  URLs that are no git remote (file://, local paths, ftp://, git+ssh://, scp-style without a user, a
-  fragment) are UnsupportedSource, before any I/O, and the message shows no credentials;
+  URLs that are no git remote (file://, local paths, ftp://, git+ssh://, scp-style without a user,
+  ssh:// without a repository path, a fragment) are UnsupportedSource, with a full commit id too,
+  before any I/O, and the message shows no credentials;
 - which errors are transient, and their reasons.
 """
 
@@ -128,12 +129,14 @@ def test_ssh_branch_or_tag_is_unsupported(url: str, revision: str | None) -> Non
         "repo.git",
         "git+ssh://host/repo.git",
         "github.com:shop/repo.git",
+        "ssh://git@git.example.com",
         f"https://user:{PASSWORD}@git.example.com/repo.git#main",
     ],
 )
-def test_urls_that_are_no_git_remote(url: str) -> None:
+@pytest.mark.parametrize("revision", ["main", COMMIT])
+def test_urls_that_are_no_git_remote(url: str, revision: str) -> None:
     with pytest.raises(UnsupportedSource, match="is not an http") as caught:
-        GitRemote(timeout=1.0).resolve(url, "main", None)
+        GitRemote(timeout=1.0).resolve(url, revision, None)
     assert caught.value.reason == "UnsupportedSource"
     assert not caught.value.transient
     assert PASSWORD not in str(caught.value)

@@ -189,11 +189,6 @@ CASES = [
         GitUrl("ssh", "git.example.com:2222", "/shop/r.git", "deploy:hunter2"),
         "ssh://git.example.com:2222/shop/r.git",
     ),
-    case(
-        "ssh://git@git.example.com",
-        GitUrl("ssh", "git.example.com", "", "git"),
-        "ssh://git.example.com",
-    ),
     # scp-style
     case(
         "git@github.com:shop/repo.git",
@@ -229,6 +224,8 @@ CASES = [
     case("https://host", None),
     case("git://git.example.com", None, crd_differs=NO_REPOSITORY),
     case("git://git.example.com/", None, crd_differs=NO_REPOSITORY),
+    case("ssh://git@git.example.com", None, crd_differs=NO_REPOSITORY),
+    case("ssh://git@git.example.com/", None, crd_differs=NO_REPOSITORY),
     case("https://repo.git", None, crd_differs=NO_REPOSITORY),
     case("https://git.example.com:/repo.git", None, crd_differs=NO_REPOSITORY, name="empty port"),
     case("ssh://git@ho^st/repo.git", None, crd_differs=NO_REPOSITORY, name="malformed host"),
