@@ -31,7 +31,7 @@ _SCHEME_URL_RE = re.compile(
 )
 # BuildKit's `sshutil.IsImplicitSSHTransport` wants the user too; the CRD has the same classes.
 _SCP_URL_RE = re.compile(rf"(?P<userinfo>[A-Za-z0-9_.-]+)@(?P<host>[A-Za-z0-9.-]+):(?P<path>{_ANY}+)")
-_REDACTED_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^/]*@)?(?P<rest>[^?#]*)")
+_REDACTED_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://|)(?:[^/]*@)?(?P<rest>[^?]*).*", re.DOTALL)
 
 
 @dataclass(frozen=True, repr=False)
@@ -134,8 +134,5 @@ def parse_git_url(url: str) -> GitUrl:
 
 def _redacted(text: str) -> str:
     """Best effort for a string that is no git URL: what an error message may show of it (no user
-    information up to the last `@` before the first `/`, nothing from a `?` or `#` on)."""
-    match = _REDACTED_RE.match(text)
-    if match is None:  # the pattern matches every string
-        raise AssertionError(text)
-    return f"{match['scheme'] or ''}{match['rest']}"
+    information up to the last `@` before the first `/`, nothing from a `?` on: a query may hold a token)."""
+    return _REDACTED_RE.sub(r"\g<scheme>\g<rest>", text, count=1)

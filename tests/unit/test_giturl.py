@@ -10,7 +10,7 @@ We test these aspects:
 - the forms the callers use: for messages (no credentials, no query), for the source label (scp-style
   as ssh://), for BuildKit (HTTP(S) without a trailing slash), the host and port a socket needs,
   the origin an HTTP client needs, SSH or not;
-- an error message and the repr never show credentials;
+- an error message shows the URL without credentials or query, and the repr shows no credentials;
 - the CRD's `GIT_URL_PATTERN`, read as the API server reads it, and the operator's model admit
   exactly the URLs of the table the parser accepts, but for the deliberate differences named in
   the table (each with its reason, below); generated URLs check the same both ways.
@@ -245,6 +245,22 @@ def test_parse(case: Case) -> None:
     assert parsed == case.parsed
     assert str(parsed) == case.url
     assert parsed.display == case.display
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"https://user:{PASSWORD}@git.example.com/repo.git#main", "https://git.example.com/repo.git#main"),
+        (f"ftp://user:{PASSWORD}@host/repo.git?token={TOKEN}", "ftp://host/repo.git"),
+        (f"git+ssh://{TOKEN}@host/repo.git", "git+ssh://host/repo.git"),
+        (f"deploy:{PASSWORD}@host:repo.git", "host:repo.git"),
+        ("github.com:shop/repo.git", "github.com:shop/repo.git"),
+    ],
+)
+def test_an_error_shows_the_url_without_credentials(url: str, shown: str) -> None:
+    with pytest.raises(ValueError, match="is not an") as caught:
+        parse_git_url(url)
+    assert str(caught.value) == f"{shown!r} is not an http(s), git, ssh or scp-style git URL"
 
 
 @pytest.mark.parametrize("case", CASES)
