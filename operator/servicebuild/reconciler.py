@@ -13,8 +13,6 @@ Transient gateway errors (KubeError, RegistryError, GitError with `transient`) p
 everything a user must fix ends as a `Stalled` outcome.
 """
 
-import base64
-import binascii
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -32,20 +30,23 @@ from servicebuild.api.models import (
     status_to_dict,
 )
 from servicebuild.config import Settings
+from servicebuild.credentials import (
+    DOCKER_CONFIG_KEY,
+    Credentials,
+    GitCredentials,
+    git_credentials_from_secret,
+    push_credentials,
+    secret_values,
+)
 from servicebuild.failures import Failure, Reason, scrub
-from servicebuild.gitremote import GitCredentials, GitError, credentials_from_secret
+from servicebuild.gitremote import GitError
 from servicebuild.imageref import ImageRef
 from servicebuild.jobs import BuildJob, BuildPod, parse_job, parse_pod
 from servicebuild.kube import KubeError
 from servicebuild.manifests import ImageSummary
 from servicebuild.observe import BuildState, Observation, PendingLimit, observe
 from servicebuild.plan import DueBuild, ReadBack, Report, StartJob, StartNextAttempt
-from servicebuild.registry import (
-    Credentials,
-    RegistryError,
-    credentials_from_docker_config,
-    docker_config_secrets,
-)
+from servicebuild.registry import RegistryError
 from servicebuild.render.job import BuildInputs, GitAuth, render_job
 from servicebuild.status import (
     Build,
@@ -63,8 +64,6 @@ from servicebuild.status import (
 from servicebuild.times import compact_time
 
 logger = logging.getLogger(__name__)
-
-_DOCKER_CONFIG_KEY = ".dockerconfigjson"
 
 
 class KubeGateway(Protocol):
@@ -237,7 +236,7 @@ class Reconciler:
         if problem is not None:
             raise _Problem(problem.reason, problem.message)
         if spec.output.push_secret is not None:
-            self._secret_data(meta, "spec.output.pushSecret", spec.output.push_secret, (_DOCKER_CONFIG_KEY,))
+            self._secret_data(meta, "spec.output.pushSecret", spec.output.push_secret, (DOCKER_CONFIG_KEY,))
         for index, secret in enumerate(spec.secrets):
             field = f"spec.secrets[{index}].secretRef"
             self._secret_data(meta, field, secret.secret_ref.name, (secret.secret_ref.key,))
@@ -317,7 +316,7 @@ class Reconciler:
         if git.auth_secret is not None:
             data = self._secret_data(meta, "spec.source.git.authSecret", git.auth_secret, ())
             try:
-                credentials = credentials_from_secret(data)
+                credentials = git_credentials_from_secret(data)
             except GitError as exc:
                 raise _Problem(exc.reason, f"spec.source.git.authSecret: {exc}") from exc
             method: GitAuth = (
@@ -343,12 +342,7 @@ class Reconciler:
         names += [name for name in (spec.output.push_secret, git_auth) if name]
         values: list[str] = []
         for name in dict.fromkeys(names):
-            for encoded in (self.kube.get_secret_data(namespace, name) or {}).values():
-                try:
-                    value = base64.b64decode(encoded, validate=True).decode(errors="replace")
-                except binascii.Error:
-                    continue
-                values += [value, *docker_config_secrets(value)]
+            values += secret_values(self.kube.get_secret_data(namespace, name) or {})
         return replace(
             observation,
             failure=replace(
@@ -374,14 +368,9 @@ class Reconciler:
         secret_name = spec.output.push_secret
         if secret_name is None:
             return None
-        data = self._secret_data(meta, "spec.output.pushSecret", secret_name, (_DOCKER_CONFIG_KEY,))
+        data = self._secret_data(meta, "spec.output.pushSecret", secret_name, (DOCKER_CONFIG_KEY,))
         try:
-            config = base64.b64decode(data[_DOCKER_CONFIG_KEY], validate=True)
-            return credentials_from_docker_config(config, spec.output.ref.registry)
-        except (binascii.Error, ValueError) as exc:
-            raise _Problem(
-                Reason.INVALID_PUSH_SECRET, f"spec.output.pushSecret: {secret_name!r} is not base64"
-            ) from exc
+            return push_credentials(data, spec.output.ref.registry, name=secret_name)
         except RegistryError as exc:
             raise _Problem(Reason.INVALID_PUSH_SECRET, f"spec.output.pushSecret: {exc}") from exc
 

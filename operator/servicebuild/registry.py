@@ -1,19 +1,19 @@
 """Registry gateway: the only module that talks to OCI registries (auth, manifests, image sizes)."""
 
 import base64
-import contextlib
 import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
 
 from servicebuild import manifests
-from servicebuild.imageref import DOCKER_HUB, DOCKER_HUB_API, ImageRef
+from servicebuild.credentials import Credentials
+from servicebuild.credentials import RegistryError as RegistryError  # noqa: PLC0414 (re-exported, PEP 484)
+from servicebuild.imageref import ImageRef
 from servicebuild.manifests import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -29,18 +29,12 @@ from servicebuild.manifests import (
 _ACCEPT = f"{OCI_INDEX}, {OCI_MANIFEST}, {DOCKER_MANIFEST_LIST}, {DOCKER_MANIFEST}"
 _DIGEST_RE = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 _CHALLENGE_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
-_DOCKER_HUB_KEYS = frozenset({DOCKER_HUB, "index.docker.io", DOCKER_HUB_API})
 _TOKEN_MARGIN_SECONDS = 10  # renew a cached token this long before it expires
 _DEFAULT_TOKEN_SECONDS = 60  # the token spec's default when the service gives no expires_in
 
 
 # The names below are part of the project's vocabulary (the status reasons use them), hence N818.
-class RegistryError(Exception):
-    """A registry could not answer what the operator asked; `transient` tells whether to retry."""
-
-    transient: bool = False
-
-
+# RegistryError and InvalidPushSecret are in credentials.py: reading a push secret raises them.
 class RegistryUnavailable(RegistryError):  # noqa: N818
     """Connection failure, timeout, 5xx or 429: worth retrying later."""
 
@@ -55,90 +49,12 @@ class ManifestNotFound(RegistryError):  # noqa: N818
     """The registry has no manifest with that digest in that repository."""
 
 
-class InvalidPushSecret(RegistryError):  # noqa: N818
-    """The push secret's `.dockerconfigjson` cannot be read."""
-
-
 class DigestMismatch(RegistryError):  # noqa: N818
     """The registry served a manifest whose digest differs from the one asked for."""
 
 
 class InvalidManifest(RegistryError):  # noqa: N818
     """The registry served something that is not a usable image manifest or index."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """A push secret's credentials for one registry; the repr hides the password."""
-
-    username: str
-    password: str
-
-    def __repr__(self) -> str:
-        return f"Credentials(username={self.username!r}, password=<redacted>)"
-
-
-_TOKEN_KEYS = ("password", "identitytoken", "registrytoken")
-"""Keys of a `.dockerconfigjson` entry that hold a secret besides `auth`."""
-
-
-def credentials_from_docker_config(config_json: bytes | str, registry: str) -> Credentials | None:
-    """The credentials for `registry` in a `.dockerconfigjson` document, or None if it has no entry."""
-    try:
-        document = json.loads(config_json)
-    except ValueError:
-        # `from None`: a JSONDecodeError carries the whole document, secrets included.
-        raise InvalidPushSecret("the push secret's .dockerconfigjson is not valid JSON") from None
-    auths = document.get("auths") if isinstance(document, dict) else None
-    if not isinstance(auths, dict):
-        raise InvalidPushSecret("the push secret's .dockerconfigjson has no 'auths' object")
-    wanted = _registry_key(registry)
-    # An entry written exactly as the registry wins over one that only normalises to it.
-    for key, entry in sorted(auths.items(), key=lambda item: item[0] != registry):
-        if _registry_key(key) == wanted:
-            return _entry_credentials(key, entry)
-    return None
-
-
-def docker_config_secrets(config_json: str) -> list[str]:
-    """Every password and token in a `.dockerconfigjson` document, to scrub from build logs; [] when
-    it cannot be read."""
-    try:
-        auths = json.loads(config_json).get("auths")
-    except (ValueError, AttributeError):
-        return []
-    found: list[str] = []
-    for key, entry in auths.items() if isinstance(auths, dict) else ():
-        with contextlib.suppress(RegistryError):
-            found.append(_entry_credentials(key, entry).password)
-        if isinstance(entry, dict):
-            found += [entry[name] for name in _TOKEN_KEYS if isinstance(entry.get(name), str)]
-    return [value for value in found if value]
-
-
-def _registry_key(key: str) -> str:
-    """`https://host:port/v1/` → `host:port`; every Docker Hub alias → `docker.io`."""
-    host = key.strip().lower().removeprefix("https://").removeprefix("http://").split("/", 1)[0]
-    return DOCKER_HUB if host in _DOCKER_HUB_KEYS else host
-
-
-def _entry_credentials(key: str, entry: object) -> Credentials:
-    problem = f"the .dockerconfigjson entry for {key!r}"
-    if not isinstance(entry, dict):
-        raise InvalidPushSecret(f"{problem} is not an object")
-    if entry.get("auth"):
-        try:
-            decoded = base64.b64decode(entry["auth"], validate=True).decode()
-        except (ValueError, TypeError):
-            raise InvalidPushSecret(f"{problem} has an 'auth' that is not base64 of user:password") from None
-        username, colon, password = decoded.partition(":")
-        if not colon:
-            raise InvalidPushSecret(f"{problem} has an 'auth' that is not base64 of user:password")
-        return Credentials(username, password)
-    user, secret = entry.get("username"), entry.get("password")
-    if isinstance(user, str) and user and isinstance(secret, str):
-        return Credentials(user, secret)
-    raise InvalidPushSecret(f"{problem} has neither 'auth' nor 'username' and 'password'")
 
 
 class RegistryClient:

@@ -18,9 +18,9 @@ from typing import Any, Literal
 import aiohttp
 from cluster import JOBS, PODS, SECRETS, Cluster
 
+from servicebuild.credentials import credentials_from_docker_config
 from servicebuild.imageref import parse_image
 from servicebuild.naming import ANNOTATION_SERVICEBUILD
-from servicebuild.registry import credentials_from_docker_config
 from support.oci_registry import push_image, push_index
 
 Behaviour = Literal["succeed", "fail", "hold", "stuck", "cache-export-fails", "evicted"]

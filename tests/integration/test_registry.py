@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from servicebuild.credentials import Credentials
 from servicebuild.imageref import ImageRef, parse_image
 from servicebuild.registry import (
-    Credentials,
     DigestMismatch,
     ImageSummary,
     ManifestNotFound,

@@ -11,10 +11,9 @@ from typing import Any
 
 from servicebuild import naming
 from servicebuild.api.models import ObjectMeta
-from servicebuild.gitremote import GitCredentials
+from servicebuild.credentials import Credentials, GitCredentials
 from servicebuild.imageref import ImageRef
 from servicebuild.manifests import ImageSummary
-from servicebuild.registry import Credentials
 
 COMMIT = "9fceb02d0ae598e95dc970b74767f19372d61af8"
 IMAGE_SIZE = 12582912

@@ -139,6 +139,11 @@ class GitHttpServer(_ServesRepositories):
     protocol_v2: bool
     answer_status: int | None = None
     """When set, every request gets this HTTP status (an outage, a proxy denying access)."""
+    login_page: bool = False
+    """When set, every request gets 200 with an HTML page, as from a single sign-on proxy."""
+    moved: dict[str, str] = field(default_factory=dict)
+    """Renamed repositories: a request under `/<old>/` is redirected (301) to `/<new>/`, as hosts do;
+    `<new>` may be an absolute URL, on another server."""
     usernames: list[str | None] = field(default_factory=list)
     """The basic-auth username of each request that passed the token check (None: anonymous)."""
     _server: ThreadingHTTPServer | None = None
@@ -174,6 +179,14 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
         body = self._request_body()
         if owner.answer_status is not None:
             self._answer(owner.answer_status, {}, b"switched off\n")
+            return
+        if owner.login_page:
+            self._answer(200, {"Content-Type": "text/html; charset=utf-8"}, b"<html>Sign in</html>\n")
+            return
+        old, slash, rest = self.path.lstrip("/").partition("/")
+        if old in owner.moved:
+            new = owner.moved[old]
+            self._answer(301, {"Location": f"{'' if '://' in new else '/'}{new}{slash}{rest}"}, b"")
             return
         username, password = basic_credentials(self.headers.get("Authorization", ""))
         if owner.token is not None and password != owner.token:

@@ -36,6 +36,7 @@ from servicebuild.api.models import (
     ServiceBuildSpec,
 )
 from servicebuild.config import Settings
+from servicebuild.giturl import parse_git_url
 from servicebuild.imageref import ImageRef, parse_image
 
 BUILD_CONTAINER = "buildkit"
@@ -260,7 +261,7 @@ def _frontend_args(spec: ServiceBuildSpec, inputs: BuildInputs) -> list[str]:
     if spec.platforms:
         args += ["--opt", f"platform={','.join(spec.platforms)}"]
     if git is not None:
-        args += ["--opt", f"label:{OCI_SOURCE}={_public_url(_git_url(git))}"]
+        args += ["--opt", f"label:{OCI_SOURCE}={parse_git_url(git.url).public}"]
         if inputs.commit is not None:
             args += ["--opt", f"label:{OCI_REVISION}={inputs.commit}"]
     return args
@@ -297,7 +298,7 @@ def _session_args(spec: ServiceBuildSpec, inputs: BuildInputs) -> list[str]:
     git = spec.source.git
     args = []
     if git is not None and inputs.git_auth in {"token", "password"}:
-        secret_id = f"{GIT_AUTH_TOKEN_SECRET}.{_git_host(git.url)}"
+        secret_id = f"{GIT_AUTH_TOKEN_SECRET}.{parse_git_url(git.url).host}"
         source = f"{GIT_AUTH_DIR}/{GIT_AUTH_KEYS[inputs.git_auth]}"
         args += ["--secret", _csv(f"id={secret_id}", f"src={source}")]
     for secret in spec.secrets:
@@ -322,55 +323,14 @@ def _attributes(image: ImageRef, settings: Settings, *attributes: str) -> str:
     return _csv(*attributes)
 
 
-_SCP_RE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^@/:]+):(?P<path>.*)$")
-
-
-def _split_url(url: str) -> tuple[str, str, str, str]:
-    """(scheme, userinfo, host[:port], rest) of a git URL; scp-style `user@host:path` as scheme `ssh`."""
-    if "://" in url:
-        scheme, _, remainder = url.partition("://")
-        authority, slash, path = remainder.partition("/")
-        userinfo, at, host = authority.rpartition("@")
-        return scheme, userinfo if at else "", host, slash + path
-    match = _SCP_RE.match(url)
-    if match is None:  # the model's pattern admits no other form
-        raise ValueError(f"{url!r} is not a git URL")
-    return "scp", match.group("user") or "", match.group("host"), match.group("path")
-
-
-def _git_url(git: GitSource) -> str:
-    """The repository URL as BuildKit must get it: an HTTP(S) URL names a git repository only when its
-    path ends in `.git` (`frontend/dockerfile/dfgitutil/git_ref.go`); `repo.git/` would be downloaded
-    as a plain HTTP context, so the trailing slash goes."""
-    if _split_url(git.url)[0] in {"http", "https"}:
-        return git.url.removesuffix("/")
-    return git.url
-
-
 def _git_context(git: GitSource, inputs: BuildInputs) -> str:
     """`<url>#<commit or revision>:<contextDir>` (`util/gitutil/git_url.go`); the resolved commit wins."""
-    url = _git_url(git)
+    url = parse_git_url(git.url).buildkit_url
     ref = inputs.commit or git.revision or ""
     subdir = git.context_dir or ""
     if not ref and not subdir:
         return url
     return f"{url}#{ref}:{subdir}" if subdir else f"{url}#{ref}"
-
-
-def _git_host(url: str) -> str:
-    """The host (with its port) BuildKit scopes `GIT_AUTH_TOKEN.<host>` to: Go's `url.Parse(remote).Host`."""
-    return _split_url(url)[2]
-
-
-def _public_url(url: str) -> str:
-    """The repository URL without user information, for the `org.opencontainers.image.source` label.
-
-    scp-style `git@host:org/repo.git` becomes `ssh://host/org/repo.git`.
-    """
-    scheme, _, host, rest = _split_url(url)
-    if scheme == "scp":  # `git@host:org/repo.git`
-        return f"ssh://{host}/{rest.removeprefix('/')}"
-    return f"{scheme}://{host}{rest}"
 
 
 def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> dict[str, Any]:
