@@ -1,10 +1,11 @@
 """Interpret a build Job and its Pod as one observation; pure (the clock is passed in)."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from servicebuild.failures import Failure, Reason, classify, classify_pending
+from servicebuild.failures import Failure, Reason, classify, classify_pending, scrub
 from servicebuild.jobs import BuildJob, BuildPod
 from servicebuild.render.job import BUILD_CONTAINER
 from servicebuild.report import BuildReport, log_tail, parse_report
@@ -126,3 +127,20 @@ def _not_started(
         f"The build Pod did not start within spec.pendingTimeout: {classify_pending(pod).message}",
     )
     return replace(base, state=BuildState.FAILED, failure=timeout)
+
+
+def without_secrets(observation: Observation, secrets: Iterable[str]) -> Observation:
+    """The failure without any of these values, or their base64 forms: a build log may echo one."""
+    failure = observation.failure
+    if failure is None:
+        return observation
+    values = list(secrets)
+    return replace(
+        observation,
+        failure=replace(
+            failure,
+            message=scrub(failure.message, values),
+            failed_step=scrub(failure.failed_step, values) if failure.failed_step else None,
+        ),
+        log_tail=scrub(observation.log_tail, values) if observation.log_tail else None,
+    )

@@ -18,36 +18,31 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from servicebuild import naming, plan, policy
+from servicebuild import naming, plan
 from servicebuild.admission import BuildSlots, Claim, Idle, Key, Running, Waiting
 from servicebuild.api.models import (
     InvalidServiceBuild,
     ObjectMeta,
     ServiceBuild,
-    ServiceBuildSpec,
     ServiceBuildStatus,
     SourceStatus,
     status_to_dict,
 )
 from servicebuild.config import Settings
 from servicebuild.credentials import (
-    DOCKER_CONFIG_KEY,
     Credentials,
-    GitCredentials,
-    git_credentials_from_secret,
-    push_credentials,
-    secret_values,
 )
-from servicebuild.failures import Failure, Reason, scrub
+from servicebuild.failures import Failure, Reason
 from servicebuild.gitremote import GitError
 from servicebuild.imageref import ImageRef
+from servicebuild.inputs import GitGateway, InputReader, Problem
 from servicebuild.jobs import BuildJob, BuildPod, parse_job, parse_pod
 from servicebuild.kube import KubeError
 from servicebuild.manifests import ImageSummary
-from servicebuild.observe import BuildState, Observation, PendingLimit, observe
+from servicebuild.observe import BuildState, Observation, PendingLimit, observe, without_secrets
 from servicebuild.plan import DueBuild, ReadBack, Report, StartJob, StartNextAttempt
 from servicebuild.registry import RegistryError
-from servicebuild.render.job import BuildInputs, GitAuth, render_job
+from servicebuild.render.job import BuildInputs, render_job
 from servicebuild.status import (
     Build,
     InProgress,
@@ -61,7 +56,6 @@ from servicebuild.status import (
     output_record,
     transition_event,
 )
-from servicebuild.times import compact_time
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +78,6 @@ class RegistryGateway(Protocol):
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary: ...
 
 
-class GitGateway(Protocol):
-    def resolve(self, url: str, revision: str | None, credentials: GitCredentials | None) -> str: ...
-
-
 @dataclass(frozen=True)
 class Result:
     """What one reconcile did, and which waiting ServiceBuilds a build slot it freed lets start."""
@@ -95,14 +85,6 @@ class Result:
     status: ServiceBuildStatus
     written: bool
     wake: tuple[Key, ...] = ()
-
-
-class _Problem(Exception):  # noqa: N818 - an outcome, not an error of the operator
-    """Something only a change of the spec, or of the objects it names, can fix."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.failure = Failure(reason, message)
 
 
 class Reconciler:
@@ -118,7 +100,7 @@ class Reconciler:
     ) -> None:
         self.kube = kube
         self.registry = registry
-        self.git = git
+        self.inputs = InputReader(kube, git, settings)
         self.settings = settings
         self.slots = slots or BuildSlots(
             settings.max_running_builds, settings.max_running_builds_per_namespace
@@ -160,8 +142,8 @@ class Reconciler:
             self._stop_builds(meta, keep=None)
             return Stalled(Build(meta.generation), Failure(Reason.INVALID_SPEC, servicebuild.problem))
         try:
-            context_digest = self._context_digest(meta, servicebuild.spec)
-        except _Problem as problem:
+            context_digest = self.inputs.context_digest(meta, servicebuild.spec)
+        except Problem as problem:
             # The older build must not push either: the spec that asked for it is gone.
             self._stop_builds(meta, keep=None, unless_stopped=plan.ended(previous, meta.generation))
             return Stalled(Build(meta.generation), problem.failure)
@@ -176,7 +158,8 @@ class Reconciler:
             self._stop_builds(meta, keep=due.job_name, unless_stopped=due.others_stopped)
         observation = observe(job, pod, PendingLimit(now, timedelta(seconds=spec.pending_timeout_seconds)))
         if observation.state == BuildState.FAILED:
-            observation = self._without_secrets(servicebuild, observation)
+            # A build log may echo a Secret's value: the status must not.
+            observation = without_secrets(observation, self.inputs.secret_values(servicebuild))
         match plan.next_step(due, observation, self.settings, now):
             case StartJob():
                 return self._start(servicebuild, due, now)
@@ -209,9 +192,9 @@ class Reconciler:
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
             return Queued(due.build, answer.position, due.since, answer.reason)
         try:
-            inputs = self._inputs(servicebuild, due, now)
+            inputs = self.inputs.build_inputs(servicebuild, due.context_digest, due.attempt, now)
             self._create_job(servicebuild, inputs)
-        except _Problem as problem:
+        except Problem as problem:
             # The older build must not push either: the spec that asked for it is gone.
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
             return Stalled(due.build, problem.failure, max_attempts=self.settings.max_build_attempts)
@@ -227,37 +210,19 @@ class Reconciler:
         )
         return InProgress(build, Progress.POD_PENDING)
 
-    def _inputs(self, servicebuild: ServiceBuild, due: DueBuild, now: datetime) -> BuildInputs:
-        """Check what the build needs (allowlists, Secrets) and resolve its source."""
-        meta, spec = servicebuild.metadata, servicebuild.spec
-        problem = policy.builder_image_problem(spec, self.settings) or policy.push_registry_problem(
-            meta.namespace, spec, self.settings
-        )
-        if problem is not None:
-            raise _Problem(problem.reason, problem.message)
-        if spec.output.push_secret is not None:
-            self._secret_data(meta, "spec.output.pushSecret", spec.output.push_secret, (DOCKER_CONFIG_KEY,))
-        for index, secret in enumerate(spec.secrets):
-            field = f"spec.secrets[{index}].secretRef"
-            self._secret_data(meta, field, secret.secret_ref.name, (secret.secret_ref.key,))
-        inputs = BuildInputs(
-            timestamp=compact_time(now), context_digest=due.context_digest, attempt=due.attempt
-        )
-        return self._git_inputs(meta, spec, inputs)
-
     def _create_job(self, servicebuild: ServiceBuild, inputs: BuildInputs) -> None:
         meta = servicebuild.metadata
         try:
             job = render_job(servicebuild, self.settings, inputs)
         except ValueError as exc:
             # What the schema cannot know before the source resolved, e.g. a tag too long once expanded.
-            raise _Problem(Reason.INVALID_SPEC, str(exc)) from exc
+            raise Problem(Reason.INVALID_SPEC, str(exc)) from exc
         try:
             self.kube.create_job(job)
         except KubeError as exc:
             if exc.transient:
                 raise
-            raise _Problem(Reason.JOB_REJECTED, f"The API server rejected the build Job: {exc}") from exc
+            raise Problem(Reason.JOB_REJECTED, f"The API server rejected the build Job: {exc}") from exc
         logger.info("Created build Job %s/%s", meta.namespace, job["metadata"]["name"])
 
     def _read_back(self, servicebuild: ServiceBuild, build: Build, observation: Observation) -> Outcome:
@@ -266,9 +231,9 @@ class Reconciler:
         if report is None:  # a succeeded observation always carries its report
             raise ValueError("reading back needs the build report")
         try:
-            credentials = self._push_credentials(meta, spec)
+            credentials = self.inputs.push_credentials(meta, spec)
             summary = self.registry.inspect(spec.output.ref, report.digest, credentials)
-        except _Problem as problem:
+        except Problem as problem:
             return Stalled(build, problem.failure, completion_time=observation.completion_time)
         except RegistryError as exc:
             if exc.transient:
@@ -286,93 +251,6 @@ class Reconciler:
             if job.labels.get(naming.LABEL_UID) == meta.uid and job.name != keep and not job.finished:
                 logger.info("Deleting superseded build Job %s/%s", meta.namespace, job.name)
                 self.kube.delete_job(meta.namespace, job.name)
-
-    # Sources and Secrets
-
-    def _context_digest(self, meta: ObjectMeta, spec: ServiceBuildSpec) -> str | None:
-        """The digest of a ConfigMap context: a change of the ConfigMap's data is a new build."""
-        source = spec.source.config_map
-        if source is None:
-            return None
-        configmap = self.kube.get_configmap(meta.namespace, source.name)
-        if configmap is None:
-            raise _Problem(
-                Reason.SOURCE_NOT_FOUND,
-                f"spec.source.configMap.name: ConfigMap {source.name!r} does not exist.",
-            )
-        data = configmap.get("data") or {}
-        binary_data = configmap.get("binaryData") or {}
-        if source.archive is not None and source.archive not in binary_data:
-            message = f"ConfigMap {source.name!r} has no binaryData key {source.archive!r}."
-            raise _Problem(Reason.SOURCE_NOT_FOUND, f"spec.source.configMap.archive: {message}")
-        return naming.context_digest(data, binary_data)
-
-    def _git_inputs(self, meta: ObjectMeta, spec: ServiceBuildSpec, inputs: BuildInputs) -> BuildInputs:
-        """Resolve a git revision to the commit the Job will build, with the auth secret if any."""
-        git = spec.source.git
-        if git is None:
-            return inputs
-        credentials = None
-        if git.auth_secret is not None:
-            data = self._secret_data(meta, "spec.source.git.authSecret", git.auth_secret, ())
-            try:
-                credentials = git_credentials_from_secret(data)
-            except GitError as exc:
-                raise _Problem(exc.reason, f"spec.source.git.authSecret: {exc}") from exc
-            method: GitAuth = (
-                "ssh" if "ssh-privatekey" in data else "token" if "token" in data else "password"
-            )
-            inputs = replace(inputs, git_auth=method)
-        try:
-            commit = self.git.resolve(git.url, git.revision, credentials)
-        except GitError as exc:
-            if exc.transient:
-                raise
-            raise _Problem(exc.reason, f"spec.source.git: {exc}") from exc
-        return replace(inputs, commit=commit)
-
-    def _without_secrets(self, servicebuild: ServiceBuild, observation: Observation) -> Observation:
-        """The failure without any value of the Secrets the build used: a build log may echo one."""
-        failure = observation.failure
-        if failure is None or not (observation.log_tail or failure.message):
-            return observation
-        spec, namespace = servicebuild.spec, servicebuild.metadata.namespace
-        git_auth = spec.source.git.auth_secret if spec.source.git else None
-        names = [secret.secret_ref.name for secret in spec.secrets]
-        names += [name for name in (spec.output.push_secret, git_auth) if name]
-        values: list[str] = []
-        for name in dict.fromkeys(names):
-            values += secret_values(self.kube.get_secret_data(namespace, name) or {})
-        return replace(
-            observation,
-            failure=replace(
-                failure,
-                message=scrub(failure.message, values),
-                failed_step=scrub(failure.failed_step, values) if failure.failed_step else None,
-            ),
-            log_tail=scrub(observation.log_tail, values) if observation.log_tail else observation.log_tail,
-        )
-
-    def _secret_data(self, meta: ObjectMeta, field: str, name: str, keys: tuple[str, ...]) -> dict[str, str]:
-        data = self.kube.get_secret_data(meta.namespace, name)
-        if data is None:
-            raise _Problem(
-                Reason.SECRET_NOT_FOUND, f"{field}: Secret {name!r} does not exist in {meta.namespace}."
-            )
-        missing = [key for key in keys if key not in data]
-        if missing:
-            raise _Problem(Reason.SECRET_NOT_FOUND, f"{field}: Secret {name!r} has no key {missing[0]!r}.")
-        return data
-
-    def _push_credentials(self, meta: ObjectMeta, spec: ServiceBuildSpec) -> Credentials | None:
-        secret_name = spec.output.push_secret
-        if secret_name is None:
-            return None
-        data = self._secret_data(meta, "spec.output.pushSecret", secret_name, (DOCKER_CONFIG_KEY,))
-        try:
-            return push_credentials(data, spec.output.ref.registry, name=secret_name)
-        except RegistryError as exc:
-            raise _Problem(Reason.INVALID_PUSH_SECRET, f"spec.output.pushSecret: {exc}") from exc
 
     # 5: write
 
