@@ -26,9 +26,6 @@ from servicebuild.gitremote import GitError
 from servicebuild.registry import RegistryError
 from support import docs
 
-PAGES_TO_COME = {"docs/architecture.md"}
-"""Linked from the README already; the lead engineer writes it with the reconciler's restructuring."""
-
 KUBERNETES_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
 """The build Jobs need Kubernetes 1.30 (appArmorProfile), as docs/operations.md says."""
 
@@ -45,8 +42,6 @@ def test_relative_links_name_existing_pages_and_headings(page: Path) -> None:
         if re.match(r"^[a-z]+:", link):
             continue
         target, fragment = _target(page, link)
-        if docs.relative(target) in PAGES_TO_COME:
-            continue
         if not target.exists():
             broken.append(f"{link}: no such file")
         elif fragment and fragment not in docs.anchors(target):
