@@ -191,7 +191,7 @@ class Cluster:
         return body
 
 
-async def eventually(check: Callable[[], Any], *, within: float = 30.0, interval: float = 0.05) -> Any:
+async def eventually(check: Callable[[], Any], *, within: float = 60.0, interval: float = 0.05) -> Any:
     """Poll until `check()` returns something truthy; fail with the last value otherwise."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within

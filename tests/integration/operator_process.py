@@ -1,9 +1,11 @@
 """The operator as users run it: a `python -m servicebuild` process."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -57,6 +59,16 @@ class OperatorProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """SIGSTOP until the block ends: what happens meanwhile reaches the operator all at once."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> int | None:
         """Terminate, then kill after 20 s; the exit code if it had already ended by itself."""

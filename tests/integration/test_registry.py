@@ -25,11 +25,10 @@ import pytest
 
 from servicebuild.credentials import Credentials
 from servicebuild.imageref import ImageRef, parse_image
+from servicebuild.manifests import ImageSummary, PlatformImage
 from servicebuild.registry import (
     DigestMismatch,
-    ImageSummary,
     ManifestNotFound,
-    PlatformImage,
     RegistryAuthDenied,
     RegistryClient,
     RegistryUnavailable,

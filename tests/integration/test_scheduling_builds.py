@@ -94,8 +94,11 @@ async def test_spec_changes_during_a_build_coalesce_into_one_next_build(
     await cluster.create_servicebuild(NAMESPACE, "search", spec(oci_registry, "search"))
     await eventually(lambda: kubelet.held)
 
-    for version in ("2", "3", "4"):
-        generation = await cluster.change_spec(NAMESPACE, "search", {"buildArgs": {"VERSION": version}})
+    # Frozen, so that the three changes are all made before the operator looks (a slow machine could
+    # otherwise start a build of generation 2 before the test makes generation 3).
+    with operator.frozen():
+        for version in ("2", "3", "4"):
+            generation = await cluster.change_spec(NAMESPACE, "search", {"buildArgs": {"VERSION": version}})
 
     await eventually(lambda: ready(cluster, "search", generation))
     started = sorted(name for _, name in kubelet.handled)
