@@ -157,8 +157,8 @@ class BenchEmulator(kmock.KubernetesEmulator):
                 self.created_jobs.put_nowait(created.raw)
         if self.on_answered and response.status < 400:
             now = time.monotonic()
-            for hook in self.on_answered:
-                hook(request, now)
+            for answered in self.on_answered:
+                answered(request, now)
         return response
 
     def objects_of(self, resource: kmock.resource, namespace: str | None = None) -> list[dict[str, Any]]:
@@ -217,7 +217,7 @@ class BenchEmulator(kmock.KubernetesEmulator):
         if resource is None or (resource.group, resource.version, resource.plural) not in self._index:
             return await super()._serve_list(request)
         # From the index: KMock scans every object of every resource for a list.
-        items = self.objects_of(request.resource, request.namespace)
+        items = self.objects_of(resource, request.namespace)
         return {"metadata": {"resourceVersion": str(next(self._versions))}, "items": items}
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
