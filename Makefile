@@ -4,10 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint crds bench demo demo-down e2e
+.PHONY: help install test lint crds bench bench-idle demo demo-down e2e
 
 help: ## list the entry points
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,14 @@ lint: install ## ruff, mypy (strict) and the import layering contract
 crds: install ## regenerate crds/ from the pydantic models
 	$(BIN)/python -m servicebuild.api.crd > crds/servicebuilds.servicebuild.dev.yaml
 
-bench: install ## 500 builds at once against the emulator, without and with a build limit (bench/README.md)
+bench: install ## 500 builds at once without and with a build limit, then 30 one by one (bench/README.md)
 	$(BIN)/python bench/bench_many_builds.py --count 500
 	$(BIN)/python bench/bench_many_builds.py --count 500 --limit 50 --per-namespace 10
+	$(BIN)/python bench/bench_many_builds.py --count 30 --apply-interval 2
+
+bench-idle: install ## the operator at rest with 2,000 then 10,000 idle ServiceBuilds: CPU, RSS, requests per resync tick
+	$(BIN)/python bench/bench_idle.py --count 2000 $(BENCH_IDLE_ARGS)
+	$(BIN)/python bench/bench_idle.py --count 10000 $(BENCH_IDLE_ARGS)
 
 demo: ## kind + local registry, the operator image, sample builds in-cluster (needs docker, kind, kubectl)
 	bash e2e/demo.sh
