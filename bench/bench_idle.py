@@ -96,7 +96,8 @@ class Observer:
         """Called by the emulator as each of the operator's requests arrives (counted already)."""
         if what == _TICK:
             self.ticks.append(self.mark(last_request_before=self.last_request_at))
-        self.last_request_at = at
+        if not what.startswith("watch "):  # a watch is no part of a tick
+            self.last_request_at = at
 
     def mark(self, last_request_before: float = math.nan) -> Mark:
         return Mark(sample(self.pid), self.requests.copy(), time.process_time(), last_request_before)
@@ -379,6 +380,11 @@ def report(figures: Figures, args: argparse.Namespace) -> None:
     print(f"   operator peak RSS (VmHWM)             {_mib(end.process.peak_rss_kib)} (set-up included)")
     requests = end.requests - start.requests
     total, writes = requests.total(), writes_of(requests)
+    if watches := sum(number for what, number in requests.items() if what.startswith("watch ")):
+        print(
+            f"   NOTE: the operator started {watches} watch(es) in the window, and the emulator sends every"
+            " object again on a new watch: the CPU and RSS include handling that"
+        )
     if ticks:
         print(
             f"   operator API requests per tick        {total / ticks:.1f}"

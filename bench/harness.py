@@ -103,7 +103,8 @@ class BenchEmulator(kmock.KubernetesEmulator):
 
     And like a real API server, it gives every object a new resourceVersion on each write (the
     tests' Cluster seeds one at creation only): Kopf waits for the version its own patch returned
-    before it handles the object again, and an unchanging version makes it handle stale events.
+    before it handles the object again, and an unchanging version makes it handle stale events; and a
+    watch sends bookmarks, so that Kopf keeps it (see `_serve_watch`).
     """
 
     operator_requests: Counter[str] = attrs.field(factory=Counter, init=False)
@@ -120,6 +121,8 @@ class BenchEmulator(kmock.KubernetesEmulator):
         factory=dict, init=False
     )
     """Per resource (group, version, plural), per namespace, per name: the objects ever created."""
+    bookmark_seconds: float = 30.0
+    """A watch that sent nothing for this long sends a BOOKMARK (the API server: about every minute)."""
     _unmatched: set[int] = attrs.field(factory=set, init=False)
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1_000_000), init=False)
 
@@ -221,9 +224,46 @@ class BenchEmulator(kmock.KubernetesEmulator):
         return {"metadata": {"resourceVersion": str(next(self._versions))}, "items": items}
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        """KMock's watch, with a BOOKMARK whenever nothing was sent for `bookmark_seconds`.
+
+        The API server sends bookmarks about once a minute; Kopf takes a watch without any event for
+        70 s as dead and watches again, and KMock (which ignores the resourceVersion to resume from)
+        then sends every object again as ADDED: at rest, the operator would spend its CPU on that.
+        """
         self._unmatched.discard(id(request))  # a watch lasts minutes: keep it out of the log
-        async for item in super()._serve_watch(request):
-            yield item
+        items: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def pump() -> None:
+            async for item in super(BenchEmulator, self)._serve_watch(request):
+                items.put_nowait(item)
+
+        pumping = asyncio.create_task(pump())
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(items.get(), timeout=self.bookmark_seconds)
+                except TimeoutError:
+                    if pumping.done():
+                        pumping.result()  # its error, if any
+                        return
+                    item = {"type": "BOOKMARK", "object": self._bookmark(request)}
+                yield item
+        finally:
+            pumping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pumping
+
+    def _bookmark(self, request: kmock.Request) -> dict[str, Any]:
+        resource = request.resource
+        api_version = (
+            "" if resource is None else "/".join(part for part in (resource.group, resource.version) if part)
+        )
+        kind = "" if resource is None or resource not in self.resources else self.resources[resource].kind
+        return {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"resourceVersion": str(next(self._versions))},
+        }
 
 
 class BenchCluster(Cluster):
