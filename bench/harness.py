@@ -104,7 +104,7 @@ class BenchEmulator(kmock.KubernetesEmulator):
     And like a real API server, it gives every object a new resourceVersion on each write (the
     tests' Cluster seeds one at creation only): Kopf waits for the version its own patch returned
     before it handles the object again, and an unchanging version makes it handle stale events; and a
-    watch sends bookmarks, so that Kopf keeps it (see `_serve_watch`).
+    watch resumes from a resourceVersion and sends bookmarks (see `_serve_watch`).
     """
 
     operator_requests: Counter[str] = attrs.field(factory=Counter, init=False)
@@ -163,6 +163,10 @@ class BenchEmulator(kmock.KubernetesEmulator):
             for answered in self.on_answered:
                 answered(request, now)
         return response
+
+    def next_version(self) -> str:
+        """A resourceVersion newer than every one given so far (to objects, lists and bookmarks)."""
+        return str(next(self._versions))
 
     def objects_of(self, resource: kmock.resource, namespace: str | None = None) -> list[dict[str, Any]]:
         """The objects of a resource (in a namespace, or in all), without the deleted ones."""
@@ -224,18 +228,51 @@ class BenchEmulator(kmock.KubernetesEmulator):
         return {"metadata": {"resourceVersion": str(next(self._versions))}, "items": items}
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
-        """KMock's watch, with a BOOKMARK whenever nothing was sent for `bookmark_seconds`.
+        """A watch as the API server serves one: resumed from a resourceVersion, and kept alive with
+        bookmarks.
 
-        The API server sends bookmarks about once a minute; Kopf takes a watch without any event for
-        70 s as dead and watches again, and KMock (which ignores the resourceVersion to resume from)
-        then sends every object again as ADDED: at rest, the operator would spend its CPU on that.
+        KMock sends every object again as ADDED on every watch, whatever resourceVersion it resumes
+        from, and never sends a bookmark. Kopf resumes a watch (from the last version it saw) when
+        its client timeout ends it, every 5 minutes here, and when no event came for 70 s: with KMock
+        as it is, an idle operator would spend its time handling every object again. Here a watch
+        from a resourceVersion sends only the objects written since (as MODIFIED; deletions in
+        between are not sent again), and one that sent nothing for `bookmark_seconds` sends a
+        BOOKMARK (the API server: about once a minute).
         """
         self._unmatched.discard(id(request))  # a watch lasts minutes: keep it out of the log
+        yield b""  # the headers: the stream is open
+        resource = request.resource
+        if resource is None:
+            raise kmock.KubernetesResourceNotFoundError
+        since_text = request.params.get("resourceVersion") or ""
+        since = int(since_text) if since_text.isdigit() else None
+        bus = self._buses[resource]
+        async with self._lock:  # KMock's: a write and its event happen under it
+            changed = [
+                obj
+                for obj in self.objects_of(resource, request.namespace)
+                if since is None or int(obj["metadata"].get("resourceVersion") or 0) > since
+            ]
+            mark = await bus.mark()
+        try:
+            for obj in changed:
+                if request.name is None or obj["metadata"].get("name") == request.name:
+                    yield {"type": "ADDED" if since is None else "MODIFIED", "object": obj}
+            async for item in self._with_bookmarks(request, bus.stream(since=mark)):
+                yield item
+        finally:
+            await bus.unmark(mark)
+
+    async def _with_bookmarks(self, request: kmock.Request, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """The events of this resource for this request, and a bookmark whenever none came for a while."""
         items: asyncio.Queue[Any] = asyncio.Queue()
 
         async def pump() -> None:
-            async for item in super(BenchEmulator, self)._serve_watch(request):
-                items.put_nowait(item)
+            async for event in events:
+                metadata = event.get("object", {}).get("metadata", {})
+                namespace_ok = request.namespace is None or metadata.get("namespace") == request.namespace
+                if namespace_ok and (request.name is None or metadata.get("name") == request.name):
+                    items.put_nowait(event)
 
         pumping = asyncio.create_task(pump())
         try:
@@ -280,7 +317,7 @@ class BenchCluster(Cluster):
             for obj in self.emulator.objects_of(request.resource, request.namespace)
             if _matches(obj.get("metadata", {}).get("labels") or {}, selector)
         ]
-        return {"metadata": {"resourceVersion": str(next(self._versions))}, "items": items}
+        return {"metadata": {"resourceVersion": self.emulator.next_version()}, "items": items}
 
 
 @dataclass
