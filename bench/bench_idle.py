@@ -377,6 +377,9 @@ def report(figures: Figures, args: argparse.Namespace) -> None:
         f"   operator RSS                          {_mib(end.process.rss_kib)} at the end;"
         f" {_mib(figures.settled.rss_kib)} once settled; {_mib(figures.empty.rss_kib)} with no ServiceBuild"
     )
+    if figures.ticks:
+        at_ticks = ", ".join(_mib(mark.process.rss_kib) for mark in [*figures.ticks, end])
+        print(f"     at each tick's start                {at_ticks}")
     print(f"   operator peak RSS (VmHWM)             {_mib(end.process.peak_rss_kib)} (set-up included)")
     requests = end.requests - start.requests
     total, writes = requests.total(), writes_of(requests)
