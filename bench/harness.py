@@ -258,8 +258,10 @@ class BenchEmulator(kmock.KubernetesEmulator):
             for obj in changed:
                 if request.name is None or obj["metadata"].get("name") == request.name:
                     yield {"type": "ADDED" if since is None else "MODIFIED", "object": obj}
-            async for item in self._with_bookmarks(request, bus.stream(since=mark)):
-                yield item
+            # Closed here when the client goes, before the mark they read from goes.
+            async with contextlib.aclosing(self._with_bookmarks(request, bus.stream(since=mark))) as items:
+                async for item in items:
+                    yield item
         finally:
             await bus.unmark(mark)
 
@@ -546,13 +548,21 @@ async def running_stage(
         registry.stop()
 
 
-async def wait_until_watching(emulator: BenchEmulator, operator: OperatorProcess, within: float = 60) -> None:
-    """Until the operator watches what it reacts to: then it sees every object applied next."""
+async def wait_until_watching(
+    emulator: BenchEmulator,
+    operator: OperatorProcess,
+    within: float = 60,
+    since: Mapping[str, int] | None = None,
+) -> None:
+    """Until the operator watches what it reacts to: then it sees every object applied next. `since`:
+    the operator's requests counted before it (re)started."""
     deadline = time.monotonic() + within
+    before = since or {}
     while time.monotonic() < deadline:
         if not operator.running:
             raise RuntimeError(f"the operator exited:\n{operator.log[-4000:]}")
-        if all(emulator.operator_requests[f"watch {resource.plural}"] for resource in _WATCHED):
+        watches = (f"watch {resource.plural}" for resource in _WATCHED)
+        if all(emulator.operator_requests[watch] > before.get(watch, 0) for watch in watches):
             return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"the operator started no watch within {within}s:\n{operator.log[-4000:]}")
