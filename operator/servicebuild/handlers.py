@@ -15,14 +15,25 @@ from typing import Any, Self
 
 import kopf
 
+from servicebuild import plan
 from servicebuild.admission import Key
-from servicebuild.api.models import GROUP, KIND, PLURAL, VERSION, parse_servicebuild
+from servicebuild.api.models import (
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    InvalidServiceBuild,
+    ServiceBuild,
+    parse_servicebuild,
+)
 from servicebuild.config import Settings
 from servicebuild.gitremote import GitError, GitRemote
+from servicebuild.jobs import parse_pod
 from servicebuild.kube import Kube, KubeError
-from servicebuild.naming import LABEL_MANAGED_BY, MANAGED_BY
+from servicebuild.naming import ANNOTATION_SERVICEBUILD, LABEL_MANAGED_BY, MANAGED_BY, context_digest
 from servicebuild.reconciler import Reconciler
 from servicebuild.registry import RegistryClient, RegistryError
+from servicebuild.render.job import BUILD_CONTAINER
 from servicebuild.times import whole_seconds
 
 logger = logging.getLogger(__name__)
@@ -176,8 +187,35 @@ def build_job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         _reconcile_quietly(memo.runtime, (body.metadata.namespace, owner))
 
 
-async def _resync_forever(runtime: Runtime) -> None:
-    """The safety tick: reconcile everything now and then, in case an event was missed."""
+def _build_container_ended(body: kopf.Body, **_: Any) -> bool:
+    pod = parse_pod(body)
+    container = pod.container(BUILD_CONTAINER) if pod is not None else None
+    return container is not None and container.state == "terminated"
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGED_BY}, when=_build_container_ended)
+def build_pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A build Pod's build container ended: the build is over, seconds before the Job controller says so."""
+    owner = body.metadata.annotations.get(ANNOTATION_SERVICEBUILD)
+    if body.metadata.namespace is not None and owner is not None:
+        _reconcile_quietly(memo.runtime, (body.metadata.namespace, owner))
+
+
+@kopf.index("", "v1", "configmaps")
+def context_digests(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], str]:
+    """Every ConfigMap's content digest, as the watch last saw it: the resync passes by a ServiceBuild
+    whose build had that context without reading its ConfigMap again."""
+    return {(namespace, name): context_digest(body.get("data") or {}, body.get("binaryData") or {})}
+
+
+async def _resync_forever(runtime: Runtime, digests: kopf.Index[tuple[str | None, str], str]) -> None:
+    """The safety tick: reconcile every ServiceBuild now and then, in case an event was missed.
+
+    One LIST; an object whose build ended and whose source did not change since (its generation,
+    and its ConfigMap's content as the watch saw it) is passed by without a request.
+    """
     while True:
         await asyncio.sleep(runtime.settings.resync_seconds)
         try:
@@ -185,14 +223,32 @@ async def _resync_forever(runtime: Runtime) -> None:
         except KubeError as exc:
             logger.warning("Listing ServiceBuilds for the resync failed: %s", exc)
             continue
-        listed = [(body["metadata"]["namespace"], body["metadata"]["name"]) for body in bodies]
+        tracked = runtime.reconciler.tracked()
+        listed = []
+        for servicebuild in map(parse_servicebuild, bodies):
+            key = servicebuild.metadata.key
+            listed.append(key)
+            if key in tracked or not plan.idle(servicebuild, _context_digest(servicebuild, digests)):
+                await asyncio.to_thread(_reconcile_quietly, runtime, key)
         # A ServiceBuild deleted while the operator was not looking still holds its build slot.
-        for key in [*listed, *sorted(runtime.reconciler.tracked() - set(listed))]:
+        for key in sorted(tracked - set(listed)):
             await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
+def _context_digest(
+    servicebuild: ServiceBuild | InvalidServiceBuild, digests: kopf.Index[tuple[str | None, str], str]
+) -> str | None:
+    """The digest of the ServiceBuild's ConfigMap as the watch last saw it; None without one."""
+    if isinstance(servicebuild, InvalidServiceBuild) or servicebuild.spec.source.config_map is None:
+        return None
+    key = (servicebuild.metadata.namespace, servicebuild.spec.source.config_map.name)
+    return next(iter(digests.get(key, ())), None)
+
+
 @kopf.on.startup()
-async def start(memo: kopf.Memo, **_: Any) -> None:
+async def start(
+    memo: kopf.Memo, context_digests: kopf.Index[tuple[str | None, str], str] | None = None, **_: Any
+) -> None:
     """Open the clients and count the builds already running, before any ServiceBuild may start one;
     then the safety tick."""
     settings: Settings = memo.settings
@@ -204,7 +260,11 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         raise kopf.TemporaryError(f"Counting the running builds failed: {exc}", delay=5) from exc
     runtime.reconciler.seed(jobs)
     memo.runtime = runtime
-    memo.resync_task = asyncio.create_task(_resync_forever(runtime), name="servicebuild-resync")
+    if context_digests is None:  # Kopf passes every index to start-up handlers, filled as watches run
+        raise kopf.PermanentError("the ConfigMap digest index is missing")
+    memo.resync_task = asyncio.create_task(
+        _resync_forever(runtime, context_digests), name="servicebuild-resync"
+    )
 
 
 @kopf.on.cleanup()

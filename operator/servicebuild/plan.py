@@ -8,7 +8,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from servicebuild import naming
-from servicebuild.api.models import ObjectMeta, Phase, ServiceBuildStatus, SourceStatus
+from servicebuild.api.models import (
+    InvalidServiceBuild,
+    ObjectMeta,
+    Phase,
+    ServiceBuild,
+    ServiceBuildStatus,
+    SourceStatus,
+)
 from servicebuild.config import Settings
 from servicebuild.failures import Reason
 from servicebuild.observe import BuildState, Observation
@@ -52,6 +59,16 @@ def settled(previous: ServiceBuildStatus, generation: int, context_digest: str |
     """Whether the build of this generation and source already ended: nothing is due."""
     built_digest = previous.source.context_digest if previous.source else None
     return ended(previous, generation) and built_digest == context_digest
+
+
+def idle(servicebuild: ServiceBuild | InvalidServiceBuild, context_digest: str | None) -> bool:
+    """Whether the resync may pass the object by: its generation's build ended and its source is the one
+    that build had (`context_digest` as the ConfigMap watch last saw it; None without a ConfigMap)."""
+    previous = servicebuild.status
+    if not ended(previous, servicebuild.metadata.generation):
+        return False
+    built_digest = previous.source.context_digest if previous.source else None
+    return isinstance(servicebuild, InvalidServiceBuild) or built_digest == context_digest
 
 
 def due_build(

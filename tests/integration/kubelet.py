@@ -9,7 +9,6 @@ import asyncio
 import base64
 import csv
 import json
-import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,6 +90,9 @@ class Kubelet:
     job_completion_delay: float = 2.5
     """Seconds between the build container's end and the Job controller's Complete or Failed condition:
     2-3 s on a real cluster (`shared/buildkit.md`), with `active: 0` and no condition in between."""
+    job_counts_pod_out: bool = True
+    """Whether the Job controller updates the Job (`active: 0`) as soon as its Pod ends, as it does on a
+    real cluster; False leaves the Job untouched until it completes it, so only the Pod tells."""
     completions: set[asyncio.Task[None]] = field(default_factory=set)
     """The Job controller's pending completions."""
 
@@ -104,19 +106,12 @@ class Kubelet:
                 if key not in self.handled:
                     self.handled.add(key)
                     try:
-                        await self._start_job(key, job)
+                        await self._admit_or_queue(job)
                     except aiohttp.ClientResponseError as error:
                         if error.status != 404:
                             raise
                         # Deleted meanwhile (e.g. superseded at once): the controllers let it go.
             await asyncio.sleep(0.05)
-
-    async def _start_job(self, key: tuple[str, str], job: dict[str, Any]) -> None:
-        if "uid" not in job["metadata"]:
-            # The API server gives every object a uid at creation; KMock 0.8 does not.
-            job["metadata"]["uid"] = str(uuid.uuid4())
-            await self.cluster.patch(JOBS, *key, {"metadata": {"uid": job["metadata"]["uid"]}})
-        await self._admit_or_queue(job)
 
     async def _admit_or_queue(self, job: dict[str, Any]) -> None:
         metadata = job["metadata"]
@@ -152,14 +147,18 @@ class Kubelet:
         await self._finish(self.held.pop(job_name), behaviour)
 
     def _pod(self, job: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """The Pod as the Job controller makes it: the template's labels and annotations, plus its own."""
         metadata = job["metadata"]
+        template = job["spec"]["template"].get("metadata") or {}
+        job_labels = {"batch.kubernetes.io/job-name": metadata["name"], "job-name": metadata["name"]}
         return {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
                 "name": f"{metadata['name']}-x7k2p",
                 "namespace": metadata["namespace"],
-                "labels": {"batch.kubernetes.io/job-name": metadata["name"], "job-name": metadata["name"]},
+                "labels": {**(template.get("labels") or {}), **job_labels},
+                "annotations": dict(template.get("annotations") or {}),
             },
             "spec": job["spec"]["template"]["spec"],
             "status": status,
@@ -237,15 +236,16 @@ class Kubelet:
         pod_status["containerStatuses"] = [{"name": "buildkit", "state": {"terminated": terminated}}]
         await self.cluster.patch(PODS, namespace, f"{name}-x7k2p", {"status": pod_status}, status=True)
         # The Job controller counts the Pod out at once but marks the Job finished only seconds later.
-        pod = self.cluster.get(PODS, namespace, f"{name}-x7k2p")
-        uncounted = {"succeeded" if succeeded else "failed": [pod["metadata"]["uid"]]} if pod else {}
-        await self.cluster.patch(
-            JOBS,
-            namespace,
-            name,
-            {"status": {"active": 0, "ready": 0, "uncountedTerminatedPods": uncounted}},
-            status=True,
-        )
+        if self.job_counts_pod_out:
+            pod = self.cluster.get(PODS, namespace, f"{name}-x7k2p")
+            uncounted = {"succeeded" if succeeded else "failed": [pod["metadata"]["uid"]]} if pod else {}
+            await self.cluster.patch(
+                JOBS,
+                namespace,
+                name,
+                {"status": {"active": 0, "ready": 0, "uncountedTerminatedPods": uncounted}},
+                status=True,
+            )
         uid = job["metadata"]["uid"]
         completion = asyncio.create_task(self._complete_job(namespace, name, uid, succeeded=succeeded))
         self.completions.add(completion)

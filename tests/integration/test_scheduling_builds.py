@@ -82,7 +82,7 @@ async def test_failed_build_is_not_retried(
 
     await eventually(lambda: condition(cluster.servicebuild(NAMESPACE, "broken"), "Stalled") is not None)
     await eventually(lambda: status_of(cluster, "broken").get("phase") == "Failed")
-    await after_resyncs(operator)
+    await after_resyncs(cluster)
     assert len(cluster.all(JOBS, NAMESPACE)) == 1
     assert "attempt" not in status_of(cluster, "broken")
 

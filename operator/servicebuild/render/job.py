@@ -375,7 +375,9 @@ def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> 
             "activeDeadlineSeconds": spec.timeout_seconds,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {
-                "metadata": {"labels": labels},
+                # The ServiceBuild's name on the Pod too: the operator watches build Pods and reconciles
+                # their ServiceBuild as soon as the build container ends.
+                "metadata": {"labels": labels, "annotations": {naming.ANNOTATION_SERVICEBUILD: meta.name}},
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
