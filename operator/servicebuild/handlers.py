@@ -39,6 +39,7 @@ from servicebuild.times import whole_seconds
 logger = logging.getLogger(__name__)
 
 _MAX_RETRY_DELAY = 300.0
+_LOCK_STRIPES = 64
 
 
 @dataclass
@@ -49,8 +50,9 @@ class Runtime:
     kube: Kube
     reconciler: Reconciler
     registry: RegistryClient | None = None
-    _locks: dict[Key, threading.Lock] = field(default_factory=dict)
-    _guard: threading.Lock = field(default_factory=threading.Lock)
+    _locks: tuple[threading.Lock, ...] = field(
+        default_factory=lambda: tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
+    )
 
     @classmethod
     def open(cls, settings: Settings) -> Self:
@@ -68,13 +70,10 @@ class Runtime:
         self.kube.close()
 
     def lock(self, key: Key) -> threading.Lock:
-        """One lock per ServiceBuild: the Job, the resync and the ServiceBuild triggers never overlap."""
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
-
-    def forget(self, key: Key) -> None:
-        with self._guard:
-            self._locks.pop(key, None)
+        """The lock of a ServiceBuild: its triggers (Job, Pod, ConfigMap, resync) never overlap. A fixed
+        set of locks shared by hash keeps the memory flat however many ServiceBuilds there are; two
+        sharing one only wait for each other now and then."""
+        return self._locks[hash(key) % len(self._locks)]
 
 
 def _reconcile(runtime: Runtime, key: Key) -> tuple[Key, ...]:
@@ -125,11 +124,10 @@ def servicebuild_changed(namespace: str | None, name: str, memo: kopf.Memo, retr
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 def servicebuild_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Jobs go with their owner through garbage collection; the lock and a build slot are ours to drop."""
+    """Jobs go with their owner through garbage collection; a build slot or queue place is ours to drop."""
     if namespace is None:
         return
     runtime: Runtime = memo.runtime
-    runtime.forget((namespace, name))
     for key in runtime.reconciler.forget((namespace, name)):
         _reconcile_quietly(runtime, key)
 
