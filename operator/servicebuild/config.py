@@ -1,9 +1,12 @@
 """Operator settings, read once from SERVICEBUILD_* environment variables."""
 
+from datetime import timedelta
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from servicebuild.api.models import parse_duration
 
 
 class Settings(BaseSettings):
@@ -38,6 +41,29 @@ class Settings(BaseSettings):
 
     max_running_builds_per_namespace: int = Field(default=0, ge=0)
     """Build Jobs that may run at once in one namespace. 0: no limit."""
+
+    min_poll_interval: timedelta = timedelta(minutes=1)
+    """The shortest `spec.source.git.pollInterval` a ServiceBuild may ask for, as a duration such as `1m`
+    or `30s`."""
+
+    git_lookups_per_host_per_second: float = Field(default=2.0, gt=0)
+    """How many revision lookups (`git ls-remote`) the operator sends one git host per second, at most,
+    whatever the number of ServiceBuilds polling it."""
+
+    base_image_poll_interval: timedelta = timedelta(minutes=30)
+    """How often the base images of ServiceBuilds with `spec.triggers.baseImages` are checked for a new
+    digest (jittered), as a duration such as `30m`."""
+
+    max_triggered_builds_per_minute: int = Field(default=10, ge=0)
+    """Builds started by a new commit or base image, at most, per minute: a new base image used by
+    hundreds of services rebuilds them in waves. Builds a person asked for are never held. 0: no limit."""
+
+    successful_jobs_history_limit: int = Field(default=1, ge=0)
+    """Finished Jobs of successful builds kept per ServiceBuild (with their Pods and logs), as a CronJob
+    keeps them; `SERVICEBUILD_JOB_TTL_SECONDS` still removes them at the latest."""
+
+    failed_jobs_history_limit: int = Field(default=3, ge=0)
+    """Finished Jobs of failed builds kept per ServiceBuild."""
 
     max_build_attempts: int = Field(default=3, ge=1)
     """Attempts at one generation when builds fail transiently (evicted Pod, registry unreachable)."""
@@ -82,6 +108,17 @@ class Settings(BaseSettings):
         if not self.allowed_push_registries:
             return None
         return self.allowed_push_registries.get(namespace, self.allowed_push_registries.get("*", frozenset()))
+
+    @field_validator("min_poll_interval", "base_image_poll_interval", mode="before")
+    @classmethod
+    def go_duration(cls, value: object) -> object:
+        """Accept `1m`, `30s`, `1h30m` from the environment, like the spec's durations."""
+        if isinstance(value, str):
+            seconds = parse_duration(value)
+            if seconds == 0:
+                raise ValueError("must be longer than 0s")
+            return timedelta(seconds=seconds)
+        return value
 
     @field_validator("buildkit_image")
     @classmethod

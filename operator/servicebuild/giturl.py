@@ -31,6 +31,7 @@ _SCHEME_URL_RE = re.compile(
 )
 # BuildKit's `sshutil.IsImplicitSSHTransport` wants the user too; the CRD has the same classes.
 _SCP_URL_RE = re.compile(rf"(?P<userinfo>[A-Za-z0-9_.-]+)@(?P<host>[A-Za-z0-9.-]+):(?P<path>{_ANY}+)")
+_FULL_COMMIT_RE = re.compile(r"[0-9a-fA-F]{40}")
 _REDACTED_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://|)(?:[^/]*@)?(?P<rest>[^?]*).*", re.DOTALL)
 
 
@@ -136,3 +137,8 @@ def _redacted(text: str) -> str:
     """Best effort for a string that is no git URL: what an error message may show of it (no user
     information up to the last `@` before the first `/`, nothing from a `?` on: a query may hold a token)."""
     return _REDACTED_RE.sub(r"\g<scheme>\g<rest>", text, count=1)
+
+
+def is_full_commit(revision: str) -> bool:
+    """A full (40 hex digit) commit id, as opposed to a branch, tag or abbreviated id."""
+    return bool(_FULL_COMMIT_RE.fullmatch(revision))

@@ -1,12 +1,14 @@
 """Kopf wiring: every trigger reads its ServiceBuild afresh and calls the one reconcile. No decisions here.
 
-The gateways' clients are opened at Kopf's start-up and closed at its clean-up; the safety resync is one
-task owned by the same start-up handler.
+The gateways' clients are opened at Kopf's start-up and closed at its clean-up. The periodic work is one
+task each, owned by the same start-up handler: the safety resync, the rechecks (retries, polled revisions,
+waves) and the base image check.
 """
 
 import asyncio
 import contextlib
 import logging
+import random
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +32,13 @@ from servicebuild.config import Settings
 from servicebuild.gitremote import GitError, GitRemote
 from servicebuild.jobs import parse_pod
 from servicebuild.kube import Kube, KubeError
-from servicebuild.naming import ANNOTATION_SERVICEBUILD, LABEL_MANAGED_BY, MANAGED_BY, context_digest
+from servicebuild.naming import (
+    ANNOTATION_REQUESTED_AT,
+    ANNOTATION_SERVICEBUILD,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    context_digest,
+)
 from servicebuild.reconciler import Reconciler
 from servicebuild.registry import RegistryClient, RegistryError
 from servicebuild.render.job import BUILD_CONTAINER
@@ -40,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_RETRY_DELAY = 300.0
 _LOCK_STRIPES = 64
+_RECHECK_TICK_SECONDS = 1.0
 
 
 @dataclass
@@ -50,6 +59,8 @@ class Runtime:
     kube: Kube
     reconciler: Reconciler
     registry: RegistryClient | None = None
+    _rechecks: dict[Key, datetime] = field(default_factory=dict)
+    _recheck_guard: threading.Lock = field(default_factory=threading.Lock)
     _locks: tuple[threading.Lock, ...] = field(
         default_factory=lambda: tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
     )
@@ -69,6 +80,22 @@ class Runtime:
             self.registry.close()
         self.kube.close()
 
+    def recheck(self, key: Key, at: datetime | None) -> None:
+        """Reconcile `key` again at `at` (a retry, the next poll, the next wave); None: no need."""
+        with self._recheck_guard:
+            if at is None:
+                self._rechecks.pop(key, None)
+            else:
+                self._rechecks[key] = at
+
+    def due_rechecks(self, now: datetime) -> list[Key]:
+        """The keys whose recheck time has come, taken off the schedule."""
+        with self._recheck_guard:
+            due = [key for key, at in self._rechecks.items() if at <= now]
+            for key in due:
+                del self._rechecks[key]
+            return due
+
     def lock(self, key: Key) -> threading.Lock:
         """The lock of a ServiceBuild: its triggers (Job, Pod, ConfigMap, resync) never overlap. A fixed
         set of locks shared by hash keeps the memory flat however many ServiceBuilds there are; two
@@ -85,9 +112,11 @@ def _reconcile(runtime: Runtime, key: Key) -> tuple[Key, ...]:
     with runtime.lock(key):
         body = runtime.kube.get_servicebuild(*key)
         if body is None:
+            runtime.recheck(key, None)
             return runtime.reconciler.forget(key)
-        now = whole_seconds(datetime.now(UTC))
-        return runtime.reconciler.reconcile(parse_servicebuild(body), now).wake
+        result = runtime.reconciler.reconcile(parse_servicebuild(body), whole_seconds(datetime.now(UTC)))
+        runtime.recheck(key, result.recheck_at)
+        return result.wake
 
 
 def _reconcile_quietly(runtime: Runtime, key: Key) -> None:
@@ -108,8 +137,10 @@ def _reconcile_quietly(runtime: Runtime, key: Key) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations")
 def servicebuild_changed(namespace: str | None, name: str, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    """A ServiceBuild appeared, changed, or was found at start-up."""
+    """A ServiceBuild appeared, changed (its spec, or an annotation asking for a build or announcing a
+    push), or was found at start-up."""
     if namespace is None:  # the resource is namespaced; Kopf passes None only for cluster-scoped ones
         return
     try:
@@ -211,8 +242,9 @@ def context_digests(
 async def _resync_forever(runtime: Runtime, digests: kopf.Index[tuple[str | None, str], str]) -> None:
     """The safety tick: reconcile every ServiceBuild now and then, in case an event was missed.
 
-    One LIST; an object whose build ended and whose source did not change since (its generation,
-    and its ConfigMap's content as the watch saw it) is passed by without a request.
+    One LIST; an object whose build ended and whose sources did not change since (its generation, its
+    ConfigMap's content as the watch saw it, a rebuild request) is passed by without a request. Polled
+    revisions and retries have their own times (`_recheck_forever`), base images their own task.
     """
     while True:
         await asyncio.sleep(runtime.settings.resync_seconds)
@@ -226,21 +258,49 @@ async def _resync_forever(runtime: Runtime, digests: kopf.Index[tuple[str | None
         for servicebuild in map(parse_servicebuild, bodies):
             key = servicebuild.metadata.key
             listed.append(key)
-            if key in tracked or not plan.idle(servicebuild, _context_digest(servicebuild, digests)):
+            if key in tracked or not plan.idle(servicebuild, _watched(servicebuild, digests)):
                 await asyncio.to_thread(_reconcile_quietly, runtime, key)
         # A ServiceBuild deleted while the operator was not looking still holds its build slot.
         for key in sorted(tracked - set(listed)):
             await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
-def _context_digest(
+def _watched(
     servicebuild: ServiceBuild | InvalidServiceBuild, digests: kopf.Index[tuple[str | None, str], str]
-) -> str | None:
-    """The digest of the ServiceBuild's ConfigMap as the watch last saw it; None without one."""
-    if isinstance(servicebuild, InvalidServiceBuild) or servicebuild.spec.source.config_map is None:
+) -> plan.Wanted | None:
+    """What the ServiceBuild asks for as far as the watches know, without a request: its generation, its
+    ConfigMap's digest, a rebuild request. None for an invalid spec."""
+    if isinstance(servicebuild, InvalidServiceBuild):
         return None
-    key = (servicebuild.metadata.namespace, servicebuild.spec.source.config_map.name)
-    return next(iter(digests.get(key, ())), None)
+    meta, configmap = servicebuild.metadata, servicebuild.spec.source.config_map
+    digest = next(iter(digests.get((meta.namespace, configmap.name), ())), None) if configmap else None
+    return plan.Wanted(meta.generation, digest, request=meta.annotations.get(ANNOTATION_REQUESTED_AT))
+
+
+async def _recheck_forever(runtime: Runtime) -> None:
+    """Reconcile the ServiceBuilds whose time has come: a retry's delay ended, a polled revision is due
+    for a lookup, a wave of triggered builds begins."""
+    while True:
+        await asyncio.sleep(_RECHECK_TICK_SECONDS)
+        for key in runtime.due_rechecks(datetime.now(UTC)):
+            await asyncio.to_thread(_reconcile_quietly, runtime, key)
+
+
+async def _check_base_images_forever(runtime: Runtime) -> None:
+    """Every SERVICEBUILD_BASE_IMAGE_POLL_INTERVAL (give or take a tenth), ask the registries for the base
+    images of the ServiceBuilds following them; rebuild those whose images changed."""
+    interval = runtime.settings.base_image_poll_interval.total_seconds()
+    while True:
+        await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # noqa: S311 - jitter, not a secret
+        try:
+            bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
+        except KubeError as exc:
+            logger.warning("Listing ServiceBuilds for the base image check failed: %s", exc)
+            continue
+        servicebuilds = [sb for sb in map(parse_servicebuild, bodies) if isinstance(sb, ServiceBuild)]
+        changed = await asyncio.to_thread(runtime.reconciler.base_image_changes, servicebuilds)
+        for key in changed:
+            await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
 @kopf.on.startup()
@@ -260,16 +320,18 @@ async def start(
     memo.runtime = runtime
     if context_digests is None:  # Kopf passes every index to start-up handlers, filled as watches run
         raise kopf.PermanentError("the ConfigMap digest index is missing")
-    memo.resync_task = asyncio.create_task(
-        _resync_forever(runtime, context_digests), name="servicebuild-resync"
-    )
+    memo.tasks = [
+        asyncio.create_task(_resync_forever(runtime, context_digests), name="servicebuild-resync"),
+        asyncio.create_task(_recheck_forever(runtime), name="servicebuild-rechecks"),
+        asyncio.create_task(_check_base_images_forever(runtime), name="servicebuild-base-images"),
+    ]
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the resync and close the clients."""
-    task: asyncio.Task[None] | None = memo.get("resync_task")
-    if task is not None:
+    """Stop the periodic tasks and close the clients."""
+    tasks: list[asyncio.Task[None]] = memo.get("tasks") or []
+    for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -178,7 +178,11 @@ class BuildInputs:
     git_auth: GitAuth | None = None
     """Which key of `spec.source.git.authSecret` to use (`ssh` = key `ssh-privatekey`)."""
     attempt: int = 1
-    """Which attempt at this generation (retries after transient failures get their own Job)."""
+    """Which attempt at this build (retries after transient failures get their own Job)."""
+    build: int = 1
+    """The build's number (`status.build`), for the Job's name and the `{build}` tag placeholder."""
+    trigger: str | None = None
+    """Why the build happens (a `Trigger`), recorded on the Job."""
 
     def __post_init__(self) -> None:
         if not _TIMESTAMP_RE.fullmatch(self.timestamp):
@@ -194,12 +198,13 @@ class BuildInputs:
 def expand_tags(spec: ServiceBuildSpec, inputs: BuildInputs, generation: int) -> list[str]:
     """Every reference the build pushes: `output.image` first, then each `output.tags` template expanded.
 
-    Placeholders: `{commit}`, `{shortCommit}` (its first 12 characters), `{generation}`, `{timestamp}`.
+    Placeholders: `{commit}`, `{shortCommit}` (its first 12 characters), `{generation}`, `{build}`,
+    `{timestamp}`.
     Duplicates are dropped, order kept. Raise ValueError naming the field when a template needs a commit
     that was not resolved or expands beyond the 128 characters a tag may have.
     """
     output = spec.output.ref
-    values = {"generation": str(generation), "timestamp": inputs.timestamp}
+    values = {"generation": str(generation), "build": str(inputs.build), "timestamp": inputs.timestamp}
     if inputs.commit is not None:
         values |= {"commit": inputs.commit, "shortCommit": inputs.commit[:12]}
     references = [str(output)]
@@ -342,7 +347,9 @@ def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> 
     job_labels = dict(labels)
     if spec.queue_name is not None:
         job_labels[LABEL_QUEUE_NAME] = spec.queue_name
-    annotations = {naming.ANNOTATION_SERVICEBUILD: meta.name}
+    annotations = {naming.ANNOTATION_SERVICEBUILD: meta.name, naming.ANNOTATION_BUILD: str(inputs.build)}
+    if inputs.trigger is not None:
+        annotations[naming.ANNOTATION_TRIGGER] = inputs.trigger
     if inputs.commit is not None:
         annotations[naming.ANNOTATION_COMMIT] = inputs.commit
     if inputs.context_digest is not None:
@@ -354,7 +361,10 @@ def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> 
         "kind": "Job",
         "metadata": {
             "name": naming.job_name(
-                meta.name, meta.uid, meta.generation, inputs.context_digest, inputs.attempt
+                meta.name,
+                meta.uid,
+                inputs.build,
+                naming.build_key(inputs.build, meta.generation, inputs.context_digest, inputs.attempt),
             ),
             "namespace": meta.namespace,
             "labels": job_labels,
