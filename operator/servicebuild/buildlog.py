@@ -90,7 +90,7 @@ class StepName:
 
     @property
     def keyword(self) -> str:
-        """`COPY`, `RUN`, … (after a leading `ONBUILD`, that word)."""
+        """`COPY`, `RUN`, … (`ONBUILD` for a trigger the base image set)."""
         return self.instruction.split(maxsplit=1)[0].upper() if self.instruction.strip() else ""
 
 
