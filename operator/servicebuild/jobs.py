@@ -88,6 +88,7 @@ class Container:
 class BuildPod:
     """What the operator reads of a build Job's Pod."""
 
+    name: str
     phase: str
     reason: str
     message: str
@@ -150,6 +151,7 @@ def parse_pod(raw: object) -> BuildPod | None:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False"
     ]
     return BuildPod(
+        name=_text(_mapping(pod.get("metadata")).get("name")),
         phase=_text(status.get("phase")),
         reason=_text(status.get("reason")),
         message=_text(status.get("message")),

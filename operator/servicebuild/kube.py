@@ -225,6 +225,26 @@ class Kube:
         pods.sort(key=lambda pod: str(pod.get("metadata", {}).get("creationTimestamp", "")))
         return pods[-1] if pods else None
 
+    def read_pod_log(self, namespace: str, pod: str, container: str, tail_lines: int) -> str | None:
+        """The last `tail_lines` lines of a container's log; None when the Pod is gone."""
+        try:
+            response: Any = self._core.read_namespaced_pod_log(
+                pod,
+                namespace,
+                container=container,
+                tail_lines=tail_lines,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+        except ApiException as exc:
+            if exc.status in (400, 404):  # gone, or its container's log with it
+                return None
+            raise _error(f"read log of pod {namespace}/{pod}", exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _error(f"read log of pod {namespace}/{pod}", exc) from exc
+        data: bytes = response.data  # with _preload_content=False, the urllib3 response
+        return data.decode(errors="replace")
+
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = self._call(
             f"get configmap {namespace}/{name}", self._core.read_namespaced_config_map, name, namespace

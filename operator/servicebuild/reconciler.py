@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from servicebuild import naming, plan
 from servicebuild.admission import BuildSlots, Claim, Idle, Key, Running, Waiting, Waves
 from servicebuild.api.models import (
+    BaseImage,
     InvalidServiceBuild,
     ObjectMeta,
     ServiceBuild,
@@ -43,7 +44,8 @@ from servicebuild.naming import ANNOTATION_REQUESTED_AT
 from servicebuild.observe import BuildState, Observation, PendingLimit, observe, without_secrets
 from servicebuild.plan import DueBuild, ReadBack, Report, StartJob, StartNextAttempt, Wanted
 from servicebuild.registry import RegistryError
-from servicebuild.render.job import BuildInputs, render_job
+from servicebuild.render.job import BUILD_CONTAINER, BuildInputs, render_job
+from servicebuild.report_budget import BuildFacts, merge_facts, parse_log_facts
 from servicebuild.status import (
     DEFAULT_HISTORY,
     Build,
@@ -75,6 +77,7 @@ class KubeGateway(Protocol):
     def list_jobs(self, namespace: str, uid: str) -> list[dict[str, Any]]: ...
     def delete_job(self, namespace: str, name: str) -> None: ...
     def get_job_pod(self, namespace: str, job_name: str) -> dict[str, Any] | None: ...
+    def read_pod_log(self, namespace: str, pod: str, container: str, tail_lines: int) -> str | None: ...
     def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def patch_servicebuild_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
@@ -325,7 +328,20 @@ class Reconciler:
             failure = Failure(type(exc).__name__, f"Reading the pushed image back failed: {exc}")
             return Stalled(build, failure, completion_time=observation.completion_time)
         output = output_record(spec.output.ref, summary, report, meta.generation)
-        return Succeeded(build, output, report, observation.completion_time)
+        facts = self._all_facts(meta, observation)
+        base_images = tuple(
+            dict.fromkeys(BaseImage(ref=image.ref, digest=image.digest) for image in facts.base_images)
+        )
+        return Succeeded(build, output, report, observation.completion_time, base_images=base_images)
+
+    def _all_facts(self, meta: ObjectMeta, observation: Observation) -> BuildFacts:
+        """The build's facts, those the termination message had no room for read from the end of the build
+        container's log; what the message held when the log is gone."""
+        facts = observation.facts or BuildFacts()
+        if not facts.truncated or observation.pod_name is None:
+            return facts
+        log = self.kube.read_pod_log(meta.namespace, observation.pod_name, BUILD_CONTAINER, facts.log_lines)
+        return merge_facts(facts, parse_log_facts(log))
 
     def _retain_jobs(self, meta: ObjectMeta) -> None:
         """Keep the finished Jobs (and so the Pods and logs) of the last builds only, as a CronJob keeps

@@ -1,9 +1,9 @@
 """One budget for the build container's termination message: the report first, then build facts.
 
-A proposal, not wired yet (`render.job.WRAPPER_SCRIPT` still writes the report alone). The termination
-message holds at most 4096 bytes. Besides the report (digest, image names, cache figures) later features
-want the base images BuildKit resolved, the first cache miss and the build checks' warnings, and a
-Dockerfile can raise any number of warnings. The design:
+The build Job's wrapper script (`WRAPPER_SCRIPT`) writes it, the operator reads it (`parse_message`).
+The termination message holds at most 4096 bytes. Besides the report (digest, image names, cache
+figures) the operator wants the base images BuildKit resolved, the first cache miss and the build checks'
+warnings, and a Dockerfile can raise any number of warnings. The design:
 
 1. **What the shell can do.** The wrapper is POSIX sh in the BuildKit image (busybox: sed, awk, tee, wc;
    no jq, no python). It keeps a copy of the plain progress log with `tee` (the container log still gets
@@ -28,7 +28,7 @@ Dockerfile can raise any number of warnings. The design:
 3. **The rest, from the log.** The wrapper also prints every fact, uncut, as the last lines of the
    container log: `servicebuild-facts <n> <bytes>`, then the n fact lines (that many bytes, so a cut
    block is noticed). When the message says `truncated`, the operator reads the end of the build
-   container's log — `kubectl logs <pod> -c buildkit --tail=<BuildMessage.log_lines>`, i.e.
+   container's log — `kubectl logs <pod> -c buildkit --tail=<BuildFacts.log_lines>`, i.e.
    `read_namespaced_pod_log(..., container="buildkit", tail_lines=…)` — and `merge_facts` takes the
    log's facts when the message's are a prefix of them.
    Reading the end is cheap and survives log rotation (the kubelet drops the oldest part of a long log);
@@ -37,11 +37,8 @@ Dockerfile can raise any number of warnings. The design:
 A failed build writes neither facts nor report: the log tail that Kubernetes puts in the message
 (`FallbackToLogsOnError`) must end with BuildKit's error for `failures.classify`.
 
-Wiring it (left to the reconciler's owner): the build container runs `PROPOSED_WRAPPER_SCRIPT` instead of
-`WRAPPER_SCRIPT`; `observe` reads the message with `parse_message(...).report` (today's `parse_report`
-takes the whole message for one JSON document and would find no report once facts follow it); reading
-the log needs `get` on `pods/log` in the operator's RBAC (it has `pods` only); buildctl's stdout now
-reaches the container log on stderr, next to its progress.
+Reading the log needs `get` on `pods/log` in the operator's RBAC; buildctl's stdout reaches the container
+log on stderr, next to its progress.
 
 Pure and total: any text gives an answer or None, never an exception.
 """
@@ -60,7 +57,7 @@ FACTS_MARKER = "servicebuild-facts"
 """Opens the block of facts at the end of the container log: `servicebuild-facts <lines> <bytes>`, the
 size of the fact lines that follow, so that a block cut short is noticed."""
 MAX_REPORTED_NAME = 1024
-"""The image names the proposed wrapper still reports in the JSON line (`render.job` has 2800)."""
+"""The image names the wrapper reports in the JSON line, at most; longer lists are left out (empty)."""
 BASE, MISS, WARN, TRUNCATED = "base", "miss", "warn", "truncated"
 _KINDS = (BASE, MISS, WARN)
 
@@ -92,6 +89,12 @@ class BuildFacts:
         """Whether some facts are only in the build Pod's log."""
         return self.omitted is not None and self.omitted.total > 0
 
+    @property
+    def log_lines(self) -> int:
+        """How many lines to read from the end of the build container's log to get every fact."""
+        omitted = self.omitted.total if self.omitted else 0
+        return 1 + len(self.lines()) + omitted
+
     def lines(self) -> tuple[str, ...]:
         """The fact lines, in priority order, as the wrapper writes them."""
         return (
@@ -108,15 +111,9 @@ class BuildMessage:
     report: BuildReport
     facts: BuildFacts
 
-    @property
-    def log_lines(self) -> int:
-        """How many lines to read from the end of the build container's log to get every fact."""
-        omitted = self.facts.omitted.total if self.facts.omitted else 0
-        return 1 + len(self.facts.lines()) + omitted
-
 
 def facts_from_build(log: BuildLog, metrics: CacheMetrics | None = None) -> BuildFacts:
-    """The facts of a whole build log (and its cache metrics), as `PROPOSED_WRAPPER_SCRIPT` takes them."""
+    """The facts of a whole build log (and its cache metrics), as `WRAPPER_SCRIPT` takes them."""
     if metrics is not None and metrics.summary is not None:
         missed = set(metrics.misses)
         first_miss = next((name for name in log.build_order if name in missed), None)
@@ -131,7 +128,7 @@ def facts_from_build(log: BuildLog, metrics: CacheMetrics | None = None) -> Buil
 
 
 def encode_message(report_line: str, facts: BuildFacts, limit: int = MAX_MESSAGE_BYTES) -> str:
-    """The termination message the proposed wrapper writes: the report line, then the facts that fit."""
+    """The termination message the wrapper writes: the report line, then the facts that fit."""
     room = limit - TRAILER_RESERVE - _size(report_line) - 1
     kept, left, full = [report_line], Counter[str](), False
     for line in facts.lines():
@@ -275,7 +272,7 @@ END { if (full) printf "truncated base=%d miss=%d warn=%d\n", left["base"], left
 """The fact lines (stdin) that fit in `room` bytes, stopping at the first that does not, and the count
 of the rest; `encode_message` is the same in Python."""
 
-PROPOSED_WRAPPER_SCRIPT = (
+WRAPPER_SCRIPT = (
     r"""set -u
 # Build and push; the progress log goes to the container log as before (on stderr) and to a copy the
 # build facts are read from. A failure keeps its exit code and writes no report and no facts: Kubernetes
@@ -311,6 +308,7 @@ LC_ALL=C awk -v room="$room" '@BUDGET_AWK@' "$log.facts" >>"$BUILD_REPORT_FILE"
     .replace("@BUDGET_AWK@", BUDGET_AWK)
     .replace("@MARKER@", FACTS_MARKER)
 )
-"""The build container's shell proposed to replace `render.job.WRAPPER_SCRIPT` (same arguments and
-environment, plus an optional `BUILD_LOG_FILE`, default `/tmp/build-progress.log`). Needs `tee`, `awk`
-and `wc` besides today's `sed` and `tail`: all busybox applets in the BuildKit image."""
+"""The build container's shell: buildctl's arguments as `$@`, the files in `BUILD_METADATA_FILE`,
+`BUILD_CACHE_METRICS_FILE` and `BUILD_REPORT_FILE`, an optional `BUILD_LOG_FILE` (default
+`/tmp/build-progress.log`). Needs `tee`, `awk`, `wc`, `sed` and `tail`: busybox applets in the BuildKit
+image."""

@@ -7,6 +7,7 @@ from enum import Enum
 from typing import Any
 
 from servicebuild.api.models import (
+    BaseImage,
     BuildOutput,
     BuildRecord,
     BuildResult,
@@ -110,6 +111,8 @@ class Succeeded:
     output: BuildOutput
     report: BuildReport
     completion_time: datetime | None
+    base_images: tuple[BaseImage, ...] = ()
+    """The base images the build's stages used, as BuildKit resolved them."""
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,8 @@ def _succeeded(previous: ServiceBuildStatus, outcome: Succeeded, now: datetime) 
     if report.cached_steps is not None and report.total_steps is not None:
         cache = CacheStats(cached_steps=report.cached_steps, total_steps=report.total_steps)
     return ServiceBuildStatus(
-        **_base(previous, build) | {"output": output, "cache": cache},
+        **_base(previous, build)
+        | {"output": output, "cache": cache, "base_images": list(outcome.base_images) or None},
         phase=Phase.SUCCEEDED,
         conditions=stamp.standard(
             ready=("True", "BuildSucceeded", message),

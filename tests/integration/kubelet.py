@@ -9,18 +9,19 @@ import asyncio
 import base64
 import csv
 import json
+import re
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import aiohttp
-from cluster import JOBS, PODS, SECRETS, Cluster
+from cluster import CONFIGMAPS, JOBS, PODS, SECRETS, Cluster
 
 from servicebuild.credentials import credentials_from_docker_config
 from servicebuild.imageref import parse_image
 from servicebuild.naming import ANNOTATION_SERVICEBUILD
-from support.oci_registry import push_image, push_index
+from support.oci_registry import push_image, push_index, tag_digest
 
 Behaviour = Literal["succeed", "fail", "hold", "stuck", "cache-export-fails", "evicted"]
 """succeed; fail with a BuildKit error; hold running until released; stuck pending (image pull
@@ -44,6 +45,9 @@ Dockerfile:7
 --------------------
 ERROR: failed to solve: process "/bin/sh -c make greet" did not complete successfully: exit code: 2
 """
+
+
+_FROM_RE = re.compile(r"^FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.MULTILINE | re.IGNORECASE)
 
 
 def _now() -> str:
@@ -200,6 +204,27 @@ class Kubelet:
                 return (credentials.username, credentials.password) if credentials else None
         return None
 
+    def _base_image_steps(self, job: dict[str, Any]) -> list[str]:
+        """The `FROM <ref>@<digest>` steps BuildKit prints for the base images of a ConfigMap context's
+        Dockerfile, resolved against the test registries (other registries are not reachable here)."""
+        volumes = job["spec"]["template"]["spec"].get("volumes", [])
+        names = [volume["configMap"]["name"] for volume in volumes if "configMap" in volume]
+        configmap = self.cluster.get(CONFIGMAPS, job["metadata"]["namespace"], names[0]) if names else None
+        dockerfile = ((configmap or {}).get("data") or {}).get("Dockerfile", "")
+        stages = re.findall(
+            r"^FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", dockerfile, re.MULTILINE | re.IGNORECASE
+        )
+        steps = []
+        for index, (ref, stage) in enumerate(stages):
+            if ref == "scratch" or any(ref == earlier for _, earlier in stages[:index]):
+                continue
+            image = parse_image(ref)
+            if not image.registry.startswith(("127.0.0.1:", "localhost:")):
+                continue
+            digest = tag_digest(self.mirrors.get(image.registry, image.registry), image.repository, image.tag)
+            steps.append(f"[{stage or f'stage-{index}'} 1/2] FROM {image}@{digest}")
+        return steps
+
     def _push(self, job: dict[str, Any]) -> str:
         """Push under every name of the `--output`, as BuildKit does; return the digest."""
         names = [parse_image(name) for name in output_names(job)]
@@ -224,7 +249,9 @@ class Kubelet:
             metrics = {"total": 9, "completed": 9, "user_total": 7, "user_cached": 5, "user_completed": 7}
             report = {"digest": digest, "imageName": ",".join(output_names(job)), "cacheMetrics": metrics}
             report["cacheExported"] = behaviour != "cache-export-fails"
-            terminated = {"exitCode": 0, "reason": "Completed", "message": json.dumps(report)}
+            facts = [f"base {step}" for step in await asyncio.to_thread(self._base_image_steps, job)]
+            message = "\n".join([json.dumps(report), *facts]) + "\n"
+            terminated = {"exitCode": 0, "reason": "Completed", "message": message}
         else:
             terminated = {"exitCode": 1, "reason": "Error", "message": self.failure_log}
         pod_status: dict[str, Any] = {"phase": "Succeeded" if succeeded else "Failed"}

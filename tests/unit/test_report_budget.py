@@ -10,7 +10,7 @@
 - the rest from the log: the block at the end of the container log is found (the last one, whole),
   `log_lines` says how many lines to read, and merging takes the log's facts only when the message's
   are their beginning and the counts agree;
-- the proposed wrapper, run for real by sh (dash) and busybox sh against the samples through a fake
+- the wrapper, run for real by sh (dash) and busybox sh against the samples through a fake
   `buildctl-daemonless.sh`: its message is exactly what `encode_message` gives, byte for byte, its log
   block holds every fact, the build's exit code and output are kept, a failure writes no report and no
   facts; with more warnings than fit, the message is cut and the log completes it; shellcheck passes.
@@ -33,8 +33,8 @@ from servicebuild.report_budget import (
     FACTS_AWK,
     FACTS_MARKER,
     MAX_REPORTED_NAME,
-    PROPOSED_WRAPPER_SCRIPT,
     TRAILER_RESERVE,
+    WRAPPER_SCRIPT,
     BuildFacts,
     BuildMessage,
     Omitted,
@@ -143,7 +143,7 @@ def test_the_facts_of_a_real_build_fit_whole() -> None:
     assert message == "\n".join((REPORT_LINE, *facts.lines())) + "\n"
     parsed = parse_message(message)
     assert parsed == BuildMessage(report=parse_report(REPORT_LINE), facts=facts)  # type: ignore[arg-type]
-    assert parsed.log_lines == 4
+    assert parsed.facts.log_lines == 4
 
 
 def test_the_budget_keeps_the_priority_and_counts_what_it_left_out() -> None:
@@ -160,7 +160,7 @@ def test_the_budget_keeps_the_priority_and_counts_what_it_left_out() -> None:
     assert parsed is not None
     assert parsed.facts.truncated
     assert parsed.facts.omitted == Omitted(warn=len(facts.lines()) - len(kept))
-    assert parsed.log_lines == 1 + len(facts.lines())
+    assert parsed.facts.log_lines == 1 + len(facts.lines())
 
 
 def test_the_first_line_that_does_not_fit_ends_the_message() -> None:
@@ -280,7 +280,7 @@ def test_the_log_block_completes_a_truncated_message() -> None:
     message = parse_message(encode_message(REPORT_LINE, facts))
     assert message is not None
     log = log_block(facts)
-    tail = "\n".join(log.splitlines()[-message.log_lines :])  # what `kubectl logs --tail` gives
+    tail = "\n".join(log.splitlines()[-message.facts.log_lines :])  # what `kubectl logs --tail` gives
     from_log = parse_log_facts(tail)
     assert from_log == facts
     assert merge_facts(message.facts, from_log) == facts
@@ -312,7 +312,7 @@ def test_merging_takes_the_log_only_when_it_continues_the_message() -> None:
     assert merge_facts(whole, many_warnings(3)) == whole  # nothing was left out: the message is complete
 
 
-# The proposed wrapper, run for real
+# The wrapper, run for real
 
 
 FAKE_BUILDCTL = r"""#!/bin/sh
@@ -336,7 +336,7 @@ def _shells() -> list[object]:
 
 
 class Container:
-    """The proposed build container, with the Pod's files moved to tmp and busybox applets if asked."""
+    """The build container, with the Pod's files moved to tmp and busybox applets if asked."""
 
     def __init__(self, tmp_path: Path, shell: list[str], log: Path, metrics: Path | None) -> None:
         self.dir, self.shell = tmp_path, shell
@@ -375,7 +375,7 @@ class Container:
 
     def run(self, exit_code: int = 0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*self.shell, "-c", PROPOSED_WRAPPER_SCRIPT, render.WRAPPER_NAME, *self.args],
+            [*self.shell, "-c", WRAPPER_SCRIPT, render.WRAPPER_NAME, *self.args],
             env={**self.env, "FAKE_EXIT": str(exit_code)},
             cwd=self.dir,
             capture_output=True,
@@ -450,7 +450,7 @@ def test_the_wrapper_cuts_what_does_not_fit_and_the_log_completes_it(
     message = parse_message(message_text)
     assert message is not None
     assert message.facts.truncated
-    tail = "\n".join(result.stderr.splitlines()[-message.log_lines :])
+    tail = "\n".join(result.stderr.splitlines()[-message.facts.log_lines :])
     assert merge_facts(message.facts, parse_log_facts(tail)) == complete
     assert len(complete.warnings) == 100
 
@@ -475,7 +475,7 @@ def test_the_wrapper_passes_shellcheck_and_its_awk_fits_in_single_quotes() -> No
     assert "'" not in BUDGET_AWK
     result = subprocess.run(
         [shutil.which("shellcheck") or "shellcheck", "--shell=sh", "-"],
-        input=PROPOSED_WRAPPER_SCRIPT,
+        input=WRAPPER_SCRIPT,
         capture_output=True,
         text=True,
         check=False,

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from servicebuild import naming
+from servicebuild import naming, report_budget
 from servicebuild.api.models import (
     GROUP,
     KIND,
@@ -90,38 +90,10 @@ ENV_METADATA_FILE = "BUILD_METADATA_FILE"
 ENV_CACHE_METRICS_FILE = "BUILD_CACHE_METRICS_FILE"
 ENV_REPORT_FILE = "BUILD_REPORT_FILE"
 ENV_CACHE_EXPORT = "BUILD_CACHE_EXPORT"
-MAX_REPORTED_NAME = 2800
-"""Longest `imageName` the wrapper reports: longer lists of tags are left out (empty) to stay under
-the termination message's 4096 bytes."""
-
-WRAPPER_SCRIPT = r"""set -u
-# Build and push. A failure keeps its exit code and writes no report: Kubernetes then puts the log tail
-# (FallbackToLogsOnError) into the termination message.
-buildctl-daemonless.sh "$@" || exit $?
-# Success: one JSON line with the pushed digest, the image names, buildctl's cache metrics line and
-# whether the registry cache was exported (buildctl writes cache.manifest only then).
-digest=$(sed -n 's/^ *"containerimage\.digest": *"\([^"]*\)".*/\1/p' "$BUILD_METADATA_FILE")
-name=$(sed -n 's/^ *"image\.name": *"\([^"]*\)".*/\1/p' "$BUILD_METADATA_FILE")
-[ "${#name}" -le 2800 ] || name=
-metrics=$(tail -n 1 "$BUILD_CACHE_METRICS_FILE" 2>/dev/null)
-case $metrics in "{"*"}") ;; *) metrics=null ;; esac
-[ "${#metrics}" -le 1024 ] || metrics=null
-exported=null
-if [ "${BUILD_CACHE_EXPORT:-false}" = true ]; then
-  exported=false
-  [ -z "$(sed -n '/^ *"cache\.manifest":/p' "$BUILD_METADATA_FILE")" ] || exported=true
-fi
-printf '{"digest":"%s","imageName":"%s","cacheMetrics":%s,"cacheExported":%s}\n' \
-  "$digest" "$name" "$metrics" "$exported" >"$BUILD_REPORT_FILE"
-"""
-"""The build container's shell: plain POSIX sh (busybox in the BuildKit image), no jq, no python.
-
-It never sees an argument as shell text: the buildctl arguments arrive as positional parameters and
-the file paths as environment variables. The report stays below the 4096-byte termination message
-cap: a 71-character digest, image names cut at 2800 (all pushed references, comma-separated, as
-BuildKit reports them), a metrics line cut at 1024, and `cacheExported` (`true`/`false`; `null` when
-the cache is disabled).
-"""
+WRAPPER_SCRIPT = report_budget.WRAPPER_SCRIPT
+"""The build container's shell (`servicebuild.report_budget`): plain POSIX sh (busybox in the BuildKit
+image), no jq, no python. It never sees an argument as shell text: the buildctl arguments arrive as
+positional parameters and the file paths as environment variables."""
 
 BUILD_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "500m", "memory": "1Gi"},
