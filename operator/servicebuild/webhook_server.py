@@ -187,7 +187,9 @@ class WebhookServer:
         if key is not None and not self._deliveries.first(key, time.monotonic()):
             logger.info("%s delivered push %s again: it was acted on already", sender, event.delivery)
             return _answer(202, "duplicate", "this delivery was acted on already")
-        recording = asyncio.create_task(self._record(sender, event, key), name=f"webhook push {key}")
+        recording = asyncio.create_task(
+            self._record(sender, event, key), name=f"webhook push to {event.repository} {event.ref}"
+        )
         self._recordings.add(recording)
         recording.add_done_callback(self._recordings.discard)
         done, _ = await asyncio.wait({recording}, timeout=self._answer_within)

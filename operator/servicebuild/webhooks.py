@@ -202,17 +202,18 @@ class _GitLabPush(_Payload):
 
 
 def read_github(headers: Mapping[str, str], body: bytes, secret: bytes) -> Delivery:
-    """A delivery to the GitHub endpoint: its signature, then its event, then (a push) its body."""
+    """A delivery to the GitHub endpoint: its signature, its content type, its event, then (a push) its
+    body."""
     named = _by_lower_name(headers)
     if not verify_github_signature(secret, body, named.get("x-hub-signature-256")):
         return Rejected(401, "X-Hub-Signature-256 is missing or is not the body's signature with the secret")
+    if not _is_json(named):  # before the event: GitHub's ping shows the mistake when the webhook is made
+        return Rejected(415, "set the webhook's content type to application/json")
     event = named.get("x-github-event")
     if not event:
         return Rejected(400, "no X-GitHub-Event header")
     if event != "push":
         return Ignored(event)
-    if not _is_json(named):
-        return Rejected(415, "set the webhook's content type to application/json")
     try:
         payload = _GitHubPush.model_validate_json(body)
     except ValidationError as error:
@@ -233,17 +234,17 @@ def read_github(headers: Mapping[str, str], body: bytes, secret: bytes) -> Deliv
 
 
 def read_gitlab(headers: Mapping[str, str], body: bytes, secret: bytes) -> Delivery:
-    """A delivery to the GitLab endpoint: its token, then its event, then (a push) its body."""
+    """A delivery to the GitLab endpoint: its token, its content type, its event, then (a push) its body."""
     named = _by_lower_name(headers)
     if not verify_gitlab_token(secret, named.get("x-gitlab-token")):
         return Rejected(401, "X-Gitlab-Token is missing or is not the secret")
+    if not _is_json(named):
+        return Rejected(415, "GitLab sends JSON")
     event = named.get("x-gitlab-event")
     if not event:
         return Rejected(400, "no X-Gitlab-Event header")
     if event not in GITLAB_PUSH_EVENTS:
         return Ignored(event)
-    if not _is_json(named):
-        return Rejected(415, "a GitLab push event is JSON")
     try:
         payload = _GitLabPush.model_validate_json(body)
     except ValidationError as error:

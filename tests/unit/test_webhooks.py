@@ -9,7 +9,8 @@ We test these aspects:
   see its README) and broken ones: a push is read into a `PushEvent` (delivery id, repository name and
   URLs, ref, commit, default branch); another event is ignored; the signature or token is checked first
   (401 whatever the event); a genuine delivery that is no readable push is 400 (an empty or non-JSON
-  body, JSON of another shape, a ref outside refs/), or 415 when sent as a form; header names in any case;
+  body, JSON of another shape, a ref outside refs/); one sent as a form is 415, a ping too, so that
+  the mistake shows when the webhook is made; header names in any case;
 - which ServiceBuilds a push concerns, as a table of URLs and revisions: any form of the repository's
   URL, a branch or tag by its short or full name, the default branch for no revision, never a commit id;
 - the delivery log: a delivery id is acted on once within the window, again after it or after `forget`,
@@ -220,6 +221,12 @@ EMPTY = "the body: Invalid JSON: EOF while parsing a value at line 1 column 0"
             id="sent as a form",
         ),
         pytest.param(b"{}", {"X-GitHub-Event": ""}, Rejected(400, "no X-GitHub-Event header"), id="no event"),
+        pytest.param(
+            b"payload=%7B%7D",
+            {"Content-Type": "application/x-www-form-urlencoded", "X-GitHub-Event": "ping"},
+            Rejected(415, "set the webhook's content type to application/json"),
+            id="ping sent as a form",
+        ),
     ],
 )
 def test_github_delivery(body: bytes, headers: dict[str, str] | None, delivery: object) -> None:
@@ -337,7 +344,7 @@ EXAMPLE_TAG = PushEvent(
         pytest.param(
             payload("gitlab-push.json"),
             gitlab(**{"Content-Type": "text/plain"}),
-            Rejected(415, "a GitLab push event is JSON"),
+            Rejected(415, "GitLab sends JSON"),
             id="not JSON",
         ),
         pytest.param(b"{}", gitlab(None), Rejected(400, "no X-Gitlab-Event header"), id="no event"),
