@@ -1,12 +1,26 @@
 """Operator settings, read once from SERVICEBUILD_* environment variables."""
 
+import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from servicebuild.api.models import parse_duration
+
+_LISTEN_ADDRESS_RE = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>[0-9]{1,5})")
+_MAX_PORT = 65535
+
+
+def listen_address(value: str) -> tuple[str | None, int]:
+    """`[host]:port` taken apart: the host (None for every interface; an IPv6 address without its
+    brackets) and the port; ValueError for anything else."""
+    address = _LISTEN_ADDRESS_RE.fullmatch(value)
+    if address is None or not 0 < int(address["port"]) <= _MAX_PORT:
+        raise ValueError("must be [host]:port, e.g. :8082 (every interface) or 127.0.0.1:8082")
+    return address["host"].removeprefix("[").removesuffix("]") or None, int(address["port"])
 
 
 class Settings(BaseSettings):
@@ -92,6 +106,16 @@ class Settings(BaseSettings):
     liveness_endpoint: str | None = None
     """Kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz; unset turns it off."""
 
+    webhook_address: str | None = None
+    """Where the push webhook receiver listens, [host]:port, e.g. `:8082` (every interface); unset turns it
+    off. A genuine push makes the ServiceBuilds that poll its repository and branch resolve their revision
+    again at once. See docs/webhooks.md in the operator's repository."""
+
+    webhook_secret_file: Path | None = Field(default=None, validate_default=True)
+    """The file holding the webhooks' secret, mounted from a Secret (surrounding whitespace is ignored);
+    needed with SERVICEBUILD_WEBHOOK_ADDRESS. Read again for every delivery: a changed Secret applies
+    without a restart."""
+
     verbose: bool = False
     """Log at debug level: true or false."""
 
@@ -102,6 +126,28 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return frozenset(item.strip() for item in value.split(",") if item.strip())
         return value
+
+    @field_validator("webhook_address", mode="before")
+    @classmethod
+    def check_listen_address(cls, value: object) -> object:
+        """An empty value is unset; any other must be [host]:port."""
+        if value == "":
+            return None
+        if isinstance(value, str):
+            listen_address(value)
+        return value
+
+    @field_validator("webhook_secret_file")
+    @classmethod
+    def secret_for_the_webhooks(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """The receiver acts on no delivery it cannot verify: no address without a secret."""
+        if value is None and info.data.get("webhook_address") is not None:
+            raise ValueError("needed when SERVICEBUILD_WEBHOOK_ADDRESS is set")
+        return value
+
+    def webhook_listen(self) -> tuple[str | None, int] | None:
+        """The receiver's host (None: every interface) and port; None when it is off."""
+        return None if self.webhook_address is None else listen_address(self.webhook_address)
 
     def push_registries_of(self, namespace: str) -> frozenset[str] | None:
         """The registries `namespace` may push to; None when unrestricted."""

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -35,6 +35,7 @@ from servicebuild.kube import Kube, KubeError
 from servicebuild.naming import (
     ANNOTATION_REQUESTED_AT,
     ANNOTATION_SERVICEBUILD,
+    ANNOTATION_SOURCE_PUSHED_AT,
     LABEL_MANAGED_BY,
     MANAGED_BY,
     context_digest,
@@ -42,7 +43,9 @@ from servicebuild.naming import (
 from servicebuild.reconciler import Reconciler
 from servicebuild.registry import RegistryClient, RegistryError
 from servicebuild.render.job import BUILD_CONTAINER
-from servicebuild.times import whole_seconds
+from servicebuild.times import format_time, whole_seconds
+from servicebuild.webhook_server import WebhookSecretError, WebhookServer
+from servicebuild.webhooks import PushEvent
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +233,18 @@ def build_pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         _reconcile_quietly(memo.runtime, (body.metadata.namespace, owner))
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+def polled_sources(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[str, tuple[str | None, str, str, str | None]] | None:
+    """The ServiceBuilds that poll a git revision, so that a webhook's push finds them: (namespace, name,
+    URL, revision)."""
+    git = (spec.get("source") or {}).get("git") or {}
+    if git.get("pollInterval") in (None, "0s") or not git.get("url"):
+        return None
+    return {"polled": (namespace, name, git["url"], git.get("revision"))}
+
+
 @kopf.index("", "v1", "configmaps")
 def context_digests(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
@@ -303,9 +318,37 @@ async def _check_base_images_forever(runtime: Runtime) -> None:
             await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
+def _push_recorder(
+    runtime: Runtime, sources: kopf.Index[str, tuple[str | None, str, str, str | None]]
+) -> Callable[[PushEvent], Awaitable[int]]:
+    """What the webhook receiver does with a verified push: record it on every ServiceBuild polling that
+    repository and revision (whichever replica reconciles it then looks the revision up at once)."""
+
+    async def record(event: PushEvent) -> int:
+        concerned = [
+            (namespace, name)
+            for namespace, name, url, revision in tuple(sources.get("polled", ()))
+            if namespace is not None and event.concerns(url, revision)
+        ]
+        pushed_at = format_time(datetime.now(UTC))
+        for namespace, name in concerned:
+            await asyncio.to_thread(
+                runtime.kube.annotate_servicebuild, namespace, name, {ANNOTATION_SOURCE_PUSHED_AT: pushed_at}
+            )
+        logger.info(
+            "A %s push to %s concerns %d ServiceBuilds", event.provider, event.repository, len(concerned)
+        )
+        return len(concerned)
+
+    return record
+
+
 @kopf.on.startup()
 async def start(
-    memo: kopf.Memo, context_digests: kopf.Index[tuple[str | None, str], str] | None = None, **_: Any
+    memo: kopf.Memo,
+    context_digests: kopf.Index[tuple[str | None, str], str] | None = None,
+    polled_sources: kopf.Index[str, tuple[str | None, str, str, str | None]] | None = None,
+    **_: Any,
 ) -> None:
     """Open the clients and count the builds already running, before any ServiceBuild may start one;
     then the safety tick."""
@@ -318,8 +361,16 @@ async def start(
         raise kopf.TemporaryError(f"Counting the running builds failed: {exc}", delay=5) from exc
     runtime.reconciler.seed(jobs)
     memo.runtime = runtime
-    if context_digests is None:  # Kopf passes every index to start-up handlers, filled as watches run
-        raise kopf.PermanentError("the ConfigMap digest index is missing")
+    if context_digests is None or polled_sources is None:  # Kopf passes every index, filled as watches run
+        raise kopf.PermanentError("an index is missing")
+    webhooks = WebhookServer.from_settings(settings, _push_recorder(runtime, polled_sources))
+    if webhooks is not None:
+        try:
+            await webhooks.start()
+        except (WebhookSecretError, OSError) as exc:
+            runtime.close()
+            raise kopf.PermanentError(f"The webhook receiver cannot start: {exc}") from exc
+    memo.webhooks = webhooks
     memo.tasks = [
         asyncio.create_task(_resync_forever(runtime, context_digests), name="servicebuild-resync"),
         asyncio.create_task(_recheck_forever(runtime), name="servicebuild-rechecks"),
@@ -329,12 +380,15 @@ async def start(
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the periodic tasks and close the clients."""
+    """Stop the periodic tasks and the webhook receiver, and close the clients."""
     tasks: list[asyncio.Task[None]] = memo.get("tasks") or []
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    webhooks: WebhookServer | None = memo.get("webhooks")
+    if webhooks is not None:
+        await webhooks.stop()
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
         await asyncio.to_thread(runtime.close)

@@ -130,6 +130,19 @@ class Kube:
             )
         ]
 
+    def annotate_servicebuild(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Merge-patch annotations onto a ServiceBuild (a record for whichever replica reconciles it)."""
+        self._call(
+            f"annotate servicebuild {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": {"annotations": annotations}},
+        )
+
     def patch_servicebuild_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource; fields set to None are removed."""
         self._call(
