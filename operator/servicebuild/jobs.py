@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from servicebuild.naming import ANNOTATION_COMMIT, ANNOTATION_CONTEXT_DIGEST, ANNOTATION_SERVICEBUILD
+from servicebuild.naming import (
+    ANNOTATION_BUILD,
+    ANNOTATION_COMMIT,
+    ANNOTATION_CONTEXT_DIGEST,
+    ANNOTATION_SERVICEBUILD,
+)
 from servicebuild.times import parse_time
 
 FAILED_CONDITIONS = ("Failed", "FailureTarget")
@@ -34,6 +39,8 @@ class BuildJob:
     labels: Mapping[str, str]
     servicebuild: str | None
     """The owning ServiceBuild's name, from the Job's annotation."""
+    build: int
+    """The build's number, from the Job's annotation; 0 for a Job of an operator that numbered none."""
     commit: str | None
     context_digest: str | None
     created: datetime | None
@@ -117,6 +124,7 @@ def parse_job(raw: object) -> BuildJob:
         namespace=_text(metadata.get("namespace")),
         labels={str(key): str(value) for key, value in _mapping(metadata.get("labels")).items()},
         servicebuild=_optional_text(annotations.get(ANNOTATION_SERVICEBUILD)),
+        build=int(number) if (number := _text(annotations.get(ANNOTATION_BUILD))).isdigit() else 0,
         commit=_optional_text(annotations.get(ANNOTATION_COMMIT)),
         context_digest=_optional_text(annotations.get(ANNOTATION_CONTEXT_DIGEST)),
         created=parse_time(metadata.get("creationTimestamp")),

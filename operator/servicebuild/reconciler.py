@@ -415,5 +415,5 @@ def _recheck_at(outcome: Outcome | None, wanted: Wanted | None) -> datetime | No
     return min((time for time in times if time is not None), default=None)
 
 
-def _newest_first(job: BuildJob) -> tuple[float, str]:
-    return (-(job.created.timestamp() if job.created else 0.0), job.name)
+def _newest_first(job: BuildJob) -> tuple[int, float, str]:
+    return (-job.build, -(job.created.timestamp() if job.created else 0.0), job.name)

@@ -126,7 +126,12 @@ class FakeRegistry:
 
 
 class FakeGit:
-    """Every revision resolves to COMMIT."""
+    """Every revision resolves to `commit` (COMMIT unless a test moves it); `lookups` counts the asking."""
+
+    def __init__(self) -> None:
+        self.commit = COMMIT
+        self.lookups = 0
 
     def resolve(self, url: str, revision: str | None, credentials: GitCredentials | None) -> str:
-        return COMMIT
+        self.lookups += 1
+        return self.commit
