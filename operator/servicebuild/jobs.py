@@ -49,6 +49,9 @@ class BuildJob:
     active: int
     suspended: bool
     conditions: tuple[Condition, ...]
+    pods_succeeded: int = 0
+    """Pods that ended well, counted (`status.succeeded`) or not yet (`uncountedTerminatedPods`)."""
+    pods_failed: int = 0
 
     def condition(self, *types: str) -> Condition | None:
         """The first true condition of these types, in the order given."""
@@ -61,6 +64,16 @@ class BuildJob:
     @property
     def succeeded(self) -> Condition | None:
         return self.condition(*SUCCEEDED_CONDITIONS)
+
+    @property
+    def ended_well(self) -> bool | None:
+        """Whether the build ended well; None while it runs. The Job controller records an ended Pod
+        (`uncountedTerminatedPods`, then the counters) before it finishes the Job."""
+        if self.failed is not None or (self.pods_failed and not self.pods_succeeded):
+            return False
+        if self.succeeded is not None or self.pods_succeeded:
+            return True
+        return None
 
     @property
     def finished(self) -> bool:
@@ -133,7 +146,14 @@ def parse_job(raw: object) -> BuildJob:
         active=_count(status.get("active")),
         suspended=spec.get("suspend") is True,
         conditions=_true_conditions(status.get("conditions"), "lastTransitionTime"),
+        pods_succeeded=_count(status.get("succeeded")) + _uncounted(status, "succeeded"),
+        pods_failed=_count(status.get("failed")) + _uncounted(status, "failed"),
     )
+
+
+def _uncounted(status: Mapping[str, Any], kind: str) -> int:
+    pods = _mapping(status.get("uncountedTerminatedPods")).get(kind)
+    return len(pods) if isinstance(pods, list) else 0
 
 
 def parse_pod(raw: object) -> BuildPod | None:

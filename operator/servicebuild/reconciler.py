@@ -136,7 +136,7 @@ class Reconciler:
             else self._write(meta, outcome, previous, now, history_limit=limit)
         )
         if result.written and isinstance(outcome, Succeeded | Stalled) and outcome.build.job_name:
-            self._retain_jobs(meta)
+            self._retain_jobs(meta, outcome.build.job_name, ended_well=isinstance(outcome, Succeeded))
         claim = _claim(outcome)
         wake = self.slots.update(meta.key, claim).wake if claim is not None else ()
         return replace(result, wake=wake, recheck_at=_recheck_at(outcome, wanted))
@@ -343,12 +343,16 @@ class Reconciler:
         log = self.kube.read_pod_log(meta.namespace, observation.pod_name, BUILD_CONTAINER, facts.log_lines)
         return merge_facts(facts, parse_log_facts(log))
 
-    def _retain_jobs(self, meta: ObjectMeta) -> None:
+    def _retain_jobs(self, meta: ObjectMeta, ended: str, *, ended_well: bool) -> None:
         """Keep the finished Jobs (and so the Pods and logs) of the last builds only, as a CronJob keeps
-        them: `SERVICEBUILD_SUCCESSFUL_JOBS_HISTORY_LIMIT` and `SERVICEBUILD_FAILED_JOBS_HISTORY_LIMIT`."""
+        them: `SERVICEBUILD_SUCCESSFUL_JOBS_HISTORY_LIMIT` and `SERVICEBUILD_FAILED_JOBS_HISTORY_LIMIT`.
+
+        `ended` is the Job of the build that just ended, which the Job controller may not have finished yet.
+        """
         jobs = sorted(map(parse_job, self.kube.list_jobs(meta.namespace, meta.uid)), key=_newest_first)
-        succeeded = [job.name for job in jobs if job.succeeded is not None]
-        failed = [job.name for job in jobs if job.failed is not None]
+        older = [job for job in jobs if job.name != ended]
+        succeeded = [*([ended] if ended_well else []), *(job.name for job in older if job.ended_well is True)]
+        failed = [*([] if ended_well else [ended]), *(job.name for job in older if job.ended_well is False)]
         for name in [
             *succeeded[self.settings.successful_jobs_history_limit :],
             *failed[self.settings.failed_jobs_history_limit :],

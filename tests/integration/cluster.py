@@ -207,6 +207,10 @@ class Cluster:
         )
         return generation
 
+    async def patch_metadata(self, namespace: str, name: str, metadata: dict[str, Any]) -> None:
+        """Patch a ServiceBuild's metadata (annotations, labels): no new generation, as for the API server."""
+        await self.patch(SERVICEBUILDS, namespace, name, {"metadata": metadata})
+
     def servicebuild(self, namespace: str, name: str) -> dict[str, Any]:
         body = self.get(SERVICEBUILDS, namespace, name)
         assert body is not None, f"ServiceBuild {namespace}/{name} is gone"

@@ -402,3 +402,20 @@ def test_no_phase_goes_backwards_within_one_build(timeline: list[tuple[str, str]
     assert all(state in ended for state in states[first_end:]), states
     running = [_ORDER.index(state) for state in states[:first_end]]
     assert running == sorted(running), f"went backwards: {states}"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({"active": 1}, None),
+        ({"active": 0, "uncountedTerminatedPods": {"succeeded": ["uid-1"]}}, True),
+        ({"active": 0, "uncountedTerminatedPods": {"failed": ["uid-1"]}}, False),
+        ({"succeeded": 1}, True),
+        ({"failed": 1}, False),
+    ],
+    ids=["running", "counted out, succeeded", "counted out, failed", "succeeded", "failed"],
+)
+def test_a_job_tells_how_it_ended_before_its_condition(status: dict[str, Any], expected: bool | None) -> None:
+    assert parse_job(job(**status)).ended_well is expected
+    assert parse_job(job(COMPLETE)).ended_well is True
+    assert parse_job(job(FAILED)).ended_well is False
