@@ -7,8 +7,9 @@ waiting build keeps its place across restarts because its `since` is stored in i
 """
 
 import threading
+from collections import deque
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 Key = tuple[str, str]
 """(namespace, name) of a ServiceBuild."""
@@ -132,3 +133,28 @@ class BuildSlots:
                 " (SERVICEBUILD_MAX_RUNNING_BUILDS_PER_NAMESPACE)"
             )
         return ""
+
+
+_MINUTE = timedelta(minutes=1)
+
+
+@dataclass
+class Waves:
+    """At most `per_minute` triggered builds (a new commit or base image) start in any minute; 0: no
+    limit. A new `python:3.12-slim` used by 500 services then rebuilds them a wave at a time."""
+
+    per_minute: int
+    _started: deque[datetime] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def admit(self, now: datetime) -> datetime | None:
+        """None: start now (it counts from now); else when the next wave begins."""
+        with self._lock:
+            if not self.per_minute:
+                return None
+            while self._started and self._started[0] <= now - _MINUTE:
+                self._started.popleft()
+            if len(self._started) < self.per_minute:
+                self._started.append(now)
+                return None
+            return self._started[0] + _MINUTE

@@ -36,11 +36,10 @@ from dulwich.refs import Ref
 from servicebuild.credentials import DEFAULT_USERNAME, GitCredentials
 from servicebuild.credentials import GitError as GitError  # noqa: PLC0414 (re-exported, PEP 484)
 from servicebuild.credentials import InvalidGitSecret as InvalidGitSecret  # noqa: PLC0414 (re-exported)
-from servicebuild.giturl import GitUrl, parse_git_url
+from servicebuild.giturl import GitUrl, is_full_commit, parse_git_url
 
 SSH_NEEDS_COMMIT = "an SSH source needs spec.source.git.revision to be a full commit id"
 
-_FULL_COMMIT_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]{4,39}$")
 _HEAD = Ref(b"HEAD")
 # No retries inside urllib3: each resolve stays within about one `timeout`, and the reconciler
@@ -87,11 +86,6 @@ class SshResolutionUnsupported(UnsupportedSource):
     Dulwich ships no in-process SSH transport (only one spawning `ssh`, which would need the key
     on disk and an ssh binary in the operator's image), so SSH sources must name the commit.
     """
-
-
-def is_full_commit(revision: str) -> bool:
-    """A full (40 hex digit) commit id, as opposed to a branch, tag or abbreviated id."""
-    return bool(_FULL_COMMIT_RE.match(revision))
 
 
 def select_commit(refs: Mapping[Ref, bytes | None], revision: str | None) -> str | None:

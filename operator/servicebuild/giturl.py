@@ -31,7 +31,9 @@ _SCHEME_URL_RE = re.compile(
 )
 # BuildKit's `sshutil.IsImplicitSSHTransport` wants the user too; the CRD has the same classes.
 _SCP_URL_RE = re.compile(rf"(?P<userinfo>[A-Za-z0-9_.-]+)@(?P<host>[A-Za-z0-9.-]+):(?P<path>{_ANY}+)")
+_FULL_COMMIT_RE = re.compile(r"[0-9a-fA-F]{40}")
 _REDACTED_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://|)(?:[^/]*@)?(?P<rest>[^?]*).*", re.DOTALL)
+_DEFAULT_PORTS = {"https": 443, "http": 80, "git": 9418}
 
 
 @dataclass(frozen=True, repr=False)
@@ -106,6 +108,32 @@ class GitUrl:
         """The port written in the URL, if any."""
         return self._host_and_port()[1]
 
+    @property
+    def repository_key(self) -> str:
+        """Which repository the URL names, whatever its form, for finding the ServiceBuilds a push webhook
+        concerns: `host[:port]/path`, lower-cased, without user information or query, without the path's
+        leading and trailing `/` and its `.git` suffix. `https://GitHub.com/Shop/API.git`,
+        `git@github.com:Shop/API.git` and `ssh://git@github.com/Shop/API` are all `github.com/shop/api`.
+
+        The scheme does not count: git servers serve one repository over HTTP(S), SSH and git alike. Nor
+        does an SSH port: scp-style URLs cannot write one, and servers often listen for SSH on another port
+        than 22 while their URLs for HTTPS do not name one. An HTTP(S) or git port other than the scheme's
+        default does count: it may be another server on the same host. The path is compared without
+        case: GitHub, GitLab, Gitea and Bitbucket look repositories up regardless of case, and users write
+        `shop/api` for `Shop/API`.
+
+        Loose on purpose: a match is a reason to resolve the ServiceBuild's revision again, which asks the
+        git server for the commit, so a false match costs one request and a missed one a late build. Two
+        URLs with the same key may still name different repositories (on a case-sensitive server, or on two
+        SSH ports): never share what was resolved for one URL with another by this key."""
+        address = self.hostname.lower()
+        host = f"[{address}]" if ":" in address else address
+        default_port = _DEFAULT_PORTS.get(self.scheme)
+        if default_port is not None and self.port not in {None, default_port}:
+            host = f"{host}:{self.port}"
+        path = self.path.lower().strip("/").removesuffix(".git").rstrip("/")
+        return f"{host}/{path}"
+
     def _host_and_port(self) -> tuple[str, int | None]:
         if self.host.startswith("["):
             address, _, port = self.host[1:].partition("]")
@@ -136,3 +164,8 @@ def _redacted(text: str) -> str:
     """Best effort for a string that is no git URL: what an error message may show of it (no user
     information up to the last `@` before the first `/`, nothing from a `?` on: a query may hold a token)."""
     return _REDACTED_RE.sub(r"\g<scheme>\g<rest>", text, count=1)
+
+
+def is_full_commit(revision: str) -> bool:
+    """A full (40 hex digit) commit id, as opposed to a branch, tag or abbreviated id."""
+    return bool(_FULL_COMMIT_RE.fullmatch(revision))

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from servicebuild.naming import ANNOTATION_COMMIT, ANNOTATION_CONTEXT_DIGEST, ANNOTATION_SERVICEBUILD
+from servicebuild.naming import (
+    ANNOTATION_BUILD,
+    ANNOTATION_COMMIT,
+    ANNOTATION_CONTEXT_DIGEST,
+    ANNOTATION_SERVICEBUILD,
+)
 from servicebuild.times import parse_time
 
 FAILED_CONDITIONS = ("Failed", "FailureTarget")
@@ -34,6 +39,8 @@ class BuildJob:
     labels: Mapping[str, str]
     servicebuild: str | None
     """The owning ServiceBuild's name, from the Job's annotation."""
+    build: int
+    """The build's number, from the Job's annotation; 0 for a Job of an operator that numbered none."""
     commit: str | None
     context_digest: str | None
     created: datetime | None
@@ -42,6 +49,9 @@ class BuildJob:
     active: int
     suspended: bool
     conditions: tuple[Condition, ...]
+    pods_succeeded: int = 0
+    """Pods that ended well, counted (`status.succeeded`) or not yet (`uncountedTerminatedPods`)."""
+    pods_failed: int = 0
 
     def condition(self, *types: str) -> Condition | None:
         """The first true condition of these types, in the order given."""
@@ -54,6 +64,16 @@ class BuildJob:
     @property
     def succeeded(self) -> Condition | None:
         return self.condition(*SUCCEEDED_CONDITIONS)
+
+    @property
+    def ended_well(self) -> bool | None:
+        """Whether the build ended well; None while it runs. The Job controller records an ended Pod
+        (`uncountedTerminatedPods`, then the counters) before it finishes the Job."""
+        if self.failed is not None or (self.pods_failed and not self.pods_succeeded):
+            return False
+        if self.succeeded is not None or self.pods_succeeded:
+            return True
+        return None
 
     @property
     def finished(self) -> bool:
@@ -88,6 +108,7 @@ class Container:
 class BuildPod:
     """What the operator reads of a build Job's Pod."""
 
+    name: str
     phase: str
     reason: str
     message: str
@@ -116,6 +137,7 @@ def parse_job(raw: object) -> BuildJob:
         namespace=_text(metadata.get("namespace")),
         labels={str(key): str(value) for key, value in _mapping(metadata.get("labels")).items()},
         servicebuild=_optional_text(annotations.get(ANNOTATION_SERVICEBUILD)),
+        build=int(number) if (number := _text(annotations.get(ANNOTATION_BUILD))).isdigit() else 0,
         commit=_optional_text(annotations.get(ANNOTATION_COMMIT)),
         context_digest=_optional_text(annotations.get(ANNOTATION_CONTEXT_DIGEST)),
         created=parse_time(metadata.get("creationTimestamp")),
@@ -124,7 +146,14 @@ def parse_job(raw: object) -> BuildJob:
         active=_count(status.get("active")),
         suspended=spec.get("suspend") is True,
         conditions=_true_conditions(status.get("conditions"), "lastTransitionTime"),
+        pods_succeeded=_count(status.get("succeeded")) + _uncounted(status, "succeeded"),
+        pods_failed=_count(status.get("failed")) + _uncounted(status, "failed"),
     )
+
+
+def _uncounted(status: Mapping[str, Any], kind: str) -> int:
+    pods = _mapping(status.get("uncountedTerminatedPods")).get(kind)
+    return len(pods) if isinstance(pods, list) else 0
 
 
 def parse_pod(raw: object) -> BuildPod | None:
@@ -150,6 +179,7 @@ def parse_pod(raw: object) -> BuildPod | None:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False"
     ]
     return BuildPod(
+        name=_text(_mapping(pod.get("metadata")).get("name")),
         phase=_text(status.get("phase")),
         reason=_text(status.get("reason")),
         message=_text(status.get("message")),

@@ -8,7 +8,8 @@ from enum import StrEnum
 from servicebuild.failures import Failure, Reason, classify, classify_pending, scrub
 from servicebuild.jobs import BuildJob, BuildPod
 from servicebuild.render.job import BUILD_CONTAINER
-from servicebuild.report import BuildReport, log_tail, parse_report
+from servicebuild.report import BuildReport, log_tail
+from servicebuild.report_budget import BuildFacts, parse_message
 
 
 class BuildState(StrEnum):
@@ -31,11 +32,15 @@ class Observation:
 
     state: BuildState
     job_name: str | None = None
+    pod_name: str | None = None
     start_time: datetime | None = None
     completion_time: datetime | None = None
     """When the build container ended (the Job's own completion comes seconds later)."""
     report: BuildReport | None = None
     """The build's report, when it succeeded."""
+    facts: BuildFacts | None = None
+    """What the build said beyond the report (base images, first cache miss, warnings), when it succeeded;
+    `facts.truncated` when some are only in the build container's log."""
     failure: Failure | None = None
     """Why it failed, when it failed."""
     log_tail: str | None = None
@@ -70,6 +75,7 @@ def observe(job: BuildJob | None, pod: BuildPod | None, pending: PendingLimit | 
     base = Observation(
         state=BuildState.PENDING,
         job_name=job.name,
+        pod_name=pod.name if pod is not None else None,
         start_time=job.start_time,
         completion_time=container.finished_at if container is not None and ended else None,
         commit=job.commit,
@@ -104,15 +110,15 @@ def _failure(job: BuildJob, pod: BuildPod | None, base: Observation) -> Observat
 
 def _completion(job: BuildJob, message: str, base: Observation) -> Observation:
     completed = replace(base, completion_time=base.completion_time or job.completion_time)
-    report = parse_report(message)
-    if report is None:
+    parsed = parse_message(message)
+    if parsed is None:
         missing = Failure(
             Reason.REPORT_MISSING,
             "The build Job completed but its Pod holds no build report"
             " (was the Pod deleted before the result was read?).",
         )
         return replace(completed, state=BuildState.FAILED, failure=missing)
-    return replace(completed, state=BuildState.SUCCEEDED, report=report)
+    return replace(completed, state=BuildState.SUCCEEDED, report=parsed.report, facts=parsed.facts)
 
 
 def _not_started(

@@ -8,7 +8,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from servicebuild import naming
-from servicebuild.api.models import ObjectMeta, Phase, ServiceBuildStatus, SourceStatus
+from servicebuild.api.models import (
+    BaseImage,
+    InvalidServiceBuild,
+    ObjectMeta,
+    Phase,
+    ServiceBuild,
+    ServiceBuildStatus,
+    SourceStatus,
+    Trigger,
+)
 from servicebuild.config import Settings
 from servicebuild.failures import Reason
 from servicebuild.observe import BuildState, Observation
@@ -24,23 +33,58 @@ _PROGRESS = {
 
 
 @dataclass(frozen=True)
-class DueBuild:
-    """The build the spec and its source ask for, at its current attempt."""
+class Wanted:
+    """What the spec and its sources ask for now; None where the operator does not follow a source."""
 
     generation: int
+    context_digest: str | None = None
+    """The ConfigMap's content digest (ConfigMap sources)."""
+    commit: str | None = None
+    """The newest commit of a polled revision; None without polling (the revision resolves at start)."""
+    base_images: tuple[BaseImage, ...] | None = None
+    """The digests the last build's base images have now (with `triggers.baseImages`)."""
+    request: str | None = None
+    """The `servicebuild.dev/requested-at` annotation."""
+    next_poll: datetime | None = None
+    """When to look at the polled revision again."""
+
+
+@dataclass(frozen=True)
+class DueBuild:
+    """The build the spec and its sources ask for, at its current attempt."""
+
+    number: int
+    trigger: Trigger
+    generation: int
     context_digest: str | None
+    commit: str | None
+    """The commit to build, when polling resolved it; None: resolve it when the Job is created."""
+    request: str | None
     attempt: int
     job_name: str
     since: datetime
     """Since when it waits for a build slot (first come, first served)."""
     others_stopped: bool
-    """An earlier reconcile of this same build already stopped the Jobs of other generations and
-    sources (it wrote the status only after that), so they need no listing again."""
+    """An earlier reconcile of this same build already stopped the Jobs of other builds (it wrote the
+    status only after that), so they need no listing again."""
 
     @property
     def build(self) -> Build:
         source = SourceStatus(context_digest=self.context_digest) if self.context_digest else None
-        return Build(self.generation, source, self.attempt)
+        return Build(
+            self.generation,
+            source,
+            self.attempt,
+            number=self.number,
+            trigger=self.trigger,
+            request=self.request,
+        )
+
+
+INTERRUPTING = frozenset({Trigger.CREATED, Trigger.SPEC_CHANGED, Trigger.SOURCE_CHANGED, Trigger.REQUESTED})
+"""Changes that stop a running build for a new one; a new commit or base image waits for it to end."""
+TRIGGERED = frozenset({Trigger.NEW_COMMIT, Trigger.BASE_IMAGE_CHANGED})
+"""Builds nobody asked for: released in waves (`SERVICEBUILD_MAX_TRIGGERED_BUILDS_PER_MINUTE`)."""
 
 
 def ended(previous: ServiceBuildStatus, generation: int) -> bool:
@@ -48,36 +92,89 @@ def ended(previous: ServiceBuildStatus, generation: int) -> bool:
     return previous.observed_generation == generation and previous.phase in _ENDED_PHASES
 
 
-def settled(previous: ServiceBuildStatus, generation: int, context_digest: str | None) -> bool:
-    """Whether the build of this generation and source already ended: nothing is due."""
-    built_digest = previous.source.context_digest if previous.source else None
-    return ended(previous, generation) and built_digest == context_digest
+def change(previous: ServiceBuildStatus, wanted: Wanted) -> Trigger | None:
+    """What differs between the current (or last) build and what is wanted now, the weightiest first;
+    None when nothing does."""
+    built = previous.source or SourceStatus()
+    differences = [
+        (previous.observed_generation is None, Trigger.CREATED),
+        (previous.observed_generation != wanted.generation, Trigger.SPEC_CHANGED),
+        (built.context_digest != wanted.context_digest, Trigger.SOURCE_CHANGED),
+        (wanted.request not in (None, previous.last_handled_request), Trigger.REQUESTED),
+        (wanted.commit not in (None, built.commit), Trigger.NEW_COMMIT),
+        (
+            wanted.base_images is not None and set(wanted.base_images) != set(previous.base_images or ()),
+            Trigger.BASE_IMAGE_CHANGED,
+        ),
+    ]
+    return next((trigger for differs, trigger in differences if differs), None)
+
+
+def idle(servicebuild: ServiceBuild | InvalidServiceBuild, wanted: Wanted | None) -> bool:
+    """Whether the resync may pass the object by: its generation's build ended and nothing it follows has
+    changed since (`wanted` as the watches and caches last saw it; None for an invalid spec)."""
+    if not ended(servicebuild.status, servicebuild.metadata.generation):
+        return False
+    return wanted is None or change(servicebuild.status, wanted) is None
 
 
 def due_build(
-    meta: ObjectMeta, previous: ServiceBuildStatus, context_digest: str | None, now: datetime
+    meta: ObjectMeta, previous: ServiceBuildStatus, wanted: Wanted, now: datetime
 ) -> DueBuild | None:
-    """The build to follow or start; None when it already ended (nothing to do)."""
-    if settled(previous, meta.generation, context_digest):
+    """The build to follow or start; None when nothing is due (the last build ended and nothing changed)."""
+    trigger = change(previous, wanted)
+    has_ended = ended(previous, wanted.generation)
+    current = previous.build or (0 if previous.observed_generation is None else 1)
+    if trigger is None and has_ended:
         return None
-    built_digest = previous.source.context_digest if previous.source else None
-    same_build = previous.observed_generation == meta.generation and built_digest == context_digest
-    attempt = (previous.attempt or 1) if same_build else 1
+    if trigger is None or (trigger not in INTERRUPTING and not has_ended):
+        return _current_build(meta, previous, current, now)
+    number = current + 1
+    return DueBuild(
+        number=number,
+        trigger=trigger,
+        generation=wanted.generation,
+        context_digest=wanted.context_digest,
+        commit=wanted.commit,
+        request=wanted.request,
+        attempt=1,
+        job_name=naming.job_name(
+            meta.name, meta.uid, number, naming.build_key(number, wanted.generation, wanted.context_digest, 1)
+        ),
+        since=now,
+        others_stopped=False,
+    )
+
+
+def _current_build(meta: ObjectMeta, previous: ServiceBuildStatus, number: int, now: datetime) -> DueBuild:
+    """The build the status describes, still running (or waiting to), at its current attempt."""
+    built = previous.source or SourceStatus()
+    generation = previous.observed_generation or meta.generation
+    attempt = previous.attempt or 1
     started_before = previous.job_name is not None or previous.queue is not None
     return DueBuild(
-        generation=meta.generation,
-        context_digest=context_digest,
+        number=number,
+        trigger=previous.trigger or Trigger.CREATED,
+        generation=generation,
+        context_digest=built.context_digest,
+        commit=built.commit,
+        request=previous.last_handled_request,
         attempt=attempt,
-        job_name=naming.job_name(meta.name, meta.uid, meta.generation, context_digest, attempt),
-        since=previous.queue.since if same_build and previous.queue else now,
-        others_stopped=same_build and started_before,
+        # The name the Job was made with (by an older operator too); computed when the status has none.
+        job_name=previous.job_name
+        or naming.job_name(
+            meta.name, meta.uid, number, naming.build_key(number, generation, built.context_digest, attempt)
+        ),
+        since=previous.queue.since if previous.queue else now,
+        others_stopped=started_before,
     )
 
 
 def next_attempt(meta: ObjectMeta, due: DueBuild, now: datetime) -> DueBuild:
     """The attempt after `due`, waiting for a slot from `now` on."""
     attempt = due.attempt + 1
-    job_name = naming.job_name(meta.name, meta.uid, due.generation, due.context_digest, attempt)
+    key = naming.build_key(due.number, due.generation, due.context_digest, attempt)
+    job_name = naming.job_name(meta.name, meta.uid, due.number, key)
     return replace(due, attempt=attempt, job_name=job_name, since=now)
 
 

@@ -19,8 +19,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from servicebuild import naming, plan
-from servicebuild.admission import BuildSlots, Claim, Idle, Key, Running, Waiting
+from servicebuild.admission import BuildSlots, Claim, Idle, Key, Running, Waiting, Waves
 from servicebuild.api.models import (
+    BaseImage,
     InvalidServiceBuild,
     ObjectMeta,
     ServiceBuild,
@@ -34,21 +35,25 @@ from servicebuild.credentials import (
 )
 from servicebuild.failures import Failure, Reason
 from servicebuild.gitremote import GitError
-from servicebuild.imageref import ImageRef
+from servicebuild.imageref import ImageRef, parse_image
 from servicebuild.inputs import GitGateway, InputReader, Problem
 from servicebuild.jobs import BuildJob, BuildPod, parse_job, parse_pod
 from servicebuild.kube import KubeError
 from servicebuild.manifests import ImageSummary
+from servicebuild.naming import ANNOTATION_REQUESTED_AT
 from servicebuild.observe import BuildState, Observation, PendingLimit, observe, without_secrets
-from servicebuild.plan import DueBuild, ReadBack, Report, StartJob, StartNextAttempt
+from servicebuild.plan import DueBuild, ReadBack, Report, StartJob, StartNextAttempt, Wanted
 from servicebuild.registry import RegistryError
-from servicebuild.render.job import BuildInputs, render_job
+from servicebuild.render.job import BUILD_CONTAINER, BuildInputs, render_job
+from servicebuild.report_budget import BuildFacts, merge_facts, parse_log_facts
 from servicebuild.status import (
+    DEFAULT_HISTORY,
     Build,
     InProgress,
     Outcome,
     Progress,
     Queued,
+    RetryScheduled,
     Stalled,
     Succeeded,
     decide,
@@ -56,8 +61,14 @@ from servicebuild.status import (
     output_record,
     transition_event,
 )
+from servicebuild.times import compact_time
 
 logger = logging.getLogger(__name__)
+
+WAVE_REASON = (
+    "builds started by a new commit or base image start in waves"
+    " (SERVICEBUILD_MAX_TRIGGERED_BUILDS_PER_MINUTE)"
+)
 
 
 class KubeGateway(Protocol):
@@ -66,6 +77,7 @@ class KubeGateway(Protocol):
     def list_jobs(self, namespace: str, uid: str) -> list[dict[str, Any]]: ...
     def delete_job(self, namespace: str, name: str) -> None: ...
     def get_job_pod(self, namespace: str, job_name: str) -> dict[str, Any] | None: ...
+    def read_pod_log(self, namespace: str, pod: str, container: str, tail_lines: int) -> str | None: ...
     def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def patch_servicebuild_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
@@ -76,6 +88,7 @@ class KubeGateway(Protocol):
 
 class RegistryGateway(Protocol):
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary: ...
+    def tag_digest(self, image: ImageRef, credentials: Credentials | None) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,8 @@ class Result:
     status: ServiceBuildStatus
     written: bool
     wake: tuple[Key, ...] = ()
+    recheck_at: datetime | None = None
+    """When to reconcile again whatever happens: a retry, the next poll, the next wave."""
 
 
 class Reconciler:
@@ -105,17 +120,26 @@ class Reconciler:
         self.slots = slots or BuildSlots(
             settings.max_running_builds, settings.max_running_builds_per_namespace
         )
+        self.waves = Waves(settings.max_triggered_builds_per_minute)
 
     def reconcile(self, servicebuild: ServiceBuild | InvalidServiceBuild, now: datetime) -> Result:
         """Raise KubeError, RegistryError or GitError (transient ones) to be retried later."""
         meta, previous = servicebuild.metadata, servicebuild.status
-        outcome = self._outcome(servicebuild, now)
+        if isinstance(servicebuild, InvalidServiceBuild):
+            wanted, outcome = None, self._invalid(servicebuild)
+        else:
+            wanted, outcome = self._wanted_and_outcome(servicebuild, now)
+        limit = servicebuild.spec.history_limit if isinstance(servicebuild, ServiceBuild) else DEFAULT_HISTORY
         result = (
-            Result(previous, written=False) if outcome is None else self._write(meta, outcome, previous, now)
+            Result(previous, written=False)
+            if outcome is None
+            else self._write(meta, outcome, previous, now, history_limit=limit)
         )
+        if result.written and isinstance(outcome, Succeeded | Stalled) and outcome.build.job_name:
+            self._retain_jobs(meta, outcome.build.job_name, ended_well=isinstance(outcome, Succeeded))
         claim = _claim(outcome)
         wake = self.slots.update(meta.key, claim).wake if claim is not None else ()
-        return replace(result, wake=wake)
+        return replace(result, wake=wake, recheck_at=_recheck_at(outcome, wanted))
 
     def forget(self, key: Key) -> tuple[Key, ...]:
         """The ServiceBuild is gone: its build slot or queue place is free; returns whom that lets start."""
@@ -127,28 +151,80 @@ class Reconciler:
             if job.servicebuild is not None and not job.finished:
                 self.slots.update((job.namespace, job.servicebuild), Running(job.name))
 
+    def base_image_changes(self, servicebuilds: list[ServiceBuild]) -> list[Key]:
+        """Ask the registries for the digest each base image's tag has now, once per reference and
+        credentials however many ServiceBuilds use it; return the ServiceBuilds following their base images
+        whose last build used another digest. An image the registry cannot answer for is skipped."""
+        following = [sb for sb in servicebuilds if sb.spec.triggers.base_images and sb.status.base_images]
+        checked: set[tuple[str, str]] = set()
+        changed = []
+        for servicebuild in following:
+            fingerprint = self.inputs.push_fingerprint(servicebuild)
+            for image in servicebuild.status.base_images or ():
+                if (image.ref, fingerprint) in checked:
+                    continue
+                checked.add((image.ref, fingerprint))
+                digest = self._tag_digest(servicebuild, image.ref)
+                if digest is not None:
+                    self.inputs.base_images.set(image.ref, fingerprint, digest)
+            if set(self.inputs.latest_base_images(servicebuild) or ()) != set(
+                servicebuild.status.base_images or ()
+            ):
+                changed.append(servicebuild.metadata.key)
+        return changed
+
+    def _tag_digest(self, servicebuild: ServiceBuild, ref: str) -> str | None:
+        try:
+            image = parse_image(ref)
+            return self.registry.tag_digest(
+                image, self.inputs.push_credentials(servicebuild.metadata, servicebuild.spec)
+            )
+        except (ValueError, Problem, RegistryError) as exc:
+            logger.warning("Checking base image %s failed: %s", ref, exc)
+            return None
+
     def tracked(self) -> set[Key]:
         """The ServiceBuilds holding a build slot or waiting for one."""
         return self.slots.present()
 
     # 2-4: observe, decide what is due, act
 
-    def _outcome(self, servicebuild: ServiceBuild | InvalidServiceBuild, now: datetime) -> Outcome | None:
-        """What became of the build that is due; None when nothing is due."""
+    def _invalid(self, servicebuild: InvalidServiceBuild) -> Outcome | None:
+        """Stalled naming the fields the model rejects; nothing to do once that is written."""
         meta, previous = servicebuild.metadata, servicebuild.status
-        if isinstance(servicebuild, InvalidServiceBuild):
-            if plan.ended(previous, meta.generation):
-                return None
-            self._stop_builds(meta, keep=None)
-            return Stalled(Build(meta.generation), Failure(Reason.INVALID_SPEC, servicebuild.problem))
+        if plan.ended(previous, meta.generation):
+            return None
+        self._stop_builds(meta, keep=None)
+        return Stalled(Build(meta.generation), Failure(Reason.INVALID_SPEC, servicebuild.problem))
+
+    def _wanted_and_outcome(
+        self, servicebuild: ServiceBuild, now: datetime
+    ) -> tuple[Wanted | None, Outcome | None]:
+        """What the spec and its sources ask for, and what became of the build that is due (None: nothing
+        is due)."""
+        meta, previous = servicebuild.metadata, servicebuild.status
         try:
-            context_digest = self.inputs.context_digest(meta, servicebuild.spec)
+            wanted = self._wanted(servicebuild, now)
         except Problem as problem:
             # The older build must not push either: the spec that asked for it is gone.
             self._stop_builds(meta, keep=None, unless_stopped=plan.ended(previous, meta.generation))
-            return Stalled(Build(meta.generation), problem.failure)
-        due = plan.due_build(meta, previous, context_digest, now)
-        return None if due is None else self._follow(servicebuild, due, now)
+            return None, Stalled(Build(meta.generation), problem.failure)
+        due = plan.due_build(meta, previous, wanted, now)
+        return wanted, None if due is None else self._follow(servicebuild, due, now)
+
+    def _wanted(self, servicebuild: ServiceBuild, now: datetime) -> Wanted:
+        """The spec's generation and the state of every source it follows: the ConfigMap's content, the
+        newest commit of a polled revision, the base images' digests, a rebuild request."""
+        meta = servicebuild.metadata
+        polled = self.inputs.polled_commit(servicebuild, now)
+        return Wanted(
+            generation=meta.generation,
+            context_digest=self.inputs.context_digest(meta, servicebuild.spec),
+            commit=polled.commit if polled else None,
+            next_poll=polled.next_poll if polled else None,
+            base_images=self.inputs.latest_base_images(servicebuild),
+            request=meta.annotations.get(ANNOTATION_REQUESTED_AT),
+        )
 
     def _follow(self, servicebuild: ServiceBuild, due: DueBuild, now: datetime) -> Outcome:
         """Observe the due build's Job and take its next step."""
@@ -187,12 +263,23 @@ class Reconciler:
     def _start(self, servicebuild: ServiceBuild, due: DueBuild, now: datetime) -> Outcome:
         """Create the due build's Job when a build slot is free, else wait in the queue."""
         meta = servicebuild.metadata
+        wave = self.waves.admit(now) if due.trigger in plan.TRIGGERED else None
+        if wave is not None:
+            return Queued(due.build, 1, due.since, WAVE_REASON, until=wave)
         answer = self.slots.update(meta.key, Waiting(due.job_name, due.since))
         if not answer.admitted:
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
             return Queued(due.build, answer.position, due.since, answer.reason)
         try:
-            inputs = self.inputs.build_inputs(servicebuild, due.context_digest, due.attempt, now)
+            seed = BuildInputs(
+                timestamp=compact_time(now),
+                context_digest=due.context_digest,
+                attempt=due.attempt,
+                build=due.number,
+                trigger=due.trigger,
+                commit=due.commit,
+            )
+            inputs = self.inputs.build_inputs(servicebuild, seed)
             self._create_job(servicebuild, inputs)
         except Problem as problem:
             # The older build must not push either: the spec that asked for it is gone.
@@ -241,7 +328,36 @@ class Reconciler:
             failure = Failure(type(exc).__name__, f"Reading the pushed image back failed: {exc}")
             return Stalled(build, failure, completion_time=observation.completion_time)
         output = output_record(spec.output.ref, summary, report, meta.generation)
-        return Succeeded(build, output, report, observation.completion_time)
+        facts = self._all_facts(meta, observation)
+        base_images = tuple(
+            dict.fromkeys(BaseImage(ref=image.ref, digest=image.digest) for image in facts.base_images)
+        )
+        return Succeeded(build, output, report, observation.completion_time, base_images=base_images)
+
+    def _all_facts(self, meta: ObjectMeta, observation: Observation) -> BuildFacts:
+        """The build's facts, those the termination message had no room for read from the end of the build
+        container's log; what the message held when the log is gone."""
+        facts = observation.facts or BuildFacts()
+        if not facts.truncated or observation.pod_name is None:
+            return facts
+        log = self.kube.read_pod_log(meta.namespace, observation.pod_name, BUILD_CONTAINER, facts.log_lines)
+        return merge_facts(facts, parse_log_facts(log))
+
+    def _retain_jobs(self, meta: ObjectMeta, ended: str, *, ended_well: bool) -> None:
+        """Keep the finished Jobs (and so the Pods and logs) of the last builds only, as a CronJob keeps
+        them: `SERVICEBUILD_SUCCESSFUL_JOBS_HISTORY_LIMIT` and `SERVICEBUILD_FAILED_JOBS_HISTORY_LIMIT`.
+
+        `ended` is the Job of the build that just ended, which the Job controller may not have finished yet.
+        """
+        jobs = sorted(map(parse_job, self.kube.list_jobs(meta.namespace, meta.uid)), key=_newest_first)
+        older = [job for job in jobs if job.name != ended]
+        succeeded = [*([ended] if ended_well else []), *(job.name for job in older if job.ended_well is True)]
+        failed = [*([] if ended_well else [ended]), *(job.name for job in older if job.ended_well is False)]
+        for name in [
+            *succeeded[self.settings.successful_jobs_history_limit :],
+            *failed[self.settings.failed_jobs_history_limit :],
+        ]:
+            self.kube.delete_job(meta.namespace, name)
 
     def _stop_builds(self, meta: ObjectMeta, keep: str | None, *, unless_stopped: bool = False) -> None:
         """Only the newest spec and source may push: other unfinished Jobs of this ServiceBuild go."""
@@ -255,10 +371,16 @@ class Reconciler:
     # 5: write
 
     def _write(
-        self, meta: ObjectMeta, outcome: Outcome, previous: ServiceBuildStatus, now: datetime
+        self,
+        meta: ObjectMeta,
+        outcome: Outcome,
+        previous: ServiceBuildStatus,
+        now: datetime,
+        *,
+        history_limit: int,
     ) -> Result:
         """Write the decided status when it changed, and post the Event of a transition."""
-        status = decide(previous, outcome, now)
+        status = decide(previous, outcome, now, history_limit)
         if status == previous:
             return Result(status=status, written=False)
         patch = merge_patch(status_to_dict(previous), status_to_dict(status))
@@ -284,3 +406,18 @@ def _claim(outcome: Outcome | None) -> Claim | None:
             return Running(job_name)
         case _:
             return Idle()
+
+
+def _recheck_at(outcome: Outcome | None, wanted: Wanted | None) -> datetime | None:
+    """When to reconcile again, events or not: the next retry, wave or poll, whichever comes first."""
+    times = [wanted.next_poll if wanted else None]
+    match outcome:
+        case RetryScheduled(retry_at=retry_at):
+            times.append(retry_at)
+        case Queued(until=until):
+            times.append(until)
+    return min((time for time in times if time is not None), default=None)
+
+
+def _newest_first(job: BuildJob) -> tuple[int, float, str]:
+    return (-job.build, -(job.created.timestamp() if job.created else 0.0), job.name)

@@ -110,7 +110,18 @@ class RegistryClient:
         content_type = response.headers.get("content-type", "").split(";")[0].strip()
         return document.get("mediaType") or content_type, document
 
-    def _get(self, image: ImageRef, path: str, credentials: Credentials | None) -> httpx.Response:
+    def tag_digest(self, image: ImageRef, credentials: Credentials | None) -> str:
+        """The digest the registry serves for `image`'s tag now, from a HEAD request (which Docker Hub
+        counts as no pull)."""
+        response = self._get(image, f"manifests/{image.tag}", credentials, method="HEAD")
+        digest = str(response.headers.get("docker-content-digest", ""))
+        if not _DIGEST_RE.match(digest):
+            raise InvalidManifest(f"registry {image.api_host} named no digest for {image}")
+        return digest
+
+    def _get(
+        self, image: ImageRef, path: str, credentials: Credentials | None, *, method: str = "GET"
+    ) -> httpx.Response:
         host = image.api_host
         scheme = "http" if {image.registry, host} & self._insecure else "https"
         url = f"{scheme}://{host}/v2/{image.repository}/{path}"
@@ -118,18 +129,18 @@ class RegistryClient:
         cached = self._tokens.get((host, f"repository:{image.repository}:pull", credentials))
         if cached and cached[1] > time.monotonic():
             headers["Authorization"] = f"Bearer {cached[0]}"
-        response = self._send(url, headers, host)
+        response = self._send(method, url, headers, host)
         if response.status_code == 401:
             headers["Authorization"] = self._authorization(response, image, credentials)
-            response = self._send(url, headers, host)
+            response = self._send(method, url, headers, host)
         if response.is_success:
             return response
         what = f"registry {host} answered HTTP {response.status_code} for {path} of {image.repository}"
         raise _status_error(response.status_code, what, credentials)
 
-    def _send(self, url: str, headers: dict[str, str], host: str) -> httpx.Response:
+    def _send(self, method: str, url: str, headers: dict[str, str], host: str) -> httpx.Response:
         try:
-            return self._http.get(url, headers=headers)
+            return self._http.request(method, url, headers=headers)
         except httpx.TransportError as error:
             raise RegistryUnavailable(f"registry {host} is unreachable: {type(error).__name__}") from error
 

@@ -7,7 +7,10 @@ from enum import Enum
 from typing import Any
 
 from servicebuild.api.models import (
+    BaseImage,
     BuildOutput,
+    BuildRecord,
+    BuildResult,
     CacheStats,
     Condition,
     ConditionStatus,
@@ -16,6 +19,7 @@ from servicebuild.api.models import (
     QueueStatus,
     ServiceBuildStatus,
     SourceStatus,
+    Trigger,
 )
 from servicebuild.failures import Failure
 from servicebuild.imageref import ImageRef
@@ -26,6 +30,8 @@ from servicebuild.times import format_time
 READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
+DEFAULT_HISTORY = 10
+_ENDED = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 CACHE_EXPORTED = "CacheExported"
 """A warning condition of the last successful build: False when its registry cache export failed."""
 
@@ -47,9 +53,14 @@ class Build:
     source: SourceStatus | None = None
     """What it builds: the resolved commit or the ConfigMap's digest."""
     attempt: int = 1
-    """Which attempt at this generation and source (retries follow transient failures)."""
+    """Which attempt at this build (retries follow transient failures)."""
     job_name: str | None = None
     start_time: datetime | None = None
+    number: int | None = None
+    """The build's number; None for an outcome that is no build (an invalid spec, a missing ConfigMap)."""
+    trigger: Trigger | None = None
+    request: str | None = None
+    """The `requested-at` annotation's value this build handles, if any."""
 
 
 class Progress(Enum):
@@ -78,6 +89,8 @@ class Queued:
     position: int
     since: datetime
     why: str
+    until: datetime | None = None
+    """When it may start at the earliest, when known (the next wave of triggered builds)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,8 @@ class Succeeded:
     output: BuildOutput
     report: BuildReport
     completion_time: datetime | None
+    base_images: tuple[BaseImage, ...] = ()
+    """The base images the build's stages used, as BuildKit resolved them."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +209,10 @@ def _base(previous: ServiceBuildStatus, build: Build) -> dict[str, Any]:
         "cache": previous.cache,
         "source": build.source,
         "attempt": _attempt(build),
+        "build": build.number if build.number is not None else previous.build,
+        "trigger": build.trigger if build.number is not None else previous.trigger,
+        "last_handled_request": build.request if build.request is not None else previous.last_handled_request,
+        "base_images": previous.base_images,
     }
 
 
@@ -234,7 +253,8 @@ def _succeeded(previous: ServiceBuildStatus, outcome: Succeeded, now: datetime) 
     if report.cached_steps is not None and report.total_steps is not None:
         cache = CacheStats(cached_steps=report.cached_steps, total_steps=report.total_steps)
     return ServiceBuildStatus(
-        **_base(previous, build) | {"output": output, "cache": cache},
+        **_base(previous, build)
+        | {"output": output, "cache": cache, "base_images": list(outcome.base_images) or None},
         phase=Phase.SUCCEEDED,
         conditions=stamp.standard(
             ready=("True", "BuildSucceeded", message),
@@ -290,15 +310,57 @@ def _in_progress(
     )
 
 
-def decide(previous: ServiceBuildStatus, outcome: Outcome, now: datetime) -> ServiceBuildStatus:
+def decide(
+    previous: ServiceBuildStatus, outcome: Outcome, now: datetime, history_limit: int = DEFAULT_HISTORY
+) -> ServiceBuildStatus:
     """The whole new status; timestamps of conditions move only when they flip."""
     match outcome:
         case Stalled():
-            return _stalled(previous, outcome, now)
+            status = _stalled(previous, outcome, now)
         case Succeeded():
-            return _succeeded(previous, outcome, now)
+            status = _succeeded(previous, outcome, now)
         case _:
-            return _in_progress(previous, outcome, now)
+            status = _in_progress(previous, outcome, now)
+    history = _history(previous, outcome, status, now)[:history_limit]
+    return status.model_copy(update={"history": history or None})
+
+
+def _history(
+    previous: ServiceBuildStatus, outcome: Outcome, status: ServiceBuildStatus, now: datetime
+) -> list[BuildRecord]:
+    """The finished builds, newest first: a build superseded before it ended, and this one once it ended."""
+    records = list(previous.history or ())
+    number = outcome.build.number
+    if previous.build is not None and number not in (None, previous.build) and previous.phase not in _ENDED:
+        records.insert(0, _record(previous, BuildResult.SUPERSEDED, completion_time=now))
+    if number is not None and isinstance(outcome, Succeeded | Stalled):
+        result = BuildResult.SUCCEEDED if isinstance(outcome, Succeeded) else BuildResult.FAILED
+        record = _record(status, result, completion_time=status.completion_time)
+        records = [record, *(other for other in records if other.build != number)]
+    return records
+
+
+def _record(status: ServiceBuildStatus, result: BuildResult, completion_time: datetime | None) -> BuildRecord:
+    """The build a status describes, as its history records it."""
+    source = status.source or SourceStatus()
+    succeeded = result == BuildResult.SUCCEEDED and status.output is not None
+    stalled = status.condition(STALLED)
+    return BuildRecord(
+        build=status.build or 1,
+        trigger=status.trigger or Trigger.CREATED,
+        generation=status.observed_generation or 1,
+        commit=source.commit,
+        context_digest=source.context_digest,
+        start_time=status.start_time,
+        completion_time=completion_time,
+        duration_seconds=_seconds_between(status.start_time, completion_time),
+        result=result,
+        reason=stalled.reason if result == BuildResult.FAILED and stalled is not None else None,
+        digest=status.output.digest if succeeded and status.output else None,
+        size_bytes=status.output.size_bytes if succeeded and status.output else None,
+        cached_steps=status.cache.cached_steps if succeeded and status.cache else None,
+        job_name=status.job_name,
+    )
 
 
 def transition_event(previous: ServiceBuildStatus, current: ServiceBuildStatus) -> Event | None:

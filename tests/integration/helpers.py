@@ -8,9 +8,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
+import kmock
 import pytest
-from cluster import Cluster, condition, eventually
-from operator_process import OperatorProcess
+from cluster import SERVICEBUILDS, Cluster, condition, eventually
 
 from support.oci_registry import OCI_MANIFEST, RunningRegistry
 
@@ -73,10 +73,10 @@ def stalled(cluster: Cluster, name: str) -> Any:
     return with_condition(cluster, name, "Stalled")
 
 
-async def after_resyncs(operator: OperatorProcess, count: int = 2) -> None:
+async def after_resyncs(cluster: Cluster, count: int = 2) -> None:
     """Wait until the operator has listed ServiceBuilds `count` more times (its resync ticks)."""
-    resyncs = operator.log.count("/servicebuilds HTTP")
-    await eventually(lambda: operator.log.count("/servicebuilds HTTP") >= resyncs + count)
+    resyncs = len(cluster.requests(kmock.action.LIST, SERVICEBUILDS))
+    await eventually(lambda: len(cluster.requests(kmock.action.LIST, SERVICEBUILDS)) >= resyncs + count)
 
 
 def served(

@@ -350,7 +350,7 @@ async def test_kueue_queue_label_leaves_admission_to_kueue(
     body = await eventually(lambda: queued_reason(cluster, "queued"))
     assert body["status"]["phase"] == "Pending"
     # Two resyncs later the operator still has not resumed the Job: admission is Kueue's.
-    await after_resyncs(operator)
+    await after_resyncs(cluster)
     job = cluster.get(JOBS, NAMESPACE, job_name)
     assert job is not None
     assert job["spec"]["suspend"] is True

@@ -51,7 +51,7 @@ async def test_operator_killed_at_any_phase_resumes_the_build(
     assert body["status"]["jobName"] == job["metadata"]["name"]
     assert body["status"]["output"]["digest"] == kubelet.pushed[job["metadata"]["name"]]
     if moment == "after-ready":
-        await after_resyncs(operator)
+        await after_resyncs(cluster)
         assert cluster.servicebuild(NAMESPACE, "cart")["status"] == before, (
             "nothing to redo, nothing rewritten"
         )
@@ -164,5 +164,5 @@ async def test_job_the_api_server_rejects_is_stalled_with_its_explanation(
     stalled = condition(cluster.servicebuild(NAMESPACE, "quota"), "Stalled")
     assert stalled["reason"] == "JobRejected"
     assert explanation in stalled["message"]
-    await after_resyncs(operator)
+    await after_resyncs(cluster)
     assert len(rejection) == 1, "a permanent rejection is not retried"

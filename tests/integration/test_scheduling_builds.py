@@ -82,7 +82,7 @@ async def test_failed_build_is_not_retried(
 
     await eventually(lambda: condition(cluster.servicebuild(NAMESPACE, "broken"), "Stalled") is not None)
     await eventually(lambda: status_of(cluster, "broken").get("phase") == "Failed")
-    await after_resyncs(operator)
+    await after_resyncs(cluster)
     assert len(cluster.all(JOBS, NAMESPACE)) == 1
     assert "attempt" not in status_of(cluster, "broken")
 
@@ -103,4 +103,7 @@ async def test_spec_changes_during_a_build_coalesce_into_one_next_build(
     await eventually(lambda: ready(cluster, "search", generation))
     started = sorted(name for _, name in kubelet.handled)
     assert len(started) == 2, f"the first build and one for generation {generation}: {started}"
-    assert started[1].startswith(f"search-{generation}-")
+    newest = cluster.get(JOBS, NAMESPACE, started[1])
+    assert newest is not None
+    assert newest["metadata"]["labels"]["servicebuild.dev/generation"] == str(generation)
+    assert started[1].startswith("search-2-"), "the second build"

@@ -45,6 +45,8 @@ class FakeKube:
     jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """By (namespace, Job name): the Job's newest Pod."""
+    logs: dict[tuple[str, str], str] = field(default_factory=dict)
+    """By (namespace, Pod name): the build container's log."""
     created: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[tuple[str, str]] = field(default_factory=list)
     patches: list[dict[str, Any]] = field(default_factory=list)
@@ -81,6 +83,10 @@ class FakeKube:
         pod = self.pods.get((namespace, job_name))
         return copy.deepcopy(pod) if pod is not None else None
 
+    def read_pod_log(self, namespace: str, pod: str, container: str, tail_lines: int) -> str | None:
+        log = self.logs.get((namespace, pod))
+        return None if log is None else "\n".join(log.splitlines()[-tail_lines:])
+
     def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         data = self.secrets.get(name)
         return dict(data) if data is not None else None
@@ -101,7 +107,13 @@ class FakeKube:
 
 
 class FakeRegistry:
-    """Serves every digest asked for as a three-layer image of IMAGE_SIZE bytes."""
+    """Serves every digest asked for as a three-layer image of IMAGE_SIZE bytes; tags as `tags` say."""
+
+    def __init__(self) -> None:
+        self.tags: dict[str, str] = {}
+
+    def tag_digest(self, image: ImageRef, credentials: Credentials | None) -> str:
+        return self.tags[str(image)]
 
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary:
         return ImageSummary(
@@ -114,7 +126,12 @@ class FakeRegistry:
 
 
 class FakeGit:
-    """Every revision resolves to COMMIT."""
+    """Every revision resolves to `commit` (COMMIT unless a test moves it); `lookups` counts the asking."""
+
+    def __init__(self) -> None:
+        self.commit = COMMIT
+        self.lookups = 0
 
     def resolve(self, url: str, revision: str | None, credentials: GitCredentials | None) -> str:
-        return COMMIT
+        self.lookups += 1
+        return self.commit

@@ -105,6 +105,19 @@ def create_repositories(root: Path) -> GitRepositories:
     return GitRepositories(root, commits)
 
 
+def push_commit(repositories: GitRepositories, branch: str, content: str) -> str:
+    """Commit `content` as `app` on `branch` of `repo.git` (made from `main` if new) and push it, as a
+    developer would; return the commit id."""
+    work = repositories.root / f"work-{branch.replace('/', '-')}"
+    if not work.exists():
+        git("clone", "--quiet", str(repositories.root / REPOSITORY), str(work), cwd=repositories.root)
+        git("checkout", "--quiet", "-B", branch, cwd=work)
+    (work / "app").write_text(content)
+    git("commit", "--quiet", "--allow-empty", "-am", content, cwd=work)
+    git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
 class _ServesRepositories:
     """What both servers share: `repo.git`'s URL and commits, given the server's base URL."""
 
@@ -146,6 +159,9 @@ class GitHttpServer(_ServesRepositories):
     `<new>` may be an absolute URL, on another server."""
     usernames: list[str | None] = field(default_factory=list)
     """The basic-auth username of each request that passed the token check (None: anonymous)."""
+    lookups: list[str | None] = field(default_factory=list)
+    """Each ref listing (`GET …/info/refs`, the start of `git ls-remote` or a fetch), by the username
+    it came with."""
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -193,6 +209,8 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
             self._answer(401, {"WWW-Authenticate": 'Basic realm="git"'}, b"authentication required\n")
             return
         owner.usernames.append(username)
+        if self.command == "GET" and urllib.parse.urlsplit(self.path).path.endswith("/info/refs"):
+            owner.lookups.append(username)
         self._run_backend(owner, body, username)
 
     def _run_backend(self, owner: GitHttpServer, body: bytes, username: str | None) -> None:

@@ -399,6 +399,19 @@ def push_index(
         return PushedIndex(repository, tag, digest, index, platforms, attestation)
 
 
+def tag_digest(
+    registry: RunningRegistry | str, repository: str, tag: str, *, auth: tuple[str, str] | None = None
+) -> str:
+    """The digest the registry serves for a tag, as BuildKit resolves a `FROM` reference."""
+    with _client(registry, repository, auth, None) as client:
+        response = client.head(
+            f"/v2/{repository}/manifests/{tag}",
+            headers={"Accept": f"{OCI_INDEX}, {OCI_MANIFEST}, {DOCKER_MANIFEST}"},
+        )
+        response.raise_for_status()
+        return response.headers["Docker-Content-Digest"]
+
+
 def _client(
     registry: RunningRegistry | str, repository: str, auth: tuple[str, str] | None, token: str | None
 ) -> httpx.Client:

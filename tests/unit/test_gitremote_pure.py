@@ -28,10 +28,9 @@ from servicebuild.gitremote import (
     SourceNotFound,
     SshResolutionUnsupported,
     UnsupportedSource,
-    is_full_commit,
     select_commit,
 )
-from servicebuild.giturl import parse_git_url
+from servicebuild.giturl import is_full_commit, parse_git_url
 
 PASSWORD = f"pw-{secrets.token_hex(8)}"
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n-----END OPENSSH PRIVATE KEY-----\n"

@@ -11,6 +11,10 @@ We test these aspects:
   as ssh://), for BuildKit (HTTP(S) without a trailing slash), the host and port a socket needs,
   the origin an HTTP client needs, SSH or not;
 - an error message shows the URL without credentials or query, and the repr shows no credentials;
+- the repository key push webhooks are matched by: one table of URLs grouped by the repository they
+  name (https, http, git, ssh and scp-style; `.git` and trailing slashes; host and path case; user
+  information and query; default, other and SSH ports; IPv6; absolute scp-style paths; subgroups), each
+  group with its own key;
 - the CRD's `GIT_URL_PATTERN`, read as the API server reads it, and the operator's model admit
   exactly the URLs of the table the parser accepts, but for the deliberate differences named in
   the table (each with its reason, below); generated URLs check the same both ways.
@@ -341,6 +345,65 @@ def test_the_label_and_buildkit_forms(url: str, public: str, buildkit_url: str) 
 def test_where_clients_connect(url: str, hostname: str, port: int | None, origin: str, ssh: bool) -> None:
     parsed = parse_git_url(url)
     assert (parsed.hostname, parsed.port, parsed.origin, parsed.is_ssh) == (hostname, port, origin, ssh)
+
+
+REPOSITORY_KEYS = {
+    "github.com/shop/api": [
+        "https://github.com/Shop/API.git",
+        "https://GitHub.com/Shop/API.git",
+        "https://github.com/Shop/API",
+        "https://github.com/Shop/API/",
+        "https://github.com/shop/api.git/",
+        "https://github.com:443/Shop/API.git",
+        "http://github.com/Shop/API.git",
+        "http://github.com:80/Shop/API.git",
+        f"https://x-access-token:{TOKEN}@github.com/Shop/API.git",
+        f"https://github.com/Shop/API.git?private_token={TOKEN}",
+        "git://github.com/Shop/API.git",
+        "git://github.com:9418/Shop/API.git",
+        "git@github.com:Shop/API.git",
+        "git@GITHUB.COM:shop/api",
+        "git@github.com:/Shop/API.git",
+        "ssh://git@github.com/Shop/API",
+        "ssh://git@github.com:22/Shop/API.git",
+        "ssh://git@github.com:2222/Shop/API.git",
+        "ssh://github.com/Shop/API.git/",
+    ],
+    "github.com/shop/api-v2": ["https://github.com/shop/api-v2.git", "git@github.com:shop/api-v2.git"],
+    "github.com/other/api": ["https://github.com/other/api.git"],
+    "github.com/api": ["https://github.com/api.git"],
+    "gitlab.com/shop/api": ["https://gitlab.com/shop/api.git", "git@gitlab.com:shop/api.git"],
+    "gitlab.example.com/shop/backend/api": [
+        "https://gitlab.example.com/shop/backend/api.git",
+        "ssh://git@gitlab.example.com:2222/shop/backend/api.git",
+        "git@gitlab.example.com:shop/backend/api.git",
+    ],
+    "git.example.com:8443/shop/api": [
+        "https://git.example.com:8443/shop/api.git",
+        "http://git.example.com:8443/shop/api",
+    ],
+    "git.example.com:9419/shop/api": ["git://git.example.com:9419/shop/api.git"],
+    "git.example.com/srv/git/api": [
+        "deploy@git.example.com:/srv/git/api.git",
+        "ssh://git.example.com/srv/git/api.git",
+        "https://git.example.com/srv/git/api.git",
+    ],
+    "[::1]:3000/repo": ["https://[::1]:3000/repo.git", "http://[::1]:3000/Repo"],
+    "[2001:db8::7]/shop/api": [
+        "https://[2001:DB8::7]/shop/api.git",
+        "ssh://git@[2001:db8::7]:2222/shop/api.git",
+    ],
+    "10.0.0.7:3000/shop/r": ["http://10.0.0.7:3000/shop/r.git"],
+}
+"""Each repository key, with the URLs that name that repository: the keys differ, so URLs of different
+groups never match."""
+
+
+@pytest.mark.parametrize(
+    ("url", "key"), [pytest.param(url, key, id=url) for key, urls in REPOSITORY_KEYS.items() for url in urls]
+)
+def test_the_repository_key(url: str, key: str) -> None:
+    assert parse_git_url(url).repository_key == key
 
 
 def test_the_repr_shows_no_credentials() -> None:

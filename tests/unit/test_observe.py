@@ -7,7 +7,9 @@
 - a completed Job whose report is unreadable is a failure, not a success without output;
 - a build container that has terminated ends the build before the Job controller's Complete or Failed
   condition (or its 1.31+ forerunners SuccessCriteriaMet and FailureTarget) arrives, and the pending
-  timeout never applies to a build that started, however long it ran.
+  timeout never applies to a build that started, however long it ran;
+- every pair of Job state and Pod state, as a table; along each way a build really goes (success,
+  failure, eviction, deadline, Kueue) no phase goes backwards and an ended build stays as it ended.
 """
 
 import json
@@ -277,3 +279,143 @@ def test_a_deadline_is_named_while_the_job_controller_stops_the_pod() -> None:
     killed = {"exitCode": 137, "reason": "Error"}
     observation = observe(job({**DEADLINE, "type": "FailureTarget"}), pod("Failed", killed))
     assert observation.failure.reason == "DeadlineExceeded"
+
+
+# Every pair of Job state and Pod state, as the Job controller and the kubelet can leave them; impossible
+# pairs too, so that the order in which observe() reads them is pinned. A: absent, Q: queued (Kueue),
+# P: pending, R: running, S: succeeded, F: failed.
+REPORTED = {"exitCode": 0, "message": REPORT}
+JOB_STATES: dict[str, dict[str, Any]] = {
+    "created": {"metadata": {"name": "b-1-x"}},
+    "suspended": job(suspend=True),
+    "active": job(active=1),
+    "counted-out": job(active=0),
+    "success-criteria-met": job({**COMPLETE, "type": "SuccessCriteriaMet"}),
+    "complete": job(COMPLETE, completionTime="2026-11-28T10:00:41Z"),
+    "failure-target": job({**FAILED, "type": "FailureTarget"}, active=1),
+    "failed": job(FAILED),
+    "deadline-exceeded": job(DEADLINE),
+}
+EVICTED = {
+    "status": {
+        "phase": "Failed",
+        "reason": "Evicted",
+        "message": "The node was low on resource: memory.",
+        "containerStatuses": [{"name": "buildkit", "state": {"terminated": {"exitCode": 137}}}],
+    }
+}
+POD_STATES: dict[str, dict[str, Any] | None] = {
+    "none": None,
+    "unschedulable": unschedulable_pod("0/3 nodes are available"),
+    "init-running": {
+        "status": {
+            "phase": "Pending",
+            "initContainerStatuses": [{"name": "context", "state": {"running": {}}}],
+        }
+    },
+    "running": pod("Running"),
+    "report": pod("Succeeded", REPORTED),
+    "no-report": pod("Succeeded", {"exitCode": 0, "message": "{oops"}),
+    "failing": pod("Failed", {"exitCode": 1, "message": FAILURE_LOG}),
+    "evicted": EVICTED,
+}
+MATRIX = """
+                      none  unschedulable  init-running  running  report  no-report  failing  evicted
+created               P     P              P             R        S       F          F        F
+suspended             Q     Q              Q             Q        S       F          F        F
+active                P     P              P             R        S       F          F        F
+counted-out           P     P              P             R        S       F          F        F
+success-criteria-met  F     F              F             F        S       F          F        F
+complete              F     F              F             F        S       F          F        F
+failure-target        F     F              F             F        F       F          F        F
+failed                F     F              F             F        F       F          F        F
+deadline-exceeded     F     F              F             F        F       F          F        F
+"""
+LETTERS = {
+    "A": BuildState.ABSENT,
+    "Q": BuildState.QUEUED,
+    "P": BuildState.PENDING,
+    "R": BuildState.RUNNING,
+    "S": BuildState.SUCCEEDED,
+    "F": BuildState.FAILED,
+}
+
+
+def _matrix() -> list[tuple[str, str, BuildState]]:
+    rows = [line.split() for line in MATRIX.strip().splitlines()]
+    columns = rows[0]
+    assert columns == list(POD_STATES)
+    assert [row[0] for row in rows[1:]] == list(JOB_STATES)
+    return [
+        (job_state, pod_state, LETTERS[letter])
+        for job_state, row in zip(JOB_STATES, rows[1:], strict=True)
+        for pod_state, letter in zip(POD_STATES, row[1:], strict=True)
+    ]
+
+
+@pytest.mark.parametrize(("job_state", "pod_state", "expected"), _matrix())
+def test_every_job_and_pod_state(job_state: str, pod_state: str, expected: BuildState) -> None:
+    assert observe(JOB_STATES[job_state], POD_STATES[pod_state]).state == expected
+
+
+# What a build goes through, in the order the components write it: the kubelet reports the build
+# container's end before the Job controller counts the Pod out and, seconds later, finishes the Job.
+TIMELINES = {
+    "success": [
+        ("created", "none"),
+        ("active", "unschedulable"),
+        ("active", "init-running"),
+        ("active", "running"),
+        ("active", "report"),
+        ("counted-out", "report"),
+        ("success-criteria-met", "report"),
+        ("complete", "report"),
+    ],
+    "failure": [
+        ("created", "none"),
+        ("active", "running"),
+        ("active", "failing"),
+        ("counted-out", "failing"),
+        ("failure-target", "failing"),
+        ("failed", "failing"),
+    ],
+    "eviction": [
+        ("active", "running"),
+        ("active", "evicted"),
+        ("counted-out", "evicted"),
+        ("failed", "evicted"),
+    ],
+    "deadline": [("active", "running"), ("failure-target", "running"), ("deadline-exceeded", "none")],
+    "kueue": [("suspended", "none"), ("active", "none"), ("active", "running"), ("active", "report")],
+}
+_ORDER = [BuildState.ABSENT, BuildState.QUEUED, BuildState.PENDING, BuildState.RUNNING]
+
+
+@pytest.mark.parametrize("timeline", TIMELINES.values(), ids=TIMELINES.keys())
+def test_no_phase_goes_backwards_within_one_build(timeline: list[tuple[str, str]]) -> None:
+    states = [
+        observe(JOB_STATES[job_state], POD_STATES[pod_state]).state for job_state, pod_state in timeline
+    ]
+    ended = [state for state in states if state in {BuildState.SUCCEEDED, BuildState.FAILED}]
+    assert len(set(ended)) <= 1, f"an ended build stays as it ended: {states}"
+    first_end = next((index for index, state in enumerate(states) if state in ended), len(states))
+    assert all(state in ended for state in states[first_end:]), states
+    running = [_ORDER.index(state) for state in states[:first_end]]
+    assert running == sorted(running), f"went backwards: {states}"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({"active": 1}, None),
+        ({"active": 0, "uncountedTerminatedPods": {"succeeded": ["uid-1"]}}, True),
+        ({"active": 0, "uncountedTerminatedPods": {"failed": ["uid-1"]}}, False),
+        ({"succeeded": 1}, True),
+        ({"failed": 1}, False),
+    ],
+    ids=["running", "counted out, succeeded", "counted out, failed", "succeeded", "failed"],
+)
+def test_a_job_tells_how_it_ended_before_its_condition(status: dict[str, Any], expected: bool | None) -> None:
+    assert parse_job(job(**status)).ended_well is expected
+    assert parse_job(job(COMPLETE)).ended_well is True
+    assert parse_job(job(FAILED)).ended_well is False

@@ -14,7 +14,7 @@ from typing import Any
 
 from servicebuild.api.models import ServiceBuildStatus, parse_servicebuild
 from servicebuild.config import Settings
-from servicebuild.reconciler import Reconciler
+from servicebuild.reconciler import Reconciler, Result
 from support.fakes import FakeGit, FakeKube, FakeRegistry
 from support.pods import pod_body
 
@@ -42,11 +42,13 @@ def at(seconds: float) -> str:
 class World:
     """One ServiceBuild, its Jobs and their Pods, as the Job controller and the kubelet leave them."""
 
-    def __init__(self, settings: Settings = SETTINGS) -> None:
+    def __init__(self, settings: Settings = SETTINGS, spec: dict[str, Any] = SPEC) -> None:
         self.kube = FakeKube(now=at(0), configmaps={"ctx": {"data": {"Dockerfile": "FROM scratch\n"}}})
-        self.reconciler = Reconciler(self.kube, FakeRegistry(), FakeGit(), settings)
-        self.spec: dict[str, Any] = SPEC
+        self.registry, self.git = FakeRegistry(), FakeGit()
+        self.reconciler = Reconciler(self.kube, self.registry, self.git, settings)
+        self.spec = spec
         self.generation = 1
+        self.annotations: dict[str, str] = {}
 
     def change_spec(self, **fields: Any) -> None:
         """A user edits the spec; the API server bumps the generation."""
@@ -54,9 +56,14 @@ class World:
         self.generation += 1
 
     def reconcile(self, seconds: float) -> ServiceBuildStatus:
-        metadata = {**METADATA, "generation": self.generation}
-        body = {"metadata": metadata, "spec": self.spec, "status": self.kube.status}
-        return self.reconciler.reconcile(parse_servicebuild(body), START + timedelta(seconds=seconds)).status
+        return self.reconcile_result(seconds).status
+
+    def reconcile_result(self, seconds: float) -> Result:
+        return self.reconciler.reconcile(self.servicebuild(), START + timedelta(seconds=seconds))
+
+    def servicebuild(self) -> Any:
+        metadata = {**METADATA, "generation": self.generation, "annotations": self.annotations}
+        return parse_servicebuild({"metadata": metadata, "spec": self.spec, "status": self.kube.status})
 
     @property
     def job_name(self) -> str:
@@ -75,8 +82,23 @@ class World:
         phase = "Succeeded" if terminated["exitCode"] == 0 else "Failed"
         pod = pod_body(phase, {"terminated": {**terminated, "finishedAt": at(seconds)}})
         pod["status"] |= pod_status or {}
+        pod["metadata"] = {"name": f"{self.job_name}-pod"}
         self.kube.pods[(NAMESPACE, self.job_name)] = pod
         self.kube.jobs[(NAMESPACE, self.job_name)]["status"]["active"] = 0
+
+    def complete(self, seconds: float) -> None:
+        """The Job controller finishes the Job, as the Pod ended."""
+        job = self.kube.jobs[(NAMESPACE, self.job_name)]
+        ended = self.kube.pods[(NAMESPACE, self.job_name)]["status"]["phase"]
+        kind = "Complete" if ended == "Succeeded" else "Failed"
+        job["status"]["conditions"] = [{"type": kind, "status": "True", "lastTransitionTime": at(seconds)}]
+
+    def build(self, seconds: float, message: str | None = None) -> ServiceBuildStatus:
+        """The Job the operator just created runs and succeeds; the operator sees it end."""
+        self.start(seconds)
+        self.end(seconds + 5, {"exitCode": 0, "reason": "Completed", "message": message or _report()})
+        self.complete(seconds + 6)
+        return self.reconcile(seconds + 7)
 
 
 def _report() -> str:

@@ -67,10 +67,10 @@ def test_no_service_account_token_or_service_links() -> None:
 def test_identity_labels_annotation_and_owner() -> None:
     job = render_job(*CASES["minimal"])
     meta = job["metadata"]
-    assert meta["name"] == naming.job_name("checkout", UID, 3)
+    assert meta["name"] == naming.job_name("checkout", UID, 1, naming.build_key(1, 3, None, 1))
     assert meta["namespace"] == "shop"
     assert meta["labels"] == job["spec"]["template"]["metadata"]["labels"] == naming.job_labels(UID, 3)
-    assert meta["annotations"] == {naming.ANNOTATION_SERVICEBUILD: "checkout"}
+    assert meta["annotations"] == {naming.ANNOTATION_SERVICEBUILD: "checkout", naming.ANNOTATION_BUILD: "1"}
     assert meta["ownerReferences"] == [
         {
             "apiVersion": "servicebuild.dev/v1alpha1",
@@ -190,7 +190,9 @@ def test_a_configmap_change_makes_a_visibly_different_job() -> None:
     assert jobs[0]["metadata"]["name"] != jobs[1]["metadata"]["name"]
     assert jobs[0]["metadata"]["labels"][naming.LABEL_SOURCE] == "a" * 12
     assert jobs[1]["metadata"]["labels"][naming.LABEL_SOURCE] == "b" * 12
-    assert jobs[0]["metadata"]["name"] == naming.job_name("checkout", UID, 3, "sha256:" + "a" * 64)
+    assert jobs[0]["metadata"]["name"] == naming.job_name(
+        "checkout", UID, 1, naming.build_key(1, 3, "sha256:" + "a" * 64, 1)
+    )
 
 
 # ConfigMap archives
@@ -255,7 +257,8 @@ SECRET_VALUES = {
 @pytest.mark.parametrize("git_auth", ["token", "ssh"])
 def test_canary_no_secret_value_can_reach_the_job(git_auth: GitAuth) -> None:
     # The renderer's inputs name Secrets and keys only: the ServiceBuild, the operator Settings and
-    # BuildInputs (a timestamp, a commit, a digest, which key to use, an attempt number). So nothing
+    # BuildInputs (a timestamp, a commit, a digest, which key to use, attempt and build numbers, a trigger's
+    # name). So nothing
     # it renders can hold a value; the canaries prove it for this Job as a whole.
     assert list(inspect.signature(render_job).parameters) == ["build", "settings", "inputs"]
     assert {field.name for field in dataclasses.fields(BuildInputs)} == {
@@ -264,6 +267,8 @@ def test_canary_no_secret_value_can_reach_the_job(git_auth: GitAuth) -> None:
         "context_digest",
         "git_auth",
         "attempt",
+        "build",
+        "trigger",
     }
     build = servicebuild(
         source={"git": {"url": GIT_URL if git_auth == "token" else SSH_URL, "authSecret": f"git-{git_auth}"}},

@@ -25,7 +25,8 @@ import pytest
 
 from servicebuild.render import job as render
 from servicebuild.render.job import expand_tags, render_job
-from servicebuild.report import MAX_MESSAGE_BYTES, BuildReport, parse_report
+from servicebuild.report import MAX_MESSAGE_BYTES, BuildReport
+from servicebuild.report_budget import MAX_REPORTED_NAME, parse_message
 from support.render import (
     CASES,
     HOSTILE,
@@ -37,6 +38,12 @@ from support.render import (
     servicebuild,
     settings,
 )
+
+
+def report_of(message: str) -> BuildReport | None:
+    """The report in a termination message, as the operator reads it (facts may follow the JSON line)."""
+    parsed = parse_message(message)
+    return parsed.report if parsed else None
 
 
 def _shells() -> list[Any]:
@@ -326,7 +333,7 @@ def test_wrapper_reports_a_successful_build(tmp_path: Path, shell: list[str]) ->
     assert message.count("\n") == 1
     assert len(message.encode()) < MAX_MESSAGE_BYTES
     assert json.loads(message)["cacheMetrics"] == json.loads(CACHE_METRICS.splitlines()[-1])
-    assert parse_report(message) == BuildReport(
+    assert report_of(message) == BuildReport(
         digest=PUSHED, image_name=IMAGE, cached_steps=4, total_steps=5, cache_exported=True
     )
 
@@ -348,8 +355,8 @@ def test_wrapper_without_cache_metrics_reports_null(tmp_path: Path, shell: list[
     result = pod.run()
     assert result.returncode == 0, result.stderr
     message = pod.termination_log.read_text()
-    assert json.loads(message)["cacheMetrics"] is None
-    assert parse_report(message) == BuildReport(
+    assert json.loads(message.splitlines()[0])["cacheMetrics"] is None
+    assert report_of(message) == BuildReport(
         digest=PUSHED, image_name=IMAGE, cached_steps=None, total_steps=None, cache_exported=True
     )
 
@@ -377,7 +384,7 @@ def test_wrapper_reports_a_missing_cache_export(tmp_path: Path, shell: list[str]
     assert result.returncode == 0, result.stderr
     message = pod.termination_log.read_text()
     assert json.loads(message)["cacheExported"] is False
-    report = parse_report(message)
+    report = report_of(message)
     assert report is not None
     assert report.cache_exported is False
     assert report.digest == PUSHED
@@ -390,7 +397,7 @@ def test_wrapper_reports_no_cache_export_when_the_cache_is_disabled(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     message = pod.termination_log.read_text()
     assert json.loads(message)["cacheExported"] is None
-    report = parse_report(message)
+    report = report_of(message)
     assert report is not None
     assert report.cache_exported is None
 
@@ -404,7 +411,7 @@ def test_wrapper_reports_every_pushed_reference(tmp_path: Path, shell: list[str]
     pod = Pod(tmp_path, shell, job, metadata={**METADATA_FIELDS, "image.name": names})
     result = pod.run()
     assert result.returncode == 0, result.stderr
-    report = parse_report(pod.termination_log.read_text())
+    report = report_of(pod.termination_log.read_text())
     assert report is not None
     assert report.image_name == names
     assert report.image_name.split(",") == expand_tags(CASES["tags"][0].spec, CASES["tags"][2], 3)
@@ -412,7 +419,7 @@ def test_wrapper_reports_every_pushed_reference(tmp_path: Path, shell: list[str]
 
 @pytest.mark.parametrize("shell", _shells())
 def test_the_longest_report_fits_a_termination_message(tmp_path: Path, shell: list[str]) -> None:
-    longest_name = ",".join(["r.example.com:5000/" + "a" * 480 + ":" + "t" * 128] * 4)[:2800]
+    longest_name = ",".join(["r.example.com:5000/" + "a" * 480 + ":" + "t" * 128] * 4)[:MAX_REPORTED_NAME]
     longest_metrics = '{"total":1,' + '"pad":"' + "x" * (1024 - 20) + '"}'
     assert len(longest_metrics) == 1024
     pod = Pod(
@@ -425,7 +432,7 @@ def test_the_longest_report_fits_a_termination_message(tmp_path: Path, shell: li
     assert pod.run().returncode == 0
     message = pod.termination_log.read_text()
     assert len(message.encode()) < MAX_MESSAGE_BYTES
-    report = parse_report(message)
+    report = report_of(message)
     assert report is not None
     assert report.image_name == longest_name
     assert report.cache_exported is True
@@ -440,7 +447,7 @@ def test_a_too_long_list_of_names_is_left_out(tmp_path: Path, shell: list[str]) 
     assert pod.run().returncode == 0
     message = pod.termination_log.read_text()
     assert len(message.encode()) < MAX_MESSAGE_BYTES
-    report = parse_report(message)
+    report = report_of(message)
     assert report is not None
     assert report.image_name is None
     assert report.digest == PUSHED

@@ -72,6 +72,9 @@ Timestamp = Annotated[
 """An RFC 3339 time as Kubernetes writes it, e.g. `2026-11-28T10:15:00Z`; the API server checks the format.
 An aware `datetime` inside the operator."""
 
+PollInterval = Annotated[str, Field(pattern=DURATION_PATTERN, min_length=2, max_length=32)]
+"""A Go duration such as `5m`; `0s` turns polling off."""
+
 _URL_CHARS = r'[!-"$-~]'
 """Printable ASCII but `#` (BuildKit's ref separator); spelled out so that the API server's RE2 and
 pydantic read it the same way (their whitespace classes differ on Unicode spaces)."""
@@ -86,7 +89,7 @@ REVISION_RULE = (
     "!self.contains('..') && !self.endsWith('.') && !self.endsWith('/') && !self.endsWith('.lock')"
 )
 REVISION_MESSAGE = "must be a branch, tag or commit name (no '..', not ending in '.', '/' or '.lock')"
-_PLACEHOLDER = r"\{(commit|shortCommit|generation|timestamp)\}"
+_PLACEHOLDER = r"\{(commit|shortCommit|generation|build|timestamp)\}"
 TAG_TEMPLATE_PATTERN = rf"^([A-Za-z0-9_]|{_PLACEHOLDER})([A-Za-z0-9_.-]|{_PLACEHOLDER})*$"
 """A tag (not starting with `.` or `-`) with optional placeholders: {commit}, {shortCommit},
 {generation}, {timestamp}."""
@@ -161,14 +164,22 @@ class GitSource(_Model):
         | None
     ) = None
     """A branch, tag or commit; default: the repository's default branch. The operator resolves it to a commit
-    when the build starts and builds exactly that commit, once per spec generation: a newer commit on the
-    branch is built only after the spec changes. With an SSH URL it must be a full commit id: the operator
-    does not contact SSH remotes.
+    when the build starts and builds exactly that commit, once per spec generation unless `pollInterval`
+    has it resolved again. With an SSH URL it must be a full commit id: the operator does not contact SSH
+    remotes.
 
     See docs/servicebuild.md#revision-resolution in the operator's repository."""
 
     context_dir: RelativePath | None = None
     """The build context's folder inside the repository (for monorepos); default: the repository root."""
+
+    poll_interval: PollInterval | None = None
+    """How often the operator resolves the revision (a branch, the default branch or a tag) again and builds
+    a new commit, e.g. `5m`; default: never (`0s` too): the revision is resolved once per spec generation.
+    At least the operator's `SERVICEBUILD_MIN_POLL_INTERVAL` (1m by default); not for SSH URLs, which the
+    operator does not contact, nor for a full commit id, which cannot move.
+
+    See docs/servicebuild.md#following-a-branch in the operator's repository."""
 
     auth_secret: ResourceName | None = None
     """A Secret in the same namespace with the credentials; default: none (a public repository). HTTPS:
@@ -230,8 +241,8 @@ class Output(_Model):
         Field(max_length=MAX_LIST_ITEMS, json_schema_extra={"x-kubernetes-list-type": "set"}),
     ] = Field(default_factory=list)
     """Up to 16 more tags pushed with the same image; default: none. Placeholders make unique, sortable tags:
-    `{commit}` and `{shortCommit}` (its first 12 characters; git sources only), `{generation}` and
-    `{timestamp}` (UTC `YYYYMMDDhhmmss` when the Job is created).
+    `{commit}` and `{shortCommit}` (its first 12 characters; git sources only), `{generation}`, `{build}`
+    (the build's number, `status.build`) and `{timestamp}` (UTC `YYYYMMDDhhmmss` when the Job is created).
 
     See docs/servicebuild.md#output-and-tags in the operator's repository."""
 
@@ -339,6 +350,19 @@ class Resources(_Model):
                 raise ValueError(f"{name}: {quantity!r} is not a quantity such as 500m, 2 or 4Gi")
             normalised[name] = str(quantity)
         return normalised
+
+
+class Triggers(_Model):
+    """What else, besides a change of the spec or of its ConfigMap, starts a build."""
+
+    base_images: bool = False
+    """Rebuild when a base image the last build used gets a new digest under its tag (checked every
+    `SERVICEBUILD_BASE_IMAGE_POLL_INTERVAL`, 30m by default); default: false.
+
+    See docs/servicebuild.md#base-image-updates in the operator's repository."""
+
+
+MAX_HISTORY = 50
 
 
 class ServiceBuildSpec(_Model):
@@ -451,6 +475,13 @@ class ServiceBuildSpec(_Model):
 
     See docs/servicebuild.md#timeouts in the operator's repository."""
 
+    triggers: Triggers = Field(default_factory=Triggers)
+    """What else starts a build besides a change of the spec or of its ConfigMap; every trigger is off
+    by default."""
+
+    history_limit: Annotated[int, Field(ge=1, le=MAX_HISTORY)] = 10
+    """How many finished builds `status.history` keeps, newest first; default: 10, at most 50."""
+
     @field_validator("timeout", "pending_timeout")
     @classmethod
     def duration_is_positive(cls, value: str) -> str:
@@ -560,6 +591,67 @@ class SourceStatus(_StatusModel):
     """The `sha256:` digest of the ConfigMap's data (ConfigMap sources); a change of it starts a new build."""
 
 
+class Trigger(StrEnum):
+    """Why a build happened."""
+
+    CREATED = "Created"
+    SPEC_CHANGED = "SpecChanged"
+    SOURCE_CHANGED = "SourceChanged"
+    """The ConfigMap the context comes from changed."""
+    NEW_COMMIT = "NewCommit"
+    BASE_IMAGE_CHANGED = "BaseImageChanged"
+    REQUESTED = "Requested"
+    """The `servicebuild.dev/requested-at` annotation changed."""
+
+
+class BuildResult(StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUPERSEDED = "Superseded"
+
+
+class BaseImage(_StatusModel):
+    """A base image a stage of the target used, as BuildKit resolved it."""
+
+    ref: str
+    """The reference the Dockerfile names, e.g. `docker.io/library/python:3.12-slim`."""
+    digest: str
+    """The digest BuildKit pulled for it."""
+
+
+class BuildRecord(_StatusModel):
+    """One finished build, for `status.history`."""
+
+    build: int
+    """The build's number."""
+    trigger: Trigger
+    """Why it happened."""
+    generation: int
+    """The spec generation it built."""
+    commit: str | None = None
+    """The git commit it built (git sources)."""
+    context_digest: str | None = None
+    """The ConfigMap content it built (ConfigMap sources)."""
+    start_time: Timestamp | None = None
+    """When its Job started."""
+    completion_time: Timestamp | None = None
+    """When it ended."""
+    duration_seconds: int | None = None
+    """How long it ran."""
+    result: BuildResult
+    """`Succeeded`, `Failed`, or `Superseded` (stopped for a newer build)."""
+    reason: str | None = None
+    """Why it failed, as the Stalled condition said."""
+    digest: str | None = None
+    """The image it pushed, when it succeeded."""
+    size_bytes: int | None = None
+    """The image's size, when it succeeded."""
+    cached_steps: int | None = None
+    """How many of its steps came from the cache."""
+    job_name: str | None = None
+    """Its Job; kept for the last builds (see the operator's Job history settings)."""
+
+
 class BuildOutput(_StatusModel):
     """The result of the last successful build; kept while a new build runs or fails."""
 
@@ -634,6 +726,16 @@ class ServiceBuildStatus(_StatusModel):
     """The last lines of the failed build's log."""
     queue: QueueStatus | None = None
     """Set while the build waits for a free slot."""
+    build: int | None = None
+    """The number of the current (or last) build; each build of this ServiceBuild gets the next one."""
+    trigger: Trigger | None = None
+    """Why the current (or last) build happened."""
+    last_handled_request: str | None = None
+    """The value of the `servicebuild.dev/requested-at` annotation the operator last started a build for."""
+    base_images: list[BaseImage] | None = None
+    """The base images the last successful build used, with their digests."""
+    history: list[BuildRecord] | None = None
+    """The last finished builds, newest first (`spec.historyLimit`)."""
     attempt: int | None = None
     """Which attempt at building this generation the status describes; set from the second attempt on, as
     transient failures (an evicted Pod, an unreachable registry) are retried."""
@@ -654,6 +756,7 @@ class ObjectMeta(_StatusModel):
     namespace: str
     uid: str
     generation: int = 1
+    annotations: dict[str, str] = Field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:
