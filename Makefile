@@ -23,6 +23,7 @@ lint: install ## ruff, mypy (strict) and the import layering contract
 	$(BIN)/ruff check operator tests bench e2e
 	$(BIN)/ruff format --check operator tests bench e2e
 	$(BIN)/mypy
+	MYPYPATH=tests:tests/integration $(BIN)/mypy bench
 	$(BIN)/lint-imports
 
 crds: install ## regenerate crds/ from the pydantic models

@@ -10,16 +10,13 @@ emulator's, which runs in the bench process. Nothing here knows how the operator
 import asyncio
 import contextlib
 import importlib.metadata
-import itertools
 import os
 import platform
 import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,7 @@ sys.path[:0] = [str(_ROOT / "tests"), str(_ROOT / "tests" / "integration")]
 import aiohttp.web  # noqa: E402
 import attrs  # noqa: E402
 import kmock  # noqa: E402
-from cluster import CONFIGMAPS, JOBS, PODS, SERVICEBUILDS, Cluster, _matches, condition  # noqa: E402
+from cluster import CONFIGMAPS, JOBS, PODS, SERVICEBUILDS, ApiServer, Cluster, _matches, condition  # noqa: E402
 from kubelet import Behaviour, Kubelet  # noqa: E402
 from operator_process import OperatorProcess, operator_environment  # noqa: E402
 
@@ -91,8 +88,8 @@ _VERBS = {
 
 
 @attrs.define(kw_only=True)
-class BenchEmulator(kmock.KubernetesEmulator):
-    """KMock's emulator, made fit for thousands of objects and requests; it also counts requests.
+class BenchEmulator(ApiServer):
+    """The tests' emulator, made fit for thousands of objects and requests; it also counts requests.
 
     KMock 0.8 is built for tests: it matches each request against its reactions by scanning every
     request received so far, and finds an object by scanning all objects. Both grow with the run,
@@ -101,10 +98,8 @@ class BenchEmulator(kmock.KubernetesEmulator):
     in it), an object is found by its key, and the objects of a resource by an index. What the
     API answers is unchanged.
 
-    And like a real API server, it gives every object a new resourceVersion on each write (the
-    tests' Cluster seeds one at creation only): Kopf waits for the version its own patch returned
-    before it handles the object again, and an unchanging version makes it handle stale events; and a
-    watch resumes from a resourceVersion and sends bookmarks (see `_serve_watch`).
+    And like a real API server, a watch resumes from a resourceVersion and sends bookmarks (see
+    `_serve_watch`); the resourceVersions of writes are the tests' ApiServer's.
     """
 
     operator_requests: Counter[str] = attrs.field(factory=Counter, init=False)
@@ -124,7 +119,6 @@ class BenchEmulator(kmock.KubernetesEmulator):
     bookmark_seconds: float = 30.0
     """A watch that sent nothing for this long sends a BOOKMARK (the API server: about every minute)."""
     _unmatched: set[int] = attrs.field(factory=set, init=False)
-    _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1_000_000), init=False)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if _is_operators(request):
@@ -132,15 +126,6 @@ class BenchEmulator(kmock.KubernetesEmulator):
             self.operator_requests[what] += 1
             for hook in self.on_operator_request:
                 hook(what, now)
-        writes = request.action == kmock.action.CREATE or (
-            request.action == kmock.action.UPDATE and request.name
-        )
-        if writes and request.resource is not None and isinstance(request.data, dict):
-            metadata = request.data.setdefault("metadata", {})
-            metadata["resourceVersion"] = str(next(self._versions))
-            if request.action == kmock.action.CREATE:
-                metadata.setdefault("uid", str(uuid.uuid4()))
-                metadata.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         # KMock has just appended this request to its log and awaited nothing since.
         self._unmatched.add(id(request))
         self._requests[:] = [logged for logged in self._requests if id(logged) in self._unmatched]
@@ -164,10 +149,6 @@ class BenchEmulator(kmock.KubernetesEmulator):
                 answered(request, now)
         return response
 
-    def next_version(self) -> str:
-        """A resourceVersion newer than every one given so far (to objects, lists and bookmarks)."""
-        return str(next(self._versions))
-
     def objects_of(self, resource: kmock.resource, namespace: str | None = None) -> list[dict[str, Any]]:
         """The objects of a resource (in a namespace, or in all), without the deleted ones."""
         by_namespace = self._index.get((resource.group, resource.version, resource.plural), {})
@@ -185,11 +166,10 @@ class BenchEmulator(kmock.KubernetesEmulator):
     def _object(self, request: kmock.Request) -> kmock.Object:
         """The object a request is about, by its key (KMock scans all objects for it)."""
         metadata = request.data.get("metadata", {}) if request.action == kmock.action.CREATE else {}
-        key = (
-            request.resource,
-            request.namespace or metadata.get("namespace"),
-            request.name or metadata.get("name"),
-        )
+        name = request.name or metadata.get("name")
+        if request.resource is None or name is None:
+            raise kmock.KubernetesObjectNotFoundError
+        key = (request.resource, request.namespace or metadata.get("namespace"), name)
         if key not in self.objects:
             raise kmock.KubernetesObjectNotFoundError
         return self.objects[key]
@@ -225,7 +205,7 @@ class BenchEmulator(kmock.KubernetesEmulator):
             return await super()._serve_list(request)
         # From the index: KMock scans every object of every resource for a list.
         items = self.objects_of(resource, request.namespace)
-        return {"metadata": {"resourceVersion": str(next(self._versions))}, "items": items}
+        return {"metadata": {"resourceVersion": self.version()}, "items": items}
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
         """A watch as the API server serves one: resumed from a resourceVersion, and kept alive with
@@ -265,7 +245,9 @@ class BenchEmulator(kmock.KubernetesEmulator):
         finally:
             await bus.unmark(mark)
 
-    async def _with_bookmarks(self, request: kmock.Request, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async def _with_bookmarks(
+        self, request: kmock.Request, events: AsyncIterator[Any]
+    ) -> AsyncGenerator[Any, None]:
         """The events of this resource for this request, and a bookmark whenever none came for a while."""
         items: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -301,7 +283,7 @@ class BenchEmulator(kmock.KubernetesEmulator):
         return {
             "apiVersion": api_version,
             "kind": kind,
-            "metadata": {"resourceVersion": str(next(self._versions))},
+            "metadata": {"resourceVersion": self.version()},
         }
 
 
@@ -314,12 +296,14 @@ class BenchCluster(Cluster):
 
     def _list_with_selector(self, request: kmock.Request) -> dict[str, Any]:
         selector = request.params.get("labelSelector")
+        if request.resource is None:
+            raise kmock.KubernetesResourceNotFoundError
         items = [
             obj
             for obj in self.emulator.objects_of(request.resource, request.namespace)
             if _matches(obj.get("metadata", {}).get("labels") or {}, selector)
         ]
-        return {"metadata": {"resourceVersion": self.emulator.next_version()}, "items": items}
+        return {"metadata": {"resourceVersion": self.emulator.version()}, "items": items}
 
 
 @dataclass
