@@ -255,29 +255,38 @@ def context_digests(
 
 
 async def _resync_forever(runtime: Runtime, digests: kopf.Index[tuple[str | None, str], str]) -> None:
-    """The safety tick: reconcile every ServiceBuild now and then, in case an event was missed.
-
-    One LIST; an object whose build ended and whose sources did not change since (its generation, its
-    ConfigMap's content as the watch saw it, a rebuild request) is passed by without a request. Polled
-    revisions and retries have their own times (`_recheck_forever`), base images their own task.
-    """
+    """The safety tick: reconcile every ServiceBuild now and then, in case an event was missed. Polled
+    revisions and retries have their own times (`_recheck_forever`), base images their own task."""
     while True:
         await asyncio.sleep(runtime.settings.resync_seconds)
-        try:
-            bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
-        except KubeError as exc:
-            logger.warning("Listing ServiceBuilds for the resync failed: %s", exc)
-            continue
-        tracked = runtime.reconciler.tracked()
-        listed = []
-        for servicebuild in map(parse_servicebuild, bodies):
-            key = servicebuild.metadata.key
-            listed.append(key)
-            if key in tracked or not plan.idle(servicebuild, _watched(servicebuild, digests)):
-                await asyncio.to_thread(_reconcile_quietly, runtime, key)
-        # A ServiceBuild deleted while the operator was not looking still holds its build slot.
-        for key in sorted(tracked - set(listed)):
-            await asyncio.to_thread(_reconcile_quietly, runtime, key)
+        await _resync(runtime, digests)
+
+
+async def _resync(runtime: Runtime, digests: kopf.Index[tuple[str | None, str], str]) -> None:
+    """One tick: one LIST, then a reconcile of each ServiceBuild not idle. An object whose build ended and
+    whose sources did not change since (its generation, its ConfigMap's content as the watch saw it, a
+    rebuild request) is passed by without a request.
+
+    The LIST is read a page at a time and only keys are kept, and nothing outlives the tick: otherwise the
+    task holds the last LIST's bodies, thousands of them, while it sleeps until the next.
+    """
+    tracked = runtime.reconciler.tracked()
+    listed: set[Key] = set()
+    due: list[Key] = []
+    pages = runtime.kube.servicebuild_pages(runtime.settings.namespaces)
+    try:
+        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            for servicebuild in map(parse_servicebuild, page):
+                key = servicebuild.metadata.key
+                listed.add(key)
+                if key in tracked or not plan.idle(servicebuild, _watched(servicebuild, digests)):
+                    due.append(key)
+    except KubeError as exc:
+        logger.warning("Listing ServiceBuilds for the resync failed: %s", exc)
+        return
+    # A ServiceBuild deleted while the operator was not looking still holds its build slot.
+    for key in [*due, *sorted(tracked - listed)]:
+        await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
 def _watched(
@@ -307,15 +316,20 @@ async def _check_base_images_forever(runtime: Runtime) -> None:
     interval = runtime.settings.base_image_poll_interval.total_seconds()
     while True:
         await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # noqa: S311 - jitter, not a secret
-        try:
-            bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
-        except KubeError as exc:
-            logger.warning("Listing ServiceBuilds for the base image check failed: %s", exc)
-            continue
-        servicebuilds = [sb for sb in map(parse_servicebuild, bodies) if isinstance(sb, ServiceBuild)]
-        changed = await asyncio.to_thread(runtime.reconciler.base_image_changes, servicebuilds)
-        for key in changed:
-            await asyncio.to_thread(_reconcile_quietly, runtime, key)
+        await _check_base_images(runtime)
+
+
+async def _check_base_images(runtime: Runtime) -> None:
+    """One check; its ServiceBuilds are not kept until the next (as `_resync`'s are not)."""
+    try:
+        bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
+    except KubeError as exc:
+        logger.warning("Listing ServiceBuilds for the base image check failed: %s", exc)
+        return
+    servicebuilds = [sb for sb in map(parse_servicebuild, bodies) if isinstance(sb, ServiceBuild)]
+    changed = await asyncio.to_thread(runtime.reconciler.base_image_changes, servicebuilds)
+    for key in changed:
+        await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
 def _push_recorder(

@@ -3,7 +3,7 @@
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -87,16 +87,21 @@ class Kube:
         return json.loads(response.data) if response.data else {}
 
     def _list(self, action: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        """Every item of a LIST, fetched a page at a time: thousands of objects never arrive as one
-        document, which would set the operator's peak memory."""
-        items: list[dict[str, Any]] = []
+        """Every item of a LIST."""
+        return [item for page in self._pages(action, call, *args, **kwargs) for item in page]
+
+    def _pages(
+        self, action: str, call: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The items of a LIST, a page at a time: thousands of objects never arrive as one document,
+        which would set the operator's peak memory."""
         token = None
         while True:
             page = self._call(action, call, *args, limit=_PAGE_SIZE, _continue=token, **kwargs) or {}
-            items += page.get("items") or []
+            yield page.get("items") or []
             token = (page.get("metadata") or {}).get("continue")
             if not token:
-                return items
+                return
 
     def get_servicebuild(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = self._call(
@@ -112,15 +117,18 @@ class Kube:
 
     def list_servicebuilds(self, namespaces: Iterable[str]) -> list[dict[str, Any]]:
         """All ServiceBuilds in the given namespaces, or in all namespaces when none are given."""
+        return [item for page in self.servicebuild_pages(namespaces) for item in page]
+
+    def servicebuild_pages(self, namespaces: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
+        """The ServiceBuilds of `list_servicebuilds`, a page at a time, for a caller that needs only a
+        little of each."""
         scopes = sorted(namespaces)
         if not scopes:
-            return self._list(
+            yield from self._pages(
                 "list servicebuilds", self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
             )
-        return [
-            item
-            for namespace in scopes
-            for item in self._list(
+        for namespace in scopes:
+            yield from self._pages(
                 f"list servicebuilds in {namespace}",
                 self._custom.list_namespaced_custom_object,
                 GROUP,
@@ -128,7 +136,6 @@ class Kube:
                 namespace,
                 PLURAL,
             )
-        ]
 
     def annotate_servicebuild(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Merge-patch annotations onto a ServiceBuild (a record for whichever replica reconciles it)."""
