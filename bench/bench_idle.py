@@ -63,7 +63,7 @@ from harness import (
 )
 
 _TICK = "list servicebuilds"
-"""How a resync tick shows from outside: the operator lists every ServiceBuild."""
+"""How a resync tick shows from outside: the first page of the operator's LIST of every ServiceBuild."""
 _CREATING_AT_ONCE = 100
 """ServiceBuilds (and ConfigMaps) created concurrently while populating."""
 
@@ -303,7 +303,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> Figures:
         figures.started = time.monotonic()
         deadline = figures.started + args.setup_timeout
         stage.operator.start()
-        await wait_until_watching(stage.emulator, stage.operator)
+        await wait_until_watching(stage.emulator, stage.operator, within=args.setup_timeout)
         observer = Observer(stage.pid, requests=stage.emulator.operator_requests)
         stage.emulator.on_operator_request.append(observer.request)
         await wait_until_quiet(stage.emulator, 1.0, within=30)
@@ -403,7 +403,7 @@ def report(figures: Figures, args: argparse.Namespace) -> None:
             f" = {1000 * cpu / ticks / args.count:.2f} ms per ServiceBuild"
         )
         marks = [*figures.ticks, end] if figures.tick_aligned else figures.ticks
-        lasted = [after.last_request_before - tick.at for tick, after in itertools.pairwise(marks)]
+        lasted = [max(0.0, after.last_request_before - tick.at) for tick, after in itertools.pairwise(marks)]
         if lasted:
             print(
                 "   tick duration (first to last request) "

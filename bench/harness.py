@@ -204,8 +204,19 @@ class BenchEmulator(ApiServer):
         if resource is None or (resource.group, resource.version, resource.plural) not in self._index:
             return await super()._serve_list(request)
         # From the index: KMock scans every object of every resource for a list.
-        items = self.objects_of(resource, request.namespace)
-        return {"metadata": {"resourceVersion": self.version()}, "items": items}
+        return self.page_of(self.objects_of(resource, request.namespace), request)
+
+    def page_of(self, items: list[dict[str, Any]], request: kmock.Request) -> dict[str, Any]:
+        """A LIST's answer a page at a time, as the API server honours `limit` and `continue` (KMock
+        sends every item whatever the limit). The token is an offset here, which holds while no object
+        of the list is deleted between pages (the idle bench deletes none then)."""
+        limit = int(request.params.get("limit") or 0)
+        start = int(request.params.get("continue") or 0)
+        end = start + limit if limit else len(items)
+        metadata = {"resourceVersion": self.version()}
+        if end < len(items):
+            metadata["continue"] = str(end)
+        return {"metadata": metadata, "items": items[start:end]}
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
         """A watch as the API server serves one: resumed from a resourceVersion, and kept alive with
@@ -303,7 +314,7 @@ class BenchCluster(Cluster):
             for obj in self.emulator.objects_of(request.resource, request.namespace)
             if _matches(obj.get("metadata", {}).get("labels") or {}, selector)
         ]
-        return {"metadata": {"resourceVersion": self.emulator.version()}, "items": items}
+        return self.emulator.page_of(items, request)
 
 
 @dataclass
@@ -363,11 +374,13 @@ def _verb(request: kmock.Request) -> str:
 
 
 def _what(request: kmock.Request) -> str:
-    """`verb resource[/subresource]`, or `verb path` for discovery and other non-resource requests."""
+    """`verb resource[/subresource]`, or `verb path` for discovery and other non-resource requests; a
+    LIST's second and later pages are `list resource (next page)`."""
     if request.resource is None or not request.resource.plural:
         return f"{_verb(request)} {request.url.path}"
     subresource = f"/{request.subresource}" if request.subresource else ""
-    return f"{_verb(request)} {request.resource.plural}{subresource}"
+    next_page = " (next page)" if request.params.get("continue") else ""
+    return f"{_verb(request)} {request.resource.plural}{subresource}{next_page}"
 
 
 def _is_operators(request: kmock.Request) -> bool:
