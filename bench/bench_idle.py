@@ -46,11 +46,11 @@ from pathlib import Path
 
 import kmock
 from harness import (
-    DOCKERFILE,
     JOBS,
     PODS,
     ProcessSample,
     Stage,
+    create_service,
     default_resync,
     machine,
     print_requests,
@@ -178,17 +178,7 @@ async def _populate(stage: Stage, args: argparse.Namespace, figures: Figures, de
     async def create(index: int, kind: str) -> None:
         namespace, name = _namespace_of(index, args.namespaces), f"svc-{index:05d}"
         async with semaphore:
-            if kind == "ready":
-                await cluster.create_configmap(
-                    namespace,
-                    f"{name}-context",
-                    {"Dockerfile": DOCKERFILE, "main.c": f"int main(){{return {index % 7};}}"},
-                )
-            spec = {
-                "source": {"configMap": {"name": f"{name}-context"}},
-                "output": {"image": f"{registry.host}/{namespace}/{name}:1.0.0"},
-            }
-            await cluster.create_servicebuild(namespace, name, spec)
+            await create_service(cluster, registry, namespace, name, context=kind == "ready")
 
     kinds = _kinds(args)
     if figures.stalled:

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import kmock
 from harness import (
-    DOCKERFILE,
     JOBS,
     PODS,
     SERVICEBUILDS,
@@ -47,6 +46,7 @@ from harness import (
     RunningRegistry,
     Stage,
     condition,
+    create_service,
     default_resync,
     machine,
     owner_name,
@@ -163,16 +163,7 @@ async def _apply(cluster: Cluster, registry: RunningRegistry, args: argparse.Nam
 
     async def one(index: int) -> None:
         namespace, name = _namespace_of(index, args.namespaces), f"svc-{index:04d}"
-        await cluster.create_configmap(
-            namespace,
-            f"{name}-context",
-            {"Dockerfile": DOCKERFILE, "main.c": f"int main(){{return {index % 7};}}"},
-        )
-        spec = {
-            "source": {"configMap": {"name": f"{name}-context"}},
-            "output": {"image": f"{registry.host}/{namespace}/{name}:1.0.0"},
-        }
-        await cluster.create_servicebuild(namespace, name, spec)
+        await create_service(cluster, registry, namespace, name)
 
     if not args.apply_interval:
         await asyncio.gather(*(one(index) for index in range(args.count)))

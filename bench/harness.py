@@ -35,7 +35,6 @@ from support.oci_registry import RunningRegistry, start_registry  # noqa: E402
 
 __all__ = [
     "CONFIGMAPS",
-    "DOCKERFILE",
     "JOBS",
     "PODS",
     "SERVICEBUILDS",
@@ -51,6 +50,7 @@ __all__ = [
     "RunningRegistry",
     "Stage",
     "condition",
+    "create_service",
     "default_resync",
     "machine",
     "owner_name",
@@ -385,6 +385,24 @@ def _what(request: kmock.Request) -> str:
 
 def _is_operators(request: kmock.Request) -> bool:
     return request.headers.get("Authorization", "") == f"Bearer {TOKEN}"
+
+
+async def create_service(
+    cluster: Cluster, registry: RunningRegistry, namespace: str, name: str, *, context: bool = True
+) -> None:
+    """A ServiceBuild that pushes to the registry, building from its own ConfigMap (a C program, its
+    context unlike any other's); `context=False` leaves the ConfigMap out, so the operator stalls it."""
+    if context:
+        await cluster.create_configmap(
+            namespace,
+            f"{name}-context",
+            {"Dockerfile": DOCKERFILE, "main.c": f"/* {name} */ int main(){{return 0;}}"},
+        )
+    spec = {
+        "source": {"configMap": {"name": f"{name}-context"}},
+        "output": {"image": f"{registry.host}/{namespace}/{name}:1.0.0"},
+    }
+    await cluster.create_servicebuild(namespace, name, spec)
 
 
 def writes_of(requests: Mapping[str, int]) -> int:
