@@ -1,5 +1,5 @@
 """`python -m servicebuild` (or `servicebuild-operator`): run the operator against in-cluster config or the
-current kubeconfig. `--help` lists the settings."""
+current kubeconfig. `--help` lists the settings, `--version` prints the version."""
 
 import logging
 from collections.abc import Sequence
