@@ -41,3 +41,8 @@ USER 10001:10001
 # Kopf's liveness endpoint (GET /healthz); the operator serves nothing else.
 EXPOSE 8080
 ENTRYPOINT ["python", "-m", "servicebuild"]
+# The version `make image` reads from pyproject.toml (empty when built without it); last, so that a new
+# version reuses every layer above.
+ARG VERSION
+LABEL org.opencontainers.image.title=servicebuild-operator \
+      org.opencontainers.image.version=${VERSION}
