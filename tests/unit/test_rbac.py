@@ -15,9 +15,9 @@ We test these aspects:
     them, list and watch of CRDs (and of namespaces when it serves named namespaces) while its cluster
     scanning is on, its peering objects unless it runs standalone;
   - update of `<owner>/finalizers` for each owner reference with blockOwnerDeletion in the rendered build Job;
-  - where each request is made: within a watched namespace (its path names one), or cluster-wide (cluster-scoped
-    objects, Kopf's watches when it serves all namespaces, and kube.py's listings of every namespace, which a
-    recording client shows it makes only when the operator, as it always does, passes it no namespaces);
+  - where each request is made: within a watched namespace (its path names one), or cluster-wide
+    (cluster-scoped objects, Kopf's watches when it serves all namespaces, and kube.py's listings of every
+    namespace, which a recording client shows it makes only when the operator passes it no namespaces);
 - the ClusterRole grants exactly that: nothing missing, nothing extra, nothing twice; a failure lists each
   difference and, for a missing one, the code that needs it;
 - no wildcard, no resourceNames or nonResourceURLs, Secrets only read by name (never listed or watched);
