@@ -1,6 +1,7 @@
 """We test these aspects:
 
 - the committed CRD is exactly what `make crds` generates from the models (no drift);
+- ServiceBuilds are not in kubectl's `all` category;
 - the schema is structural: typed everywhere, no refs, no open objects, no unknown-field escape hatch;
 - `kubectl explain` has a description for every field, spec and status, down to the embedded
   core/v1 Affinity (whose descriptions are Kubernetes' own);
@@ -49,6 +50,12 @@ def _nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[s
 
 def test_committed_crd_matches_the_models() -> None:
     assert CRD_PATH.read_text() == render_crd(), "crds/ drifted from the models: run `make crds`"
+
+
+def test_servicebuilds_are_not_in_kubectls_all_category() -> None:
+    """`kubectl delete all --all` deletes a namespace's workloads, not its build definitions and their
+    history (docs/servicebuild.md, "Deleting")."""
+    assert "all" not in build_crd()["spec"]["names"].get("categories", [])
 
 
 @pytest.mark.parametrize(("path", "node"), list(_nodes(object_schema())), ids=lambda value: str(value)[:60])

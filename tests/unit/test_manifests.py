@@ -14,8 +14,8 @@ We test these aspects:
 - the operator Deployment: one replica, Recreate, a liveness probe on Kopf's endpoint, requests and
   limits, a restricted securityContext with a read-only root filesystem and a writable /tmp, and the
   user the image creates;
-- the ClusterRoleBinding gives the ClusterRole to the operator's ServiceAccount (its rules are derived from
-  the code and checked in test_rbac.py);
+- the ClusterRoleBindings give the operator's two ClusterRoles to its ServiceAccount (their rules are derived
+  from the code and checked in test_rbac.py, with the namespaced install's RoleBindings);
 - the kind overlay runs the locally loaded image and reaches the samples' registry over plain HTTP;
 - the webhooks component: a Service on 8082 to the operator's `webhooks` port, which the receiver's
   address names; the secret a file from a Secret volume, never a literal or an environment variable;
@@ -24,9 +24,7 @@ We test these aspects:
 
 import fnmatch
 import re
-import shutil
 import subprocess
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from servicebuild.api.models import ServiceBuildSpec
 from servicebuild.config import listen_address
 from support import docs, kustomizations
 from support.crd_schema import crd_errors
+from support.kustomizations import render, require
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "servicebuilds.servicebuild.dev.yaml"
@@ -46,23 +45,6 @@ OVERLAYS = sorted((ROOT / "deploy" / "overlays").iterdir())
 WITH_WEBHOOKS = kustomizations.APPLIED_COMPONENTS / "webhooks"
 # The build Jobs set appArmorProfile in the securityContext, a field of Kubernetes 1.30 and later.
 KUBERNETES_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
-
-
-def require(tool: str) -> str:
-    """The path of a tool CI must have: a missing one fails the test, it never skips it."""
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is not on the PATH; .ci/run installs it")
-    return path
-
-
-@cache
-def render(directory: Path) -> tuple[dict[str, Any], ...]:
-    result = subprocess.run(
-        [require("kubectl"), "kustomize", str(directory)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, f"kubectl kustomize {directory}:\n{result.stderr}"
-    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
 def objects(directory: Path, kind: str) -> list[dict[str, Any]]:
@@ -250,13 +232,19 @@ def test_operator_deployment_is_single_and_restricted(directory):
     assert {"cpu", "memory"} <= set(resources["limits"])
 
 
-def test_cluster_role_binding_names_the_operator_service_account():
-    (binding,) = objects(ROOT / "deploy" / "base", "ClusterRoleBinding")
+def test_cluster_role_bindings_name_the_operator_service_account():
+    bindings = objects(ROOT / "deploy" / "base", "ClusterRoleBinding")
     (account,) = objects(ROOT / "deploy" / "base", "ServiceAccount")
-    assert binding["roleRef"]["name"] == "servicebuild-operator"
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "servicebuild-system"}
-    ]
+    bound = {binding["roleRef"]["name"] for binding in bindings}
+    assert bound == {"servicebuild-operator", "servicebuild-operator-cluster"}
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": account["metadata"]["name"],
+                "namespace": "servicebuild-system",
+            }
+        ]
 
 
 def test_kind_overlay_runs_the_loaded_image_and_reaches_the_sample_registry():

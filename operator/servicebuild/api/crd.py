@@ -144,8 +144,9 @@ def build_crd() -> dict[str, Any]:
                 "listKind": f"{models.KIND}List",
                 "plural": models.PLURAL,
                 "singular": models.SINGULAR,
+                # In no category, `all` least: `kubectl delete all --all` is for workloads and must not
+                # take a namespace's build definitions and their history with it (docs/servicebuild.md).
                 "shortNames": list(models.SHORT_NAMES),
-                "categories": ["all"],
             },
             "versions": [
                 {
