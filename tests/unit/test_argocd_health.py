@@ -9,7 +9,8 @@ We test these aspects:
 - Ready=False with neither Stalled nor Reconciling (another operator version's status) is Progressing;
 - the script needs only what Argo CD opens for a configured script (the base, package, table and a safe os
   library): here string, math and the other libraries are gone, and strings have no methods;
-- the argocd-cm snippet inlines health.lua unchanged, and is a valid ConfigMap.
+- the argocd-cm snippet inlines health.lua unchanged, is a valid ConfigMap, and docs/gitops.md shows it
+  as it is.
 
 Argo CD runs health scripts with gopher-lua, a Lua 5.1 implementation; `lupa.lua51` is the reference Lua 5.1.
 """
@@ -22,6 +23,7 @@ import lupa.lua51
 import pytest
 import yaml
 
+from support import docs
 from support import status_samples as samples
 
 ARGOCD = Path(__file__).resolve().parents[2] / "deploy" / "argocd"
@@ -130,6 +132,11 @@ def _snippet() -> dict[str, Any]:
 
 def test_the_argocd_cm_snippet_inlines_health_lua_unchanged() -> None:
     assert _snippet()["data"] == {CONFIG_KEY: HEALTH_LUA}
+
+
+def test_the_gitops_page_shows_the_snippet_as_it_is() -> None:
+    shown = [doc for doc in docs.yaml_documents(docs.DOCS / "gitops.md") if doc.get("kind") == "ConfigMap"]
+    assert shown == [_snippet()]
 
 
 @pytest.mark.parametrize("version", ["1.30", kubernetes_validate.latest_version()])
