@@ -73,7 +73,7 @@ def queries() -> Iterator[tuple[str, set[str]]]:
             yield f"${variable['name']}", variable_names(variable["query"]["query"])
 
 
-@pytest.mark.parametrize(("where", "names"), list(queries()), ids=lambda value: str(value))
+@pytest.mark.parametrize(("where", "names"), [pytest.param(*query, id=query[0]) for query in queries()])
 def test_every_query_names_only_metrics_the_operator_exports(where: str, names: set[str]) -> None:
     assert names, f"{where} reads no metric"
     assert names <= exported(), f"{where} reads metrics the operator does not export: {names - exported()}"
@@ -101,7 +101,7 @@ def test_the_dashboard_shows_builds_durations_queues_cache_and_images() -> None:
     [
         ("servicebuild_image_size_bytes", {"servicebuild_image_size_bytes"}),
         (
-            'sum by (result) (rate(servicebuild_builds_total{namespace=~"$namespace"}[$__rate_interval])) * 60',
+            'sum by (result) (rate(servicebuild_builds_total{namespace=~"$namespace"}[$__interval])) * 60',
             {"servicebuild_builds_total"},
         ),
         (
