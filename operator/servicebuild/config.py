@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     liveness_endpoint: str | None = None
     """Kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz; unset turns it off."""
 
+    metrics_address: str | None = ":8081"
+    """Where Prometheus scrapes the operator's metrics (GET /metrics) and its readiness is asked (GET
+    /readyz), [host]:port; empty turns it off. See docs/operations.md#metrics in the operator's repository."""
+
     webhook_address: str | None = None
     """Where the push webhook receiver listens, [host]:port, e.g. `:8082` (every interface); unset turns it
     off. A genuine push makes the ServiceBuilds that poll its repository and branch resolve their revision
@@ -127,7 +131,7 @@ class Settings(BaseSettings):
             return frozenset(item.strip() for item in value.split(",") if item.strip())
         return value
 
-    @field_validator("webhook_address", mode="before")
+    @field_validator("metrics_address", "webhook_address", mode="before")
     @classmethod
     def check_listen_address(cls, value: object) -> object:
         """An empty value is unset; any other must be [host]:port."""
@@ -148,6 +152,10 @@ class Settings(BaseSettings):
     def webhook_listen(self) -> tuple[str | None, int] | None:
         """The receiver's host (None: every interface) and port; None when it is off."""
         return None if self.webhook_address is None else listen_address(self.webhook_address)
+
+    def metrics_listen(self) -> tuple[str | None, int] | None:
+        """The metrics server's host (None: every interface) and port; None when it is off."""
+        return None if self.metrics_address is None else listen_address(self.metrics_address)
 
     def push_registries_of(self, namespace: str) -> frozenset[str] | None:
         """The registries `namespace` may push to; None when unrestricted."""

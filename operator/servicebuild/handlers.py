@@ -32,6 +32,7 @@ from servicebuild.config import Settings
 from servicebuild.gitremote import GitError, GitRemote
 from servicebuild.jobs import parse_pod
 from servicebuild.kube import Kube, KubeError
+from servicebuild.metrics_server import MetricsServer
 from servicebuild.naming import (
     ANNOTATION_REQUESTED_AT,
     ANNOTATION_SERVICEBUILD,
@@ -122,6 +123,21 @@ def _reconcile(runtime: Runtime, key: Key) -> tuple[Key, ...]:
         return result.wake
 
 
+_GATEWAY_ERRORS = (KubeError, RegistryError, GitError)
+UNEXPECTED = "Unexpected"
+"""The error kind of a reconcile failing otherwise than by a gateway's error: a bug."""
+
+
+def _counted_reconcile(runtime: Runtime, key: Key) -> tuple[Key, ...]:
+    """`_reconcile`, its failures counted by kind: the gateway error's class, or `Unexpected`."""
+    try:
+        return _reconcile(runtime, key)
+    except Exception as exc:
+        gateway = isinstance(exc, _GATEWAY_ERRORS)
+        runtime.reconciler.metrics.reconcile_failed(type(exc).__name__ if gateway else UNEXPECTED)
+        raise
+
+
 def _reconcile_quietly(runtime: Runtime, key: Key) -> None:
     """Reconcile outside a ServiceBuild handler, and the builds that it lets start: errors are logged
     and wait for the next trigger."""
@@ -129,8 +145,8 @@ def _reconcile_quietly(runtime: Runtime, key: Key) -> None:
     while pending:
         current = pending.pop(0)
         try:
-            pending += _reconcile(runtime, current)
-        except (KubeError, RegistryError, GitError) as exc:
+            pending += _counted_reconcile(runtime, current)
+        except _GATEWAY_ERRORS as exc:
             logger.warning("Reconciling ServiceBuild %s/%s failed, will retry: %s", *current, exc)
         except Exception:
             # The resync and the Job watch serve every ServiceBuild: one object's bug must not stop them.
@@ -147,8 +163,8 @@ def servicebuild_changed(namespace: str | None, name: str, memo: kopf.Memo, retr
     if namespace is None:  # the resource is namespaced; Kopf passes None only for cluster-scoped ones
         return
     try:
-        woken = _reconcile(memo.runtime, (namespace, name))
-    except (KubeError, RegistryError, GitError) as exc:
+        woken = _counted_reconcile(memo.runtime, (namespace, name))
+    except _GATEWAY_ERRORS as exc:
         if not exc.transient:
             raise kopf.PermanentError(str(exc)) from exc
         raise kopf.TemporaryError(str(exc), delay=min(_MAX_RETRY_DELAY, 5.0 * 2**retry)) from exc
@@ -351,7 +367,7 @@ async def start(
     **_: Any,
 ) -> None:
     """Open the clients and count the builds already running, before any ServiceBuild may start one;
-    then the safety tick."""
+    then the metrics server, the webhook receiver and the periodic tasks."""
     settings: Settings = memo.settings
     runtime = await asyncio.to_thread(Runtime.open, settings)
     try:
@@ -363,32 +379,57 @@ async def start(
     memo.runtime = runtime
     if context_digests is None or polled_sources is None:  # Kopf passes every index, filled as watches run
         raise kopf.PermanentError("an index is missing")
-    webhooks = WebhookServer.from_settings(settings, _push_recorder(runtime, polled_sources))
-    if webhooks is not None:
+    # Ready once this handler ran; the lead wires readiness to the watches being established later.
+    started = asyncio.Event()
+    memo.servers = [
+        server
+        for server in (
+            _metrics_server(settings, runtime, started.is_set),
+            WebhookServer.from_settings(settings, _push_recorder(runtime, polled_sources)),
+        )
+        if server is not None
+    ]
+    for server in memo.servers:
         try:
-            await webhooks.start()
+            await server.start()
         except (WebhookSecretError, OSError) as exc:
+            await _stop_servers(memo.servers)
             runtime.close()
-            raise kopf.PermanentError(f"The webhook receiver cannot start: {exc}") from exc
-    memo.webhooks = webhooks
+            raise kopf.PermanentError(f"The {_SERVER_NAMES[type(server)]} cannot start: {exc}") from exc
     memo.tasks = [
         asyncio.create_task(_resync_forever(runtime, context_digests), name="servicebuild-resync"),
         asyncio.create_task(_recheck_forever(runtime), name="servicebuild-rechecks"),
         asyncio.create_task(_check_base_images_forever(runtime), name="servicebuild-base-images"),
     ]
+    started.set()
+
+
+_SERVER_NAMES: dict[type, str] = {MetricsServer: "metrics server", WebhookServer: "webhook receiver"}
+
+
+def _metrics_server(settings: Settings, runtime: Runtime, ready: Callable[[], bool]) -> MetricsServer | None:
+    """The metrics server the settings ask for; None when SERVICEBUILD_METRICS_ADDRESS is empty."""
+    listen = settings.metrics_listen()
+    if listen is None:
+        return None
+    host, port = listen
+    return MetricsServer(runtime.reconciler.metrics.registry, ready, host, port)
+
+
+async def _stop_servers(servers: list[MetricsServer | WebhookServer]) -> None:
+    for server in servers:
+        await server.stop()
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the periodic tasks and the webhook receiver, and close the clients."""
+    """Stop the periodic tasks, the metrics server and the webhook receiver, and close the clients."""
     tasks: list[asyncio.Task[None]] = memo.get("tasks") or []
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    webhooks: WebhookServer | None = memo.get("webhooks")
-    if webhooks is not None:
-        await webhooks.stop()
+    await _stop_servers(memo.get("servers") or [])
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
         await asyncio.to_thread(runtime.close)

@@ -40,6 +40,7 @@ from servicebuild.inputs import GitGateway, InputReader, Problem
 from servicebuild.jobs import BuildJob, BuildPod, parse_job, parse_pod
 from servicebuild.kube import KubeError
 from servicebuild.manifests import ImageSummary
+from servicebuild.metrics import OperatorMetrics
 from servicebuild.naming import ANNOTATION_REQUESTED_AT
 from servicebuild.observe import BuildState, Observation, PendingLimit, observe, without_secrets
 from servicebuild.plan import DueBuild, ReadBack, Report, StartJob, StartNextAttempt, Wanted
@@ -121,6 +122,7 @@ class Reconciler:
             settings.max_running_builds, settings.max_running_builds_per_namespace
         )
         self.waves = Waves(settings.max_triggered_builds_per_minute)
+        self.metrics = OperatorMetrics(self.slots.load)
 
     def reconcile(self, servicebuild: ServiceBuild | InvalidServiceBuild, now: datetime) -> Result:
         """Raise KubeError, RegistryError or GitError (transient ones) to be retried later."""
@@ -135,6 +137,9 @@ class Reconciler:
             if outcome is None
             else self._write(meta, outcome, previous, now, history_limit=limit)
         )
+        if result.written:
+            self.metrics.status_written(meta.namespace, previous, result.status, _cache_ratio(outcome))
+        self.metrics.servicebuild_seen(meta.key, result.status)
         if result.written and isinstance(outcome, Succeeded | Stalled) and outcome.build.job_name:
             self._retain_jobs(meta, outcome.build.job_name, ended_well=isinstance(outcome, Succeeded))
         claim = _claim(outcome)
@@ -143,6 +148,7 @@ class Reconciler:
 
     def forget(self, key: Key) -> tuple[Key, ...]:
         """The ServiceBuild is gone: its build slot or queue place is free; returns whom that lets start."""
+        self.metrics.forget(key)
         return self.slots.update(key, Idle()).wake
 
     def seed(self, jobs: list[dict[str, Any]]) -> None:
@@ -288,6 +294,7 @@ class Reconciler:
         except (KubeError, RegistryError, GitError):
             self.slots.update(meta.key, Idle())
             raise
+        self.metrics.job_created(due.since, now)
         self._stop_builds(meta, keep=due.job_name, unless_stopped=due.others_stopped)
         source = SourceStatus(commit=inputs.commit, context_digest=inputs.context_digest)
         build = replace(
@@ -406,6 +413,14 @@ def _claim(outcome: Outcome | None) -> Claim | None:
             return Running(job_name)
         case _:
             return Idle()
+
+
+def _cache_ratio(outcome: Outcome | None) -> float | None:
+    """Of a successful build, its cached steps over all its steps, when BuildKit reported them."""
+    if not isinstance(outcome, Succeeded):
+        return None
+    cached, total = outcome.report.cached_steps, outcome.report.total_steps
+    return cached / total if cached is not None and total else None
 
 
 def _recheck_at(outcome: Outcome | None, wanted: Wanted | None) -> datetime | None:

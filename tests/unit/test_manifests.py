@@ -19,10 +19,14 @@ We test these aspects:
 - the kind overlay runs the locally loaded image and reaches the samples' registry over plain HTTP;
 - the webhooks component: a Service on 8082 to the operator's `webhooks` port, which the receiver's
   address names; the secret a file from a Secret volume, never a literal or an environment variable;
+- the monitoring component: a Service on 8081 to the operator's `metrics` port, where the default metrics
+  address listens; a ServiceMonitor scraping /metrics through that Service; the Grafana dashboard in a
+  ConfigMap with the sidecar's label (its queries are checked in test_dashboard.py);
 - every FROM in the repository's Dockerfiles names an exact version tag.
 """
 
 import fnmatch
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -33,7 +37,8 @@ import pytest
 import yaml
 
 from servicebuild.api.models import ServiceBuildSpec
-from servicebuild.config import listen_address
+from servicebuild.config import Settings, listen_address
+from servicebuild.metrics_server import METRICS_PATH
 from support import docs, kustomizations
 from support.crd_schema import crd_errors
 from support.kustomizations import render, require
@@ -43,6 +48,9 @@ CRD_FILE = ROOT / "crds" / "servicebuilds.servicebuild.dev.yaml"
 KUSTOMIZATIONS = sorted([*kustomizations.kustomizations(), ROOT / "crds", ROOT / "e2e" / "samples"])
 OVERLAYS = sorted((ROOT / "deploy" / "overlays").iterdir())
 WITH_WEBHOOKS = kustomizations.APPLIED_COMPONENTS / "webhooks"
+WITH_MONITORING = kustomizations.APPLIED_COMPONENTS / "monitoring"
+NOT_BUILT_IN = ("servicebuild.dev/", "monitoring.coreos.com/")
+"""API groups kubernetes-validate has no schema of: the CRD's, the Prometheus Operator's."""
 # The build Jobs set appArmorProfile in the securityContext, a field of Kubernetes 1.30 and later.
 KUBERNETES_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
 
@@ -120,7 +128,7 @@ def test_every_component_is_rendered_applied_to_the_base() -> None:
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=relative)
 def test_rendered_objects_are_valid_kubernetes(directory, version):
-    built_in = [obj for obj in render(directory) if obj["apiVersion"] != "servicebuild.dev/v1alpha1"]
+    built_in = [obj for obj in render(directory) if not obj["apiVersion"].startswith(NOT_BUILT_IN)]
     assert built_in
     errors = []
     for obj in built_in:
@@ -282,6 +290,36 @@ def test_the_webhooks_component_serves_the_receiver_with_the_secret_from_a_secre
     assert volume["secret"]["items"] == [{"key": "secret", "path": secret_file.name}]
     assert not any("secretKeyRef" in item.get("valueFrom", {}) for item in container["env"])
     assert {item["name"] for item in container["env"]} >= {"SERVICEBUILD_LIVENESS_ENDPOINT", "POD_ID"}
+
+
+def test_the_monitoring_component_scrapes_the_metrics_port_and_ships_the_dashboard():
+    (service,) = objects(WITH_MONITORING, "Service")
+    (monitor,) = objects(WITH_MONITORING, "ServiceMonitor")
+    (dashboard,) = objects(WITH_MONITORING, "ConfigMap")
+    operator = deployment(WITH_MONITORING)
+    pod = operator["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    env = {item["name"] for item in container["env"]}
+
+    assert "SERVICEBUILD_METRICS_ADDRESS" not in env, "the default address serves the metrics"
+    assert listen_address(Settings.model_fields["metrics_address"].default) == (None, ports["metrics"])
+    assert service["metadata"]["namespace"] == operator["metadata"]["namespace"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (8081, "metrics")
+
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [
+        {"port": port["name"], "path": METRICS_PATH, "interval": "30s"},
+    ]
+
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["namespace"] == "servicebuild-system"
+    (content,) = dashboard["data"].values()
+    assert json.loads(content)["panels"]
 
 
 def test_build_namespace_of_the_samples_allows_rootless_buildkit():
