@@ -21,6 +21,9 @@ from typing import Any, Protocol
 from servicebuild import naming, plan
 from servicebuild.admission import BuildSlots, Claim, Idle, Key, Running, Waiting, Waves
 from servicebuild.api.models import (
+    GROUP,
+    KIND,
+    VERSION,
     BaseImage,
     InvalidServiceBuild,
     ObjectMeta,
@@ -69,6 +72,21 @@ WAVE_REASON = (
     "builds started by a new commit or base image start in waves"
     " (SERVICEBUILD_MAX_TRIGGERED_BUILDS_PER_MINUTE)"
 )
+
+
+def log_fields(
+    namespace: str, name: str, *, build: int | None = None, reason: str | None = None
+) -> dict[str, object]:
+    """What a log line about a ServiceBuild carries as fields, for SERVICEBUILD_LOG_FORMAT=json: the object
+    as Kopf's own lines name it (`object`), the build's number and the reason, when known."""
+    fields: dict[str, object] = {
+        "k8s_ref": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "namespace": namespace, "name": name}
+    }
+    if build is not None:
+        fields["build"] = build
+    if reason is not None:
+        fields["reason"] = reason
+    return fields
 
 
 class KubeGateway(Protocol):
@@ -145,8 +163,13 @@ class Reconciler:
         """The ServiceBuild is gone: its build slot or queue place is free; returns whom that lets start."""
         return self.slots.update(key, Idle()).wake
 
-    def seed(self, jobs: list[dict[str, Any]]) -> None:
-        """Count the builds that already run (at start-up, before any ServiceBuild may start one)."""
+    def begin_term(self, jobs: list[dict[str, Any]]) -> None:
+        """Start afresh from the builds that run now (when this replica begins to lead, before any
+        ServiceBuild may start one): an earlier term's build slots and waves may be out of date."""
+        self.slots = BuildSlots(
+            self.settings.max_running_builds, self.settings.max_running_builds_per_namespace
+        )
+        self.waves = Waves(self.settings.max_triggered_builds_per_minute)
         for job in map(parse_job, jobs):
             if job.servicebuild is not None and not job.finished:
                 self.slots.update((job.namespace, job.servicebuild), Running(job.name))
@@ -241,7 +264,11 @@ class Reconciler:
                 return self._start(servicebuild, due, now)
             case StartNextAttempt():
                 logger.info(
-                    "Retrying ServiceBuild %s/%s: attempt %d", meta.namespace, meta.name, due.attempt + 1
+                    "Retrying ServiceBuild %s/%s: attempt %d",
+                    meta.namespace,
+                    meta.name,
+                    due.attempt + 1,
+                    extra=log_fields(meta.namespace, meta.name, build=due.number),
                 )
                 return self._follow(servicebuild, plan.next_attempt(meta, due, now), now)
             case ReadBack():
@@ -280,7 +307,7 @@ class Reconciler:
                 commit=due.commit,
             )
             inputs = self.inputs.build_inputs(servicebuild, seed)
-            self._create_job(servicebuild, inputs)
+            self._create_job(servicebuild, inputs, due.number)
         except Problem as problem:
             # The older build must not push either: the spec that asked for it is gone.
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
@@ -297,7 +324,7 @@ class Reconciler:
         )
         return InProgress(build, Progress.POD_PENDING)
 
-    def _create_job(self, servicebuild: ServiceBuild, inputs: BuildInputs) -> None:
+    def _create_job(self, servicebuild: ServiceBuild, inputs: BuildInputs, number: int) -> None:
         meta = servicebuild.metadata
         try:
             job = render_job(servicebuild, self.settings, inputs)
@@ -310,7 +337,12 @@ class Reconciler:
             if exc.transient:
                 raise
             raise Problem(Reason.JOB_REJECTED, f"The API server rejected the build Job: {exc}") from exc
-        logger.info("Created build Job %s/%s", meta.namespace, job["metadata"]["name"])
+        logger.info(
+            "Created build Job %s/%s",
+            meta.namespace,
+            job["metadata"]["name"],
+            extra=log_fields(meta.namespace, meta.name, build=number),
+        )
 
     def _read_back(self, servicebuild: ServiceBuild, build: Build, observation: Observation) -> Outcome:
         """Confirm the pushed digest in the registry and measure the image as the registry serves it."""
@@ -365,7 +397,12 @@ class Reconciler:
             return
         for job in map(parse_job, self.kube.list_jobs(meta.namespace, meta.uid)):
             if job.labels.get(naming.LABEL_UID) == meta.uid and job.name != keep and not job.finished:
-                logger.info("Deleting superseded build Job %s/%s", meta.namespace, job.name)
+                logger.info(
+                    "Deleting superseded build Job %s/%s",
+                    meta.namespace,
+                    job.name,
+                    extra=log_fields(meta.namespace, meta.name),
+                )
                 self.kube.delete_job(meta.namespace, job.name)
 
     # 5: write
@@ -387,12 +424,23 @@ class Reconciler:
         self.kube.patch_servicebuild_status(meta.namespace, meta.name, patch)
         event = transition_event(previous, status)
         if event is not None:
-            logger.info("ServiceBuild %s/%s: %s: %s", meta.namespace, meta.name, event.reason, event.message)
+            fields = log_fields(meta.namespace, meta.name, build=status.build, reason=event.reason)
+            logger.info(
+                "ServiceBuild %s/%s: %s: %s",
+                meta.namespace,
+                meta.name,
+                event.reason,
+                event.message,
+                extra=fields,
+            )
             try:
                 self.kube.post_event(meta, event.type, event.reason, event.message, now)
             except KubeError as exc:
                 logger.warning(
-                    "Posting the %s event failed (the status holds the same): %s", event.reason, exc
+                    "Posting the %s event failed (the status holds the same): %s",
+                    event.reason,
+                    exc,
+                    extra=fields,
                 )
         return Result(status=status, written=True)
 
