@@ -53,7 +53,7 @@ async def test_objects_that_need_no_work_cost_no_log_line(
     info_lines = [line for line in log.splitlines() if "[INFO" in line]
     assert [line for line in info_lines if "kopf.objects" in line] == []
     own_lines = [
-        line for line in info_lines if "servicebuild." in line and "servicebuild.leadership" not in line
+        line for line in info_lines if "servicebuild." in line and "servicebuild.leaders" not in line
     ]
     assert [line for line in own_lines if "probe" not in line] == []
     assert any("Created build Job shop/probe-" in line for line in own_lines), own_lines
