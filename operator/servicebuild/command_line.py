@@ -122,7 +122,7 @@ def setting_error_lines(error: ValidationError | SettingsError, environ: Mapping
         return [
             _line_for(str(details["loc"][0]), _validation_problem(details), environ)
             if details["loc"]
-            else one_line(details["msg"])
+            else one_line(details["msg"].removeprefix("Value error, "))
             for details in error.errors(include_url=False)
         ]
     found = _SETTINGS_ERROR_FIELD.search(str(error))
