@@ -80,7 +80,8 @@ def same(stored: LeaseRecord, written: LeaseRecord) -> bool:
 def readiness(process: OperatorProcess) -> int | None:
     """The status of the process's /readyz; None while it does not answer."""
     try:
-        return httpx.get(f"http://{process.env['SERVICEBUILD_METRICS_ADDRESS']}/readyz", timeout=2).status_code
+        address = process.env["SERVICEBUILD_METRICS_ADDRESS"]
+        return httpx.get(f"http://{address}/readyz", timeout=2).status_code
     except httpx.TransportError:
         return None
 

@@ -2,7 +2,11 @@
 
 - a ConfigMap no ServiceBuild builds from is filtered out before any handler runs (no work, no log);
 - the ConfigMap handler copies the names from Kopf's index on the event loop before reconciling in
-  worker threads: the index changing meanwhile (Kopf updates it on the loop) cannot break the loop.
+  worker threads: the index changing meanwhile (Kopf updates it on the loop) cannot break the loop;
+- Kopf itself writes nothing to the objects (a standby must not): only event and index handlers are
+  registered, no create/update/delete handlers (which keep progress in annotations) and no daemons;
+- a ServiceBuild's event is news when its generation or annotations changed, or it is new to the term; a
+  status change alone (the operator's own write) is not.
 """
 
 from dataclasses import dataclass, field
@@ -53,3 +57,27 @@ async def test_the_index_may_change_while_the_servicebuilds_are_reconciled() -> 
     )
 
     assert sorted(kube.read) == ["cart", "checkout"]
+
+
+def test_kopf_keeps_no_progress_on_any_object() -> None:
+    registry = kopf.get_default_registry()
+    assert registry._watching.get_all_handlers(), "the event handlers are registered"
+    assert not registry._changing.get_all_handlers()
+    assert not registry._spawning.get_all_handlers()
+    assert not registry._webhooks.get_all_handlers()
+
+
+def test_only_a_new_generation_or_annotation_is_news() -> None:
+    reconciler = Reconciler(FakeKube(now="2026-11-28T10:00:00Z"), FakeRegistry(), FakeGit(), Settings())
+    runtime = handlers.Runtime(
+        settings=Settings(), kube=FakeKube(now="2026-11-28T10:00:00Z"), reconciler=reconciler
+    )  # type: ignore[arg-type]
+    key = (NAMESPACE, "checkout")
+
+    assert runtime.noticed(key, 1, {})
+    assert not runtime.noticed(key, 1, {}), "a status write changes neither"
+    assert runtime.noticed(key, 2, {})
+    assert runtime.noticed(key, 2, {"servicebuild.dev/requested-at": "2026-11-28T10:01:00Z"})
+    assert not runtime.noticed(key, 2, {"servicebuild.dev/requested-at": "2026-11-28T10:01:00Z"})
+    runtime.begin_term([])
+    assert runtime.noticed(key, 2, {"servicebuild.dev/requested-at": "2026-11-28T10:01:00Z"}), "a new term"

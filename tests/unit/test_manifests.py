@@ -11,9 +11,10 @@ We test these aspects:
   the CRD as the API server checks it (schema, unknown fields, CEL rules) and against the pydantic
   model; the README shows a minimal one and the reference several; the samples' ConfigMap context holds
   every file the Dockerfile copies;
-- the operator Deployment: one replica, Recreate, a liveness probe on Kopf's endpoint, requests and
-  limits, a restricted securityContext with a read-only root filesystem and a writable /tmp, and the
-  user the image creates;
+- the operator Deployment: two replicas (a leader and a standby), rolled one at a time, with a
+  PodDisruptionBudget; a liveness probe on Kopf's endpoint, readiness on /readyz beside /metrics, the
+  Lease's namespace from the downward API, requests and limits, a restricted securityContext with a
+  read-only root filesystem and a writable /tmp, and the user the image creates;
 - the ClusterRoleBindings give the operator's two ClusterRoles to its ServiceAccount (their rules are derived
   from the code and checked in test_rbac.py, with the namespaced install's RoleBindings);
 - the kind overlay runs the locally loaded image and reaches the samples' registry over plain HTTP;
@@ -202,10 +203,15 @@ def test_sample_context_holds_every_file_its_dockerfile_copies():
 @pytest.mark.parametrize(
     "directory", [ROOT / "deploy" / "base", *OVERLAYS, *kustomizations.applied_components()], ids=relative
 )
-def test_operator_deployment_is_single_and_restricted(directory):
+def test_operator_deployment_is_two_replicas_and_restricted(directory):
     spec = deployment(directory)["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2, "a leader and a standby"
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+    }
+    (budget,) = objects(directory, "PodDisruptionBudget")
+    assert budget["spec"] == {"minAvailable": 1, "selector": spec["selector"]}
     pod = spec["template"]["spec"]
     assert pod["automountServiceAccountToken"] is True
     assert pod["serviceAccountName"] == "servicebuild-operator"
@@ -233,7 +239,13 @@ def test_operator_deployment_is_single_and_restricted(directory):
     probe = container["livenessProbe"]["httpGet"]
     port = {p["name"]: p["containerPort"] for p in container["ports"]}[probe["port"]]
     assert env["SERVICEBUILD_LIVENESS_ENDPOINT"] == f"http://0.0.0.0:{port}{probe['path']}"
-    assert "readinessProbe" not in container
+    readiness = container["readinessProbe"]["httpGet"]
+    metrics_port = {p["name"]: p["containerPort"] for p in container["ports"]}[readiness["port"]]
+    assert (readiness["path"], metrics_port) == ("/readyz", 8081), "served beside /metrics (default :8081)"
+    lease_namespace = next(
+        item for item in container["env"] if item["name"] == "SERVICEBUILD_LEASE_NAMESPACE"
+    )
+    assert lease_namespace["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
     resources = container["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"])

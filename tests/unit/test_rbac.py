@@ -49,7 +49,7 @@ import kopf
 import pytest
 import yaml
 from kopf._cogs.structs import references as kopf_references
-from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, BatchV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi
 
 import servicebuild.__main__ as entry_point
 from servicebuild import kube
@@ -90,6 +90,13 @@ class ScopedNeeds:
     """Requests no namespace confines: of cluster-scoped objects, or of every namespace at once."""
     namespaced: Needs = dataclass_field(default_factory=dict)
     """Requests within a watched namespace, which a RoleBinding there grants."""
+    own: Needs = dataclass_field(default_factory=dict)
+    """Requests within the operator's own namespace: its Lease (SERVICEBUILD_LEASE_NAMESPACE, which the
+    Deployment sets to its own namespace)."""
+
+
+LEASE_FUNCTIONS = {"read_lease", "write_lease"}
+"""The Kube methods of the leader election: they request in the operator's own namespace."""
 
 
 def need(needs: Needs, group: str, resource: str, verbs: Iterable[str], why: str) -> None:
@@ -294,7 +301,9 @@ def kube_needs(scoped: ScopedNeeds, mode: str) -> None:
     for call in kube_api_calls():
         group, resource, verb = request_permission(call.api, call.method, call.arguments)
         confined = call.function in serving_methods() and not requests_outside(call.function, namespaces)
-        if in_a_namespace(call):
+        if call.function in LEASE_FUNCTIONS:
+            need(scoped.own, group, resource, [verb], str(call))
+        elif in_a_namespace(call):
             need(scoped.namespaced, group, resource, [verb], str(call))
         elif not namespaces or not confined:
             need(scoped.cluster, group, resource, [verb], str(call))
@@ -351,10 +360,12 @@ def kopf_needs(scoped: ScopedNeeds, mode: str) -> None:
         *registry._changing.get_all_handlers(),
     ]
     assert watched, "no Kopf handler is registered: was servicebuild.handlers imported?"
+    cluster_scoped = {_resource(kopf_references.CRDS), _resource(kopf_references.NAMESPACES)}
     for handler in watched:
         group, plural = _resource(handler.selector)
         why = f"Kopf lists and watches {plural} for {handler.id}"
-        need(scoped.cluster if clusterwide else scoped.namespaced, group, plural, ["list", "watch"], why)
+        where = scoped.cluster if clusterwide or (group, plural) in cluster_scoped else scoped.namespaced
+        need(where, group, plural, ["list", "watch"], why)
     storages = [settings.persistence.progress_storage, settings.persistence.diffbase_storage]
     for handler in [*registry._spawning.get_all_handlers(), *registry._changing.get_all_handlers()]:
         group, plural = _resource(handler.selector)
@@ -420,7 +431,7 @@ def derived_needs() -> Needs:
     needs: Needs = {}
     for mode in WATCHING_MODES:
         scoped = mode_needs(mode)
-        for permission, reasons in [*scoped.cluster.items(), *scoped.namespaced.items()]:
+        for permission, reasons in [*scoped.cluster.items(), *scoped.namespaced.items(), *scoped.own.items()]:
             for why in reasons:
                 need(needs, *permission[:2], [permission[2]], why)
     return needs
@@ -550,13 +561,12 @@ def test_cluster_role_grants_exactly_what_the_code_uses() -> None:
 def test_the_derivation_finds_every_source_of_need() -> None:
     """Guards the derivation itself: an empty or partial parse would make the test above meaningless."""
     calls = kube_api_calls()
-    assert {call.api for call in calls} == {BatchV1Api, CoreV1Api, CustomObjectsApi}
+    assert {call.api for call in calls} == {BatchV1Api, CoreV1Api, CustomObjectsApi, CoordinationV1Api}
     assert {call.function for call in calls} >= {"get_job", "create_job", "patch_servicebuild_status"}
     reasons = [why for whys in derived_needs().values() for why in whys]
     for source in (
         "kube.py Kube.",
         "Kopf lists and watches",
-        "Kopf patches",
         "Kopf posts",
         "Kopf's cluster scanning",
         "render/job.py",
@@ -632,10 +642,32 @@ def test_every_kustomization_renders_the_base_roles(directory: Path) -> None:
     assert roles(kustomizations.render(directory)) == roles(kustomizations.render(BASE))
 
 
+def own_namespace(documents: Sequence[Mapping[str, Any]]) -> str:
+    """The operator's namespace: its Deployment's."""
+    (deployment,) = [doc for doc in documents if doc["kind"] == "Deployment"]
+    return str(deployment["metadata"]["namespace"])
+
+
+def own_needs() -> Needs:
+    needs: Needs = {}
+    for mode in WATCHING_MODES:
+        for permission, reasons in mode_needs(mode).own.items():
+            for why in reasons:
+                need(needs, *permission[:2], [permission[2]], why)
+    return needs
+
+
 def test_the_cluster_wide_install_grants_every_request_cluster_wide() -> None:
-    grants = operator_grants(kustomizations.render(BASE))
-    assert grants.namespaces == {}
-    problems = differences("cluster-wide", derived_needs(), grants.cluster)
+    """Everything cluster-wide but the Lease, which a Role grants in the operator's namespace only."""
+    documents = kustomizations.render(BASE)
+    grants = operator_grants(documents)
+    own = own_namespace(documents)
+    assert set(grants.namespaces) == {own}
+    cluster_needs = {
+        permission: why for permission, why in derived_needs().items() if permission not in own_needs()
+    }
+    problems = differences("cluster-wide", cluster_needs, grants.cluster)
+    problems += differences(f"in {own}", own_needs(), grants.namespaces[own])
     assert not problems, "\n".join(problems)
 
 
@@ -654,8 +686,10 @@ def test_the_namespaced_install_grants_every_request_where_the_operator_makes_it
     problems = differences("cluster-wide", needs.cluster, grants.cluster)
     for namespace in watched:
         problems += differences(f"in {namespace}", needs.namespaced, grants.namespaces.get(namespace, set()))
+    own = own_namespace(documents)
+    problems += differences(f"in {own}", needs.own, grants.namespaces.get(own, set()))
     for namespace, granted in grants.namespaces.items():
-        if namespace not in watched:
+        if namespace not in watched and namespace != own:
             problems += differences(f"in {namespace}, not watched", {}, granted & needs.namespaced.keys())
     assert not problems, "\n".join(problems)
     assert {resource for _, resource, _ in grants.cluster} == {"customresourcedefinitions", "namespaces"}
