@@ -63,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_RETRY_DELAY = 300.0
 _FIRST_RETRY_DELAY = 5.0
+_FENCED_RETRY_SECONDS = 2.0
 _LOCK_STRIPES = 64
 _RECHECK_TICK_SECONDS = 1.0
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -117,6 +118,8 @@ class Runtime:
     def close(self) -> None:
         if self.registry is not None:
             self.registry.close()
+        if self.leadership is not None:
+            self.leadership.close()
         self.kube.close()
 
     def may_act(self) -> bool:
@@ -233,6 +236,9 @@ def _reconcile_quietly(runtime: Runtime, key: Key) -> None:
         try:
             pending += _counted_reconcile(runtime, current)
         except NotLeadingError:
+            # Not a failure of the build: again soon if this replica still leads then (a renewal came
+            # late), and a new term forgets it.
+            runtime.recheck(current, datetime.now(UTC) + timedelta(seconds=_FENCED_RETRY_SECONDS))
             logger.debug("ServiceBuild %s/%s is left to the leader", *current)
         except _GATEWAY_ERRORS as exc:
             fields = log_fields(*current)

@@ -45,10 +45,11 @@ class KubeError(Exception):
 
 
 class NotLeadingError(KubeError):
-    """A write that acts on builds was not sent: this replica does not lead (or no longer does)."""
+    """A write that acts on builds was not sent: this replica does not lead (or no longer does). Transient:
+    whoever leads (this replica again, or another) does it later; it is never a verdict on the build."""
 
     def __init__(self, action: str) -> None:
-        super().__init__(f"{action}: not sent, this replica is not the leader", transient=False)
+        super().__init__(f"{action}: not sent, this replica is not the leader", transient=True)
 
 
 def _always() -> bool:
