@@ -38,6 +38,11 @@ ENV PATH=/opt/servicebuild/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     SERVICEBUILD_LIVENESS_ENDPOINT=http://0.0.0.0:8080/healthz
 USER 10001:10001
-# Kopf's liveness endpoint (GET /healthz); the operator serves nothing else.
-EXPOSE 8080
+# Kopf's liveness endpoint (GET /healthz); the metrics (GET /metrics, /readyz; SERVICEBUILD_METRICS_ADDRESS).
+EXPOSE 8080 8081
 ENTRYPOINT ["python", "-m", "servicebuild"]
+# The version `make image` reads from pyproject.toml (empty when built without it); last, so that a new
+# version reuses every layer above.
+ARG VERSION
+LABEL org.opencontainers.image.title=servicebuild-operator \
+      org.opencontainers.image.version=${VERSION}

@@ -2,12 +2,19 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The version is written once, in pyproject.toml; the image's label and the release manifests read it there.
+VERSION := $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+# No operator image is published: the committed install.yaml names this placeholder, which the README says.
+PLACEHOLDER_IMAGE := registry.example.com/platform/servicebuild-operator:$(VERSION)
+RELEASE_MANIFEST ?= install.yaml
+# The first image builder on the PATH; ENGINE=podman (or buildah) picks one.
+ENGINE ?= $(firstword $(foreach engine,docker podman buildah,$(if $(shell command -v $(engine)),$(engine))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint crds bench bench-idle demo demo-down e2e
+.PHONY: help install test lint crds bench bench-idle demo demo-down e2e image release-manifests
 
 help: ## list the entry points
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +35,15 @@ lint: install ## ruff, mypy (strict) and the import layering contract
 
 crds: install ## regenerate crds/ from the pydantic models
 	$(BIN)/python -m servicebuild.api.crd > crds/servicebuilds.servicebuild.dev.yaml
+
+image: ## build the operator image with docker, podman or buildah and push it: make image IMAGE=registry/name:tag
+	$(if $(IMAGE),,$(error make image needs IMAGE=registry/name:tag, the image to build and push))
+	$(if $(ENGINE),,$(error make image needs docker, podman or buildah on the PATH (or ENGINE=…)))
+	$(ENGINE) build --build-arg VERSION=$(VERSION) --tag $(IMAGE) .
+	$(ENGINE) push $(IMAGE)
+
+release-manifests: ## render install.yaml: the CRD and the operator pinned to IMAGE (default: a placeholder)
+	bash deploy/render-install.sh "$(or $(IMAGE),$(PLACEHOLDER_IMAGE))" "$(VERSION)" "$(RELEASE_MANIFEST)"
 
 bench: install ## 500 builds at once without and with a build limit, then 30 one by one (bench/README.md)
 	$(BIN)/python bench/bench_many_builds.py --count 500

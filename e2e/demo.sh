@@ -15,7 +15,7 @@ done
 diagnose() {
   k -n "$DEMO_NAMESPACE" get servicebuilds,jobs,pods -o wide || true
   k -n "$DEMO_NAMESPACE" describe servicebuilds || true
-  k -n "$OPERATOR_NAMESPACE" logs deployment/servicebuild-operator --tail=50 || true
+  k -n "$OPERATOR_NAMESPACE" logs -l app.kubernetes.io/name=servicebuild-operator --prefix --tail=50 || true  # both replicas
 }
 
 bash e2e/kind-up.sh

@@ -1,5 +1,5 @@
 """`python -m servicebuild` (or `servicebuild-operator`): run the operator against in-cluster config or the
-current kubeconfig. `--help` lists the settings."""
+current kubeconfig. `--help` lists the settings, `--version` prints the version."""
 
 import logging
 from collections.abc import Sequence
@@ -7,19 +7,15 @@ from collections.abc import Sequence
 import kopf
 
 from servicebuild import command_line, handlers  # noqa: F401 - importing registers the handlers with Kopf
-from servicebuild.api.models import GROUP
 from servicebuild.config import Settings
 
 _WATCH_GRACE_SECONDS = 5
 
 
 def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
-    """Kopf configured explicitly: our own annotations, no chatty events, one replica."""
+    """Kopf configured explicitly: no chatty events, no Kopf peering (the operator elects its leader on a
+    Lease). Its handlers are event and index handlers only, which keep no progress on the objects."""
     operator = kopf.OperatorSettings()
-    operator.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    operator.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
     operator.posting.level = logging.WARNING
     operator.peering.standalone = True
     operator.networking.request_timeout = settings.api_timeout_seconds
@@ -31,10 +27,14 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     return operator
 
 
-def configure_logging(*, verbose: bool) -> None:
+def configure_logging(*, verbose: bool, log_format: str = "text") -> None:
     """Kopf's logging, without its INFO line per handled object unless verbose: an object that needs no
-    work costs no log line. The operator logs what it does (Jobs, transitions); Kopf's warnings stay."""
-    kopf.configure(verbose=verbose)
+    work costs no log line. The operator logs what it does (Jobs, transitions); Kopf's warnings stay.
+
+    `json` is Kopf's JSON format: the fields a record carries (`extra`) become the object's fields."""
+    kopf.configure(
+        verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL
+    )
     logging.getLogger("kopf.objects").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """`argv` defaults to the process's arguments; settings are parsed (and `--help` answered) before
     anything talks to Kubernetes."""
     settings = command_line.settings_from_command_line(argv)
-    configure_logging(verbose=settings.verbose)
+    configure_logging(verbose=settings.verbose, log_format=settings.log_format)
     kopf.run(
         settings=kopf_settings(settings),
         memo=kopf.Memo(settings=settings),

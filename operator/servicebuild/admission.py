@@ -80,6 +80,18 @@ class BuildSlots:
                 answer = replace(answer, wake=tuple(other for other in self._startable() if other != key))
             return answer
 
+    def load(self) -> dict[str, tuple[int, int]]:
+        """Per namespace with a build holding or waiting for a slot: how many hold one, how many wait."""
+        with self._lock:
+            namespaces = {namespace for namespace, _ in (*self._running, *self._waiting)}
+            return {
+                namespace: (
+                    self._running_in(namespace),
+                    sum(1 for waiting_namespace, _ in self._waiting if waiting_namespace == namespace),
+                )
+                for namespace in namespaces
+            }
+
     def present(self) -> set[Key]:
         """The ServiceBuilds that hold a slot or wait for one."""
         with self._lock:

@@ -1,4 +1,5 @@
-"""The command line: `--help` lists the settings, a bad setting is one line naming its variable, exit 2.
+"""The command line: `--help` lists the settings, `--version` prints the version, a bad setting is one line
+naming its variable, exit 2.
 
 Everything here is derived from `config.Settings` (its fields, defaults and docstrings), so the help
 cannot drift from what the operator reads. Nothing here talks to Kubernetes: the entry point calls
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import SettingsError
 
+from servicebuild import __version__
 from servicebuild.config import Settings
 
 PROG = "servicebuild-operator"
@@ -78,12 +80,14 @@ def settings_help() -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    command_line = argparse.ArgumentParser(
         prog=PROG,
         description=textwrap.fill(_DESCRIPTION, width=_HELP_WIDTH),
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    command_line.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return command_line
 
 
 def setting_error_line(variable: str, value: str | None, problem: str, description: str | None) -> str:
@@ -118,7 +122,7 @@ def setting_error_lines(error: ValidationError | SettingsError, environ: Mapping
         return [
             _line_for(str(details["loc"][0]), _validation_problem(details), environ)
             if details["loc"]
-            else one_line(details["msg"])
+            else one_line(details["msg"].removeprefix("Value error, "))
             for details in error.errors(include_url=False)
         ]
     found = _SETTINGS_ERROR_FIELD.search(str(error))
@@ -130,8 +134,8 @@ def setting_error_lines(error: ValidationError | SettingsError, environ: Mapping
 
 
 def settings_from_command_line(argv: Sequence[str] | None = None) -> Settings:
-    """The settings, after `--help` was answered; a bad command line or setting exits 2 with one line
-    per problem."""
+    """The settings, after `--help` and `--version` were answered; a bad command line or setting exits 2
+    with one line per problem."""
     command_line = parser()
     command_line.parse_args(argv)
     try:

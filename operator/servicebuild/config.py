@@ -3,9 +3,9 @@
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from servicebuild.api.models import parse_duration
@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     liveness_endpoint: str | None = None
     """Kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz; unset turns it off."""
 
+    metrics_address: str | None = ":8081"
+    """Where Prometheus scrapes the operator's metrics (GET /metrics) and its readiness is asked (GET
+    /readyz), [host]:port; empty turns it off. See docs/operations.md#metrics in the operator's repository."""
+
     webhook_address: str | None = None
     """Where the push webhook receiver listens, [host]:port, e.g. `:8082` (every interface); unset turns it
     off. A genuine push makes the ServiceBuilds that poll its repository and branch resolve their revision
@@ -115,6 +119,31 @@ class Settings(BaseSettings):
     """The file holding the webhooks' secret, mounted from a Secret (surrounding whitespace is ignored);
     needed with SERVICEBUILD_WEBHOOK_ADDRESS. Read again for every delivery: a changed Secret applies
     without a restart."""
+
+    leader_election: bool = True
+    """Elect one acting replica through a Lease: the others stand by (serving metrics and webhooks) and
+    take over when its lease expires. false: this process acts alone, at once."""
+
+    lease_name: str = "servicebuild-operator"
+    """The `coordination.k8s.io` Lease the replicas elect a leader on."""
+
+    lease_namespace: str | None = None
+    """The Lease's namespace; unset: the namespace of the operator's service account (in a Pod), else
+    `default`."""
+
+    lease_duration_seconds: float = Field(default=15.0, gt=0)
+    """How long a standby waits, from when it last saw the Lease change, before it takes over."""
+
+    lease_renew_deadline_seconds: float = Field(default=10.0, gt=0)
+    """How long the leader keeps acting without renewing its Lease; shorter than the lease duration, so
+    that it has stopped before a standby may take over."""
+
+    lease_retry_period_seconds: float = Field(default=2.0, gt=0)
+    """How often the leader renews the Lease and a standby tries to take it."""
+
+    log_format: Literal["text", "json"] = "text"
+    """`text`, or `json`: one JSON object per line, with the ServiceBuild's namespace and name (under
+    `object`), the build number and the reason as fields."""
 
     verbose: bool = False
     """Log at debug level: true or false."""
@@ -127,7 +156,7 @@ class Settings(BaseSettings):
             return frozenset(item.strip() for item in value.split(",") if item.strip())
         return value
 
-    @field_validator("webhook_address", mode="before")
+    @field_validator("metrics_address", "webhook_address", mode="before")
     @classmethod
     def check_listen_address(cls, value: object) -> object:
         """An empty value is unset; any other must be [host]:port."""
@@ -145,9 +174,27 @@ class Settings(BaseSettings):
             raise ValueError("needed when SERVICEBUILD_WEBHOOK_ADDRESS is set")
         return value
 
+    @model_validator(mode="after")
+    def lease_times_in_order(self) -> Self:
+        """A leader must stop acting before a standby may take over, and try to renew more than once."""
+        if (
+            not self.lease_retry_period_seconds
+            < self.lease_renew_deadline_seconds
+            < self.lease_duration_seconds
+        ):
+            raise ValueError(
+                "SERVICEBUILD_LEASE_RETRY_PERIOD_SECONDS < SERVICEBUILD_LEASE_RENEW_DEADLINE_SECONDS"
+                " < SERVICEBUILD_LEASE_DURATION_SECONDS must hold"
+            )
+        return self
+
     def webhook_listen(self) -> tuple[str | None, int] | None:
         """The receiver's host (None: every interface) and port; None when it is off."""
         return None if self.webhook_address is None else listen_address(self.webhook_address)
+
+    def metrics_listen(self) -> tuple[str | None, int] | None:
+        """The metrics server's host (None: every interface) and port; None when it is off."""
+        return None if self.metrics_address is None else listen_address(self.metrics_address)
 
     def push_registries_of(self, namespace: str) -> frozenset[str] | None:
         """The registries `namespace` may push to; None when unrestricted."""

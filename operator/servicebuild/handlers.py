@@ -1,18 +1,27 @@
 """Kopf wiring: every trigger reads its ServiceBuild afresh and calls the one reconcile. No decisions here.
 
 The gateways' clients are opened at Kopf's start-up and closed at its clean-up. The periodic work is one
-task each, owned by the same start-up handler: the safety resync, the rechecks (retries, polled revisions,
-waves) and the base image check.
+task each, owned by the same start-up handler: the election, the safety resync, the rechecks (retries,
+polled revisions, waves) and the base image check.
+
+Only the leader acts. Every handler and task asks `Runtime.acting` first, and the Kubernetes gateway asks
+again before each write that acts on a build, so a replica that stops leading stops at once. The
+ServiceBuild handler is an event handler, not Kopf's create/update handlers: those write Kopf's own
+annotations on every object they handle, which a standby must not do. Its retries are the operator's
+own (`Runtime.retry_later`).
 """
 
 import asyncio
 import contextlib
 import logging
 import random
+import secrets
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Self
 
 import kopf
@@ -29,9 +38,12 @@ from servicebuild.api.models import (
     parse_servicebuild,
 )
 from servicebuild.config import Settings
+from servicebuild.election import Election
 from servicebuild.gitremote import GitError, GitRemote
 from servicebuild.jobs import parse_pod
-from servicebuild.kube import Kube, KubeError
+from servicebuild.kube import Kube, KubeError, NotLeadingError
+from servicebuild.leadership import Leadership
+from servicebuild.metrics_server import MetricsServer
 from servicebuild.naming import (
     ANNOTATION_REQUESTED_AT,
     ANNOTATION_SERVICEBUILD,
@@ -40,7 +52,7 @@ from servicebuild.naming import (
     MANAGED_BY,
     context_digest,
 )
-from servicebuild.reconciler import Reconciler
+from servicebuild.reconciler import Reconciler, log_fields
 from servicebuild.registry import RegistryClient, RegistryError
 from servicebuild.render.job import BUILD_CONTAINER
 from servicebuild.times import format_time, whole_seconds
@@ -50,8 +62,12 @@ from servicebuild.webhooks import PushEvent
 logger = logging.getLogger(__name__)
 
 _MAX_RETRY_DELAY = 300.0
+_FIRST_RETRY_DELAY = 5.0
+_FENCED_RETRY_SECONDS = 2.0
 _LOCK_STRIPES = 64
 _RECHECK_TICK_SECONDS = 1.0
+_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_CRD_NAME = f"{PLURAL}.{GROUP}"
 
 
 @dataclass
@@ -62,7 +78,14 @@ class Runtime:
     kube: Kube
     reconciler: Reconciler
     registry: RegistryClient | None = None
+    leadership: Leadership | None = None
+    acting: bool = False
+    """This replica leads and has counted the running builds: its term has begun."""
+    ready: bool = False
+    """The watches have listed what exists (readiness; a standby is ready too)."""
     _rechecks: dict[Key, datetime] = field(default_factory=dict)
+    _failures: dict[Key, int] = field(default_factory=dict)
+    _seen: dict[Key, int] = field(default_factory=dict)
     _recheck_guard: threading.Lock = field(default_factory=threading.Lock)
     _locks: tuple[threading.Lock, ...] = field(
         default_factory=lambda: tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
@@ -76,20 +99,76 @@ class Runtime:
             insecure_registries=settings.insecure_registries, timeout=settings.registry_timeout_seconds
         )
         git = GitRemote(timeout=settings.git_timeout_seconds)
-        return cls(settings, kube, Reconciler(kube, registry, git, settings), registry)
+        runtime = cls(settings, kube, Reconciler(kube, registry, git, settings), registry)
+        kube.may_act = runtime.may_act
+        if settings.leader_election:
+            identity = f"{socket.gethostname()}_{secrets.token_hex(4)}"
+            election = Election(
+                identity, settings.lease_duration_seconds, settings.lease_renew_deadline_seconds
+            )
+            runtime.leadership = Leadership(
+                kube,
+                namespace=_lease_namespace(settings),
+                name=settings.lease_name,
+                election=election,
+                retry_period=settings.lease_retry_period_seconds,
+            )
+        return runtime
 
     def close(self) -> None:
         if self.registry is not None:
             self.registry.close()
+        if self.leadership is not None:
+            self.leadership.close()
         self.kube.close()
+
+    def may_act(self) -> bool:
+        """Whether a write that acts on a build may be sent now."""
+        return self.acting and (self.leadership is None or self.leadership.may_act())
+
+    def begin_term(self, jobs: list[dict[str, Any]]) -> None:
+        """Begin acting, knowing nothing of an earlier term but the build Jobs that run now: no retries
+        due, no object seen yet (so that each is reconciled once)."""
+        self.reconciler.begin_term(jobs)
+        with self._recheck_guard:
+            self._rechecks.clear()
+            self._failures.clear()
+            self._seen.clear()
+        self.acting = True
+
+    def noticed(self, key: Key, generation: int, annotations: Mapping[str, str]) -> bool:
+        """Whether the ServiceBuild is new to this term or its generation or annotations changed since it
+        was last noticed; a change of its status alone (the operator's own writes) is not news."""
+        fingerprint = hash((generation, tuple(sorted(annotations.items()))))
+        with self._recheck_guard:
+            news = self._seen.get(key) != fingerprint
+            self._seen[key] = fingerprint
+            return news
+
+    def forget(self, key: Key) -> None:
+        with self._recheck_guard:
+            self._seen.pop(key, None)
+            self._failures.pop(key, None)
+            self._rechecks.pop(key, None)
 
     def recheck(self, key: Key, at: datetime | None) -> None:
         """Reconcile `key` again at `at` (a retry, the next poll, the next wave); None: no need."""
         with self._recheck_guard:
+            self._failures.pop(key, None)
             if at is None:
                 self._rechecks.pop(key, None)
             else:
                 self._rechecks[key] = at
+
+    def retry_later(self, key: Key) -> float:
+        """After a transient failure: reconcile again after 5 s, doubling with each failure in a row, up to
+        5 minutes; the delay chosen."""
+        with self._recheck_guard:
+            failures = self._failures.get(key, 0)
+            self._failures[key] = failures + 1
+            delay = min(_MAX_RETRY_DELAY, _FIRST_RETRY_DELAY * 2.0**failures)
+            self._rechecks[key] = datetime.now(UTC) + timedelta(seconds=delay)
+            return delay
 
     def due_rechecks(self, now: datetime) -> list[Key]:
         """The keys whose recheck time has come, taken off the schedule."""
@@ -106,6 +185,15 @@ class Runtime:
         return self._locks[hash(key) % len(self._locks)]
 
 
+def _lease_namespace(settings: Settings) -> str:
+    """SERVICEBUILD_LEASE_NAMESPACE, else the service account's namespace in a Pod, else `default`."""
+    if settings.lease_namespace:
+        return settings.lease_namespace
+    with contextlib.suppress(OSError):
+        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    return "default"
+
+
 def _reconcile(runtime: Runtime, key: Key) -> tuple[Key, ...]:
     """Reconcile the ServiceBuild as it is now, under its lock; return the waiting builds it lets start.
 
@@ -115,54 +203,91 @@ def _reconcile(runtime: Runtime, key: Key) -> tuple[Key, ...]:
     with runtime.lock(key):
         body = runtime.kube.get_servicebuild(*key)
         if body is None:
-            runtime.recheck(key, None)
+            runtime.forget(key)
             return runtime.reconciler.forget(key)
         result = runtime.reconciler.reconcile(parse_servicebuild(body), whole_seconds(datetime.now(UTC)))
         runtime.recheck(key, result.recheck_at)
         return result.wake
 
 
+_GATEWAY_ERRORS = (KubeError, RegistryError, GitError)
+UNEXPECTED = "Unexpected"
+"""The error kind of a reconcile failing otherwise than by a gateway's error: a bug."""
+
+
+def _counted_reconcile(runtime: Runtime, key: Key) -> tuple[Key, ...]:
+    """`_reconcile`, its failures counted by kind: the gateway error's class, or `Unexpected`."""
+    try:
+        return _reconcile(runtime, key)
+    except NotLeadingError:
+        raise
+    except Exception as exc:
+        gateway = isinstance(exc, _GATEWAY_ERRORS)
+        runtime.reconciler.metrics.reconcile_failed(type(exc).__name__ if gateway else UNEXPECTED)
+        raise
+
+
 def _reconcile_quietly(runtime: Runtime, key: Key) -> None:
-    """Reconcile outside a ServiceBuild handler, and the builds that it lets start: errors are logged
-    and wait for the next trigger."""
+    """Reconcile, and the builds that it lets start; a transient error is retried later (with backoff),
+    others are logged and wait for the next change."""
     pending = [key]
     while pending:
         current = pending.pop(0)
         try:
-            pending += _reconcile(runtime, current)
-        except (KubeError, RegistryError, GitError) as exc:
-            logger.warning("Reconciling ServiceBuild %s/%s failed, will retry: %s", *current, exc)
+            pending += _counted_reconcile(runtime, current)
+        except NotLeadingError:
+            # Not a failure of the build: again soon if this replica still leads then (a renewal came
+            # late), and a new term forgets it.
+            runtime.recheck(current, datetime.now(UTC) + timedelta(seconds=_FENCED_RETRY_SECONDS))
+            logger.debug("ServiceBuild %s/%s is left to the leader", *current)
+        except _GATEWAY_ERRORS as exc:
+            fields = log_fields(*current)
+            if exc.transient:
+                delay = runtime.retry_later(current)
+                logger.warning(
+                    "Reconciling ServiceBuild %s/%s failed, retrying in %gs: %s",
+                    *current,
+                    delay,
+                    exc,
+                    extra=fields,
+                )
+            else:
+                logger.error("Reconciling ServiceBuild %s/%s failed: %s", *current, exc, extra=fields)  # noqa: TRY400 - the message says it all
         except Exception:
             # The resync and the Job watch serve every ServiceBuild: one object's bug must not stop them.
-            logger.exception("Reconciling ServiceBuild %s/%s failed unexpectedly", *current)
+            logger.exception(
+                "Reconciling ServiceBuild %s/%s failed unexpectedly", *current, extra=log_fields(*current)
+            )
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-@kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations")
-def servicebuild_changed(namespace: str | None, name: str, memo: kopf.Memo, retry: int, **_: Any) -> None:
+def _acting(memo: kopf.Memo, **_: Any) -> bool:
+    """Only the leader handles events; Kopf calls it on its event loop, before any work."""
+    runtime: Runtime | None = memo.get("runtime")
+    return runtime is not None and runtime.may_act()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_acting)
+def servicebuild_event(
+    type: str | None,  # noqa: A002 - Kopf's name
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
     """A ServiceBuild appeared, changed (its spec, or an annotation asking for a build or announcing a
-    push), or was found at start-up."""
+    push) or went; a change of its status alone is the operator's own write and no news."""
     if namespace is None:  # the resource is namespaced; Kopf passes None only for cluster-scoped ones
         return
-    try:
-        woken = _reconcile(memo.runtime, (namespace, name))
-    except (KubeError, RegistryError, GitError) as exc:
-        if not exc.transient:
-            raise kopf.PermanentError(str(exc)) from exc
-        raise kopf.TemporaryError(str(exc), delay=min(_MAX_RETRY_DELAY, 5.0 * 2**retry)) from exc
-    for key in woken:
-        _reconcile_quietly(memo.runtime, key)
-
-
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def servicebuild_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Jobs go with their owner through garbage collection; a build slot or queue place is ours to drop."""
-    if namespace is None:
-        return
     runtime: Runtime = memo.runtime
-    for key in runtime.reconciler.forget((namespace, name)):
+    key = (namespace, name)
+    if type == "DELETED":
+        # Jobs go with their owner through garbage collection; a build slot or queue place is ours to drop.
+        runtime.forget(key)
+        for woken in runtime.reconciler.forget(key):
+            _reconcile_quietly(runtime, woken)
+        return
+    if runtime.noticed(key, body.metadata.get("generation") or 0, body.metadata.annotations):
         _reconcile_quietly(runtime, key)
 
 
@@ -185,7 +310,11 @@ def _builds_from(
     return servicebuilds_by_configmap is not None and (namespace, name) in servicebuilds_by_configmap
 
 
-@kopf.on.event("", "v1", "configmaps", when=_builds_from)
+def _acting_on_context(**kwargs: Any) -> bool:
+    return _acting(**kwargs) and _builds_from(**kwargs)
+
+
+@kopf.on.event("", "v1", "configmaps", when=_acting_on_context)
 async def context_configmap_event(
     namespace: str | None,
     name: str,
@@ -211,7 +340,7 @@ def _owner_name(job: Mapping[str, Any]) -> str | None:
     return None
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}, when=_acting)
 def build_job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A build Job changed: its ServiceBuild may have news."""
     owner = _owner_name(body)
@@ -225,7 +354,11 @@ def _build_container_ended(body: kopf.Body, **_: Any) -> bool:
     return container is not None and container.state == "terminated"
 
 
-@kopf.on.event("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGED_BY}, when=_build_container_ended)
+def _acting_on_ended_build(**kwargs: Any) -> bool:
+    return _acting(**kwargs) and _build_container_ended(**kwargs)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGED_BY}, when=_acting_on_ended_build)
 def build_pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A build Pod's build container ended: the build is over, seconds before the Job controller says so."""
     owner = body.metadata.annotations.get(ANNOTATION_SERVICEBUILD)
@@ -259,7 +392,8 @@ async def _resync_forever(runtime: Runtime, digests: kopf.Index[tuple[str | None
     revisions and retries have their own times (`_recheck_forever`), base images their own task."""
     while True:
         await asyncio.sleep(runtime.settings.resync_seconds)
-        await _resync(runtime, digests)
+        if runtime.may_act():
+            await _resync(runtime, digests)
 
 
 async def _resync(runtime: Runtime, digests: kopf.Index[tuple[str | None, str], str]) -> None:
@@ -306,6 +440,8 @@ async def _recheck_forever(runtime: Runtime) -> None:
     for a lookup, a wave of triggered builds begins."""
     while True:
         await asyncio.sleep(_RECHECK_TICK_SECONDS)
+        if not runtime.may_act():
+            continue
         for key in runtime.due_rechecks(datetime.now(UTC)):
             await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
@@ -316,7 +452,8 @@ async def _check_base_images_forever(runtime: Runtime) -> None:
     interval = runtime.settings.base_image_poll_interval.total_seconds()
     while True:
         await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # noqa: S311 - jitter, not a secret
-        await _check_base_images(runtime)
+        if runtime.may_act():
+            await _check_base_images(runtime)
 
 
 async def _check_base_images(runtime: Runtime) -> None:
@@ -357,6 +494,54 @@ def _push_recorder(
     return record
 
 
+async def _begin_term(runtime: Runtime) -> None:
+    """Begin acting: count the builds that run, then reconcile every ServiceBuild once, as a restart would.
+
+    Until the Jobs are counted nothing acts, or a build could start past the limits.
+    """
+    while True:
+        try:
+            jobs = await asyncio.to_thread(runtime.kube.list_build_jobs, runtime.settings.namespaces)
+            bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
+            break
+        except KubeError as exc:
+            logger.warning("Counting the running builds failed, trying again: %s", exc)
+            await asyncio.sleep(_FIRST_RETRY_DELAY)
+    runtime.begin_term(jobs)
+    for body in bodies:
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        if runtime.noticed(key, meta.get("generation") or 0, meta.get("annotations") or {}):
+            await asyncio.to_thread(_reconcile_quietly, runtime, key)
+
+
+def _terms(runtime: Runtime) -> tuple[Callable[[], Awaitable[None]], Callable[[], None]]:
+    """What leading begins and ends: a term's first sweep runs beside the election, which must go on
+    renewing meanwhile; losing the lease stops acting at once and abandons the sweep."""
+    sweeps: list[asyncio.Task[None]] = []
+
+    async def elected() -> None:
+        sweeps.append(asyncio.create_task(_begin_term(runtime), name="servicebuild-term"))
+
+    def deposed() -> None:
+        runtime.acting = False
+        while sweeps:
+            sweeps.pop().cancel()
+        runtime.reconciler.end_term()
+
+    return elected, deposed
+
+
+@kopf.on.event(
+    "apiextensions.k8s.io", "v1", "customresourcedefinitions", when=lambda name, **_: name == _CRD_NAME
+)
+def servicebuild_crd_event(memo: kopf.Memo, **_: Any) -> None:
+    """Kopf runs no handler before every indexed watch (ServiceBuilds, ConfigMaps) has listed what exists;
+    the ServiceBuild CRD's own event, which always comes, says that moment has passed: ready."""
+    runtime: Runtime = memo.runtime
+    runtime.ready = True
+
+
 @kopf.on.startup()
 async def start(
     memo: kopf.Memo,
@@ -364,45 +549,79 @@ async def start(
     polled_sources: kopf.Index[str, tuple[str | None, str, str, str | None]] | None = None,
     **_: Any,
 ) -> None:
-    """Open the clients and count the builds already running, before any ServiceBuild may start one;
-    then the safety tick."""
+    """Open the clients, the metrics server and the webhook receiver, then the periodic tasks; the election
+    begins the leader's term (or, without leader election, it begins at once)."""
     settings: Settings = memo.settings
-    runtime = await asyncio.to_thread(Runtime.open, settings)
-    try:
-        jobs = await asyncio.to_thread(runtime.kube.list_build_jobs, settings.namespaces)
-    except KubeError as exc:
-        runtime.close()
-        raise kopf.TemporaryError(f"Counting the running builds failed: {exc}", delay=5) from exc
-    runtime.reconciler.seed(jobs)
-    memo.runtime = runtime
     if context_digests is None or polled_sources is None:  # Kopf passes every index, filled as watches run
         raise kopf.PermanentError("an index is missing")
-    webhooks = WebhookServer.from_settings(settings, _push_recorder(runtime, polled_sources))
-    if webhooks is not None:
+    runtime = await asyncio.to_thread(Runtime.open, settings)
+    memo.servers = [
+        server
+        for server in (
+            _metrics_server(settings, runtime),
+            WebhookServer.from_settings(settings, _push_recorder(runtime, polled_sources)),
+        )
+        if server is not None
+    ]
+    for server in memo.servers:
         try:
-            await webhooks.start()
+            await server.start()
         except (WebhookSecretError, OSError) as exc:
+            await _stop_servers(memo.servers)
             runtime.close()
-            raise kopf.PermanentError(f"The webhook receiver cannot start: {exc}") from exc
-    memo.webhooks = webhooks
-    memo.tasks = [
+            raise kopf.PermanentError(f"The {_SERVER_NAMES[type(server)]} cannot start: {exc}") from exc
+    memo.runtime = runtime
+    tasks = [
         asyncio.create_task(_resync_forever(runtime, context_digests), name="servicebuild-resync"),
         asyncio.create_task(_recheck_forever(runtime), name="servicebuild-rechecks"),
         asyncio.create_task(_check_base_images_forever(runtime), name="servicebuild-base-images"),
     ]
+    elected, deposed = _terms(runtime)
+    if runtime.leadership is None:
+        await elected()
+    else:
+        tasks.append(
+            asyncio.create_task(runtime.leadership.run(elected, deposed), name="servicebuild-election")
+        )
+    memo.tasks = tasks
+    memo.deposed = deposed
+
+
+_SERVER_NAMES: dict[type, str] = {MetricsServer: "metrics server", WebhookServer: "webhook receiver"}
+
+
+def _metrics_server(settings: Settings, runtime: Runtime) -> MetricsServer | None:
+    """The metrics server (and readiness probe) the settings ask for; None when SERVICEBUILD_METRICS_ADDRESS
+    is empty."""
+    listen = settings.metrics_listen()
+    if listen is None:
+        return None
+    host, port = listen
+    return MetricsServer(runtime.reconciler.metrics.registry, lambda: runtime.ready, host, port)
+
+
+async def _stop_servers(servers: list[MetricsServer | WebhookServer]) -> None:
+    for server in servers:
+        await server.stop()
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the periodic tasks and the webhook receiver, and close the clients."""
+    """Stop acting and the periodic tasks, hand the lease over, stop the servers, close the clients."""
+    deposed: Callable[[], None] | None = memo.get("deposed")
+    if deposed is not None:
+        deposed()
     tasks: list[asyncio.Task[None]] = memo.get("tasks") or []
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    webhooks: WebhookServer | None = memo.get("webhooks")
-    if webhooks is not None:
-        await webhooks.stop()
     runtime: Runtime | None = memo.get("runtime")
+    if runtime is not None and runtime.leadership is not None:
+        try:
+            await asyncio.to_thread(runtime.leadership.release)
+        except KubeError as exc:
+            logger.warning("Handing the lease over failed; a standby takes over when it expires: %s", exc)
+    await _stop_servers(memo.get("servers") or [])
     if runtime is not None:
         await asyncio.to_thread(runtime.close)

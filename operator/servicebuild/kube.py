@@ -10,10 +10,20 @@ from typing import Any
 import kubernetes
 import pydantic
 import urllib3
-from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CoreV1Event, CustomObjectsApi, V1Job
+from kubernetes.client import (
+    ApiClient,
+    BatchV1Api,
+    CoordinationV1Api,
+    CoreV1Api,
+    CoreV1Event,
+    CustomObjectsApi,
+    V1Job,
+    V1Lease,
+)
 from kubernetes.client.exceptions import ApiException
 
 from servicebuild.api.models import GROUP, KIND, PLURAL, VERSION, ObjectMeta
+from servicebuild.election import LeaseRecord, StoredLease, parse_lease
 from servicebuild.naming import LABEL_MANAGED_BY, MANAGED_BY, uid_selector
 from servicebuild.times import format_time
 
@@ -34,6 +44,18 @@ class KubeError(Exception):
         self.transient = transient
 
 
+class NotLeadingError(KubeError):
+    """A write that acts on builds was not sent: this replica does not lead (or no longer does). Transient:
+    whoever leads (this replica again, or another) does it later; it is never a verdict on the build."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(f"{action}: not sent, this replica is not the leader", transient=True)
+
+
+def _always() -> bool:
+    return True
+
+
 def _explanation(exc: ApiException) -> str:
     """The `message` of the Status the API server answered with, e.g. which field a 422 rejected."""
     try:
@@ -52,14 +74,27 @@ def _error(action: str, exc: Exception) -> KubeError:
 
 
 class Kube:
-    """Reads and writes the objects a build involves; maps API errors to KubeError."""
+    """Reads and writes the objects a build involves; maps API errors to KubeError.
 
-    def __init__(self, api_client: ApiClient, request_timeout: float = 30.0) -> None:
+    `may_act` fences the writes that act on builds (status, Jobs, Events): each asks it just before it
+    is sent and raises NotLeadingError when it says no, so a replica that lost its lease stops at once
+    whatever its threads were doing. Reads, push records and the Lease itself are never fenced.
+    """
+
+    def __init__(
+        self, api_client: ApiClient, request_timeout: float = 30.0, may_act: Callable[[], bool] = _always
+    ) -> None:
         self._api_client = api_client
         self._core = CoreV1Api(api_client)
         self._batch = BatchV1Api(api_client)
         self._custom = CustomObjectsApi(api_client)
+        self._coordination = CoordinationV1Api(api_client)
         self._timeout = request_timeout
+        self.may_act = may_act
+
+    def _fence(self, action: str) -> None:
+        if not self.may_act():
+            raise NotLeadingError(action)
 
     @classmethod
     def from_environment(cls, request_timeout: float = 30.0) -> "Kube":
@@ -152,6 +187,7 @@ class Kube:
 
     def patch_servicebuild_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource; fields set to None are removed."""
+        self._fence(f"patch status of servicebuild {namespace}/{name}")
         self._call(
             f"patch status of servicebuild {namespace}/{name}",
             self._custom.patch_namespaced_custom_object_status,
@@ -172,6 +208,7 @@ class Kube:
     def create_job(self, job: dict[str, Any]) -> bool:
         """Create the Job; False when it already exists (another reconcile or an earlier run made it)."""
         metadata = job["metadata"]
+        self._fence(f"create job {metadata['namespace']}/{metadata['name']}")
         try:
             body = V1Job.model_validate(job)
         except pydantic.ValidationError as exc:
@@ -225,6 +262,7 @@ class Kube:
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and, in the background, its Pods; a Job already gone is fine."""
+        self._fence(f"delete job {namespace}/{name}")
         self._call(
             f"delete job {namespace}/{name}",
             self._batch.delete_namespaced_job,
@@ -284,6 +322,7 @@ class Kube:
         self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: datetime
     ) -> None:
         """Record an Event on a ServiceBuild, as `kubectl describe` shows it."""
+        self._fence(f"post event on servicebuild {involved.namespace}/{involved.name}")
         event = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -310,3 +349,43 @@ class Kube:
             involved.namespace,
             CoreV1Event.model_validate(event),
         )
+
+    def read_lease(self, namespace: str, name: str) -> StoredLease | None:
+        body = self._call(
+            f"get lease {namespace}/{name}", self._coordination.read_namespaced_lease, name, namespace
+        )
+        return None if body is None else parse_lease(body)
+
+    def write_lease(
+        self, namespace: str, name: str, record: LeaseRecord, resource_version: str | None
+    ) -> bool:
+        """Create the Lease (`resource_version` None) or update the one read at `resource_version`; False
+        when another replica wrote first (409), which a leader election must see: its updates carry the
+        version they read as a precondition, as client-go's do."""
+        action = f"write lease {namespace}/{name}"
+        try:
+            if resource_version is None:
+                lease = {"metadata": {"name": name, "namespace": namespace}, "spec": record.spec()}
+                self._coordination.create_namespaced_lease(
+                    namespace,
+                    V1Lease.model_validate(lease),
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            else:
+                patch = {"metadata": {"resourceVersion": resource_version}, "spec": record.spec()}
+                self._coordination.patch_namespaced_lease(
+                    name,
+                    namespace,
+                    patch,
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise _error(action, exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _error(action, exc) from exc
+        return True

@@ -21,6 +21,9 @@ from typing import Any, Protocol
 from servicebuild import naming, plan
 from servicebuild.admission import BuildSlots, Claim, Idle, Key, Running, Waiting, Waves
 from servicebuild.api.models import (
+    GROUP,
+    KIND,
+    VERSION,
     BaseImage,
     InvalidServiceBuild,
     ObjectMeta,
@@ -40,6 +43,7 @@ from servicebuild.inputs import GitGateway, InputReader, Problem
 from servicebuild.jobs import BuildJob, BuildPod, parse_job, parse_pod
 from servicebuild.kube import KubeError
 from servicebuild.manifests import ImageSummary
+from servicebuild.metrics import OperatorMetrics
 from servicebuild.naming import ANNOTATION_REQUESTED_AT
 from servicebuild.observe import BuildState, Observation, PendingLimit, observe, without_secrets
 from servicebuild.plan import DueBuild, ReadBack, Report, StartJob, StartNextAttempt, Wanted
@@ -69,6 +73,21 @@ WAVE_REASON = (
     "builds started by a new commit or base image start in waves"
     " (SERVICEBUILD_MAX_TRIGGERED_BUILDS_PER_MINUTE)"
 )
+
+
+def log_fields(
+    namespace: str, name: str, *, build: int | None = None, reason: str | None = None
+) -> dict[str, object]:
+    """What a log line about a ServiceBuild carries as fields, for SERVICEBUILD_LOG_FORMAT=json: the object
+    as Kopf's own lines name it (`object`), the build's number and the reason, when known."""
+    fields: dict[str, object] = {
+        "k8s_ref": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "namespace": namespace, "name": name}
+    }
+    if build is not None:
+        fields["build"] = build
+    if reason is not None:
+        fields["reason"] = reason
+    return fields
 
 
 class KubeGateway(Protocol):
@@ -121,6 +140,7 @@ class Reconciler:
             settings.max_running_builds, settings.max_running_builds_per_namespace
         )
         self.waves = Waves(settings.max_triggered_builds_per_minute)
+        self.metrics = OperatorMetrics(self._load)
 
     def reconcile(self, servicebuild: ServiceBuild | InvalidServiceBuild, now: datetime) -> Result:
         """Raise KubeError, RegistryError or GitError (transient ones) to be retried later."""
@@ -135,6 +155,9 @@ class Reconciler:
             if outcome is None
             else self._write(meta, outcome, previous, now, history_limit=limit)
         )
+        if result.written:
+            self.metrics.status_written(meta.namespace, previous, result.status, _cache_ratio(outcome))
+        self.metrics.servicebuild_seen(meta.key, result.status)
         if result.written and isinstance(outcome, Succeeded | Stalled) and outcome.build.job_name:
             self._retain_jobs(meta, outcome.build.job_name, ended_well=isinstance(outcome, Succeeded))
         claim = _claim(outcome)
@@ -143,10 +166,24 @@ class Reconciler:
 
     def forget(self, key: Key) -> tuple[Key, ...]:
         """The ServiceBuild is gone: its build slot or queue place is free; returns whom that lets start."""
+        self.metrics.forget(key)
         return self.slots.update(key, Idle()).wake
 
-    def seed(self, jobs: list[dict[str, Any]]) -> None:
-        """Count the builds that already run (at start-up, before any ServiceBuild may start one)."""
+    def _load(self) -> dict[str, tuple[int, int]]:
+        """The current term's build slots' load, for the gauges (the slots change with each term)."""
+        return self.slots.load()
+
+    def end_term(self) -> None:
+        """Forget the build slots and waves: another replica leads now (and its gauges count them)."""
+        self.slots = BuildSlots(
+            self.settings.max_running_builds, self.settings.max_running_builds_per_namespace
+        )
+        self.waves = Waves(self.settings.max_triggered_builds_per_minute)
+
+    def begin_term(self, jobs: list[dict[str, Any]]) -> None:
+        """Start afresh from the builds that run now (when this replica begins to lead, before any
+        ServiceBuild may start one): an earlier term's build slots and waves may be out of date."""
+        self.end_term()
         for job in map(parse_job, jobs):
             if job.servicebuild is not None and not job.finished:
                 self.slots.update((job.namespace, job.servicebuild), Running(job.name))
@@ -241,7 +278,11 @@ class Reconciler:
                 return self._start(servicebuild, due, now)
             case StartNextAttempt():
                 logger.info(
-                    "Retrying ServiceBuild %s/%s: attempt %d", meta.namespace, meta.name, due.attempt + 1
+                    "Retrying ServiceBuild %s/%s: attempt %d",
+                    meta.namespace,
+                    meta.name,
+                    due.attempt + 1,
+                    extra=log_fields(meta.namespace, meta.name, build=due.number),
                 )
                 return self._follow(servicebuild, plan.next_attempt(meta, due, now), now)
             case ReadBack():
@@ -280,7 +321,7 @@ class Reconciler:
                 commit=due.commit,
             )
             inputs = self.inputs.build_inputs(servicebuild, seed)
-            self._create_job(servicebuild, inputs)
+            self._create_job(servicebuild, inputs, due.number)
         except Problem as problem:
             # The older build must not push either: the spec that asked for it is gone.
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
@@ -288,6 +329,7 @@ class Reconciler:
         except (KubeError, RegistryError, GitError):
             self.slots.update(meta.key, Idle())
             raise
+        self.metrics.job_created(due.since, now)
         self._stop_builds(meta, keep=due.job_name, unless_stopped=due.others_stopped)
         source = SourceStatus(commit=inputs.commit, context_digest=inputs.context_digest)
         build = replace(
@@ -297,7 +339,7 @@ class Reconciler:
         )
         return InProgress(build, Progress.POD_PENDING)
 
-    def _create_job(self, servicebuild: ServiceBuild, inputs: BuildInputs) -> None:
+    def _create_job(self, servicebuild: ServiceBuild, inputs: BuildInputs, number: int) -> None:
         meta = servicebuild.metadata
         try:
             job = render_job(servicebuild, self.settings, inputs)
@@ -310,7 +352,12 @@ class Reconciler:
             if exc.transient:
                 raise
             raise Problem(Reason.JOB_REJECTED, f"The API server rejected the build Job: {exc}") from exc
-        logger.info("Created build Job %s/%s", meta.namespace, job["metadata"]["name"])
+        logger.info(
+            "Created build Job %s/%s",
+            meta.namespace,
+            job["metadata"]["name"],
+            extra=log_fields(meta.namespace, meta.name, build=number),
+        )
 
     def _read_back(self, servicebuild: ServiceBuild, build: Build, observation: Observation) -> Outcome:
         """Confirm the pushed digest in the registry and measure the image as the registry serves it."""
@@ -365,7 +412,12 @@ class Reconciler:
             return
         for job in map(parse_job, self.kube.list_jobs(meta.namespace, meta.uid)):
             if job.labels.get(naming.LABEL_UID) == meta.uid and job.name != keep and not job.finished:
-                logger.info("Deleting superseded build Job %s/%s", meta.namespace, job.name)
+                logger.info(
+                    "Deleting superseded build Job %s/%s",
+                    meta.namespace,
+                    job.name,
+                    extra=log_fields(meta.namespace, meta.name),
+                )
                 self.kube.delete_job(meta.namespace, job.name)
 
     # 5: write
@@ -387,12 +439,23 @@ class Reconciler:
         self.kube.patch_servicebuild_status(meta.namespace, meta.name, patch)
         event = transition_event(previous, status)
         if event is not None:
-            logger.info("ServiceBuild %s/%s: %s: %s", meta.namespace, meta.name, event.reason, event.message)
+            fields = log_fields(meta.namespace, meta.name, build=status.build, reason=event.reason)
+            logger.info(
+                "ServiceBuild %s/%s: %s: %s",
+                meta.namespace,
+                meta.name,
+                event.reason,
+                event.message,
+                extra=fields,
+            )
             try:
                 self.kube.post_event(meta, event.type, event.reason, event.message, now)
             except KubeError as exc:
                 logger.warning(
-                    "Posting the %s event failed (the status holds the same): %s", event.reason, exc
+                    "Posting the %s event failed (the status holds the same): %s",
+                    event.reason,
+                    exc,
+                    extra=fields,
                 )
         return Result(status=status, written=True)
 
@@ -406,6 +469,14 @@ def _claim(outcome: Outcome | None) -> Claim | None:
             return Running(job_name)
         case _:
             return Idle()
+
+
+def _cache_ratio(outcome: Outcome | None) -> float | None:
+    """Of a successful build, its cached steps over all its steps, when BuildKit reported them."""
+    if not isinstance(outcome, Succeeded):
+        return None
+    cached, total = outcome.report.cached_steps, outcome.report.total_steps
+    return cached / total if cached is not None and total else None
 
 
 def _recheck_at(outcome: Outcome | None, wanted: Wanted | None) -> datetime | None:

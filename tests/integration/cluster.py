@@ -1,7 +1,8 @@
 """A Kubernetes API for the operator: KMock's emulator, seeded the way a real API server would be.
 
-KMock 0.8 assigns no uid, resourceVersion or generation, and ignores label selectors: the helpers
-here add what the real API server would, so the operator code needs no special cases.
+KMock 0.8 assigns no uid, resourceVersion or generation, ignores label selectors and applies every
+update whatever version it names: the helpers here add what the real API server would, so the operator
+code needs no special cases.
 """
 
 import asyncio
@@ -10,13 +11,17 @@ import itertools
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
 import attrs
 import kmock
+import yaml
 
 from servicebuild.api.models import GROUP, PLURAL, VERSION
+
+CRD_YAML = Path(__file__).resolve().parents[2] / "crds" / f"{PLURAL}.{GROUP}.yaml"
 
 SERVICEBUILDS = kmock.resource(GROUP, VERSION, PLURAL)
 JOBS = kmock.resource("batch", "v1", "jobs")
@@ -25,6 +30,8 @@ SECRETS = kmock.resource("", "v1", "secrets")
 CONFIGMAPS = kmock.resource("", "v1", "configmaps")
 EVENTS = kmock.resource("", "v1", "events")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
+LEASES = kmock.resource("coordination.k8s.io", "v1", "leases")
+CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 _VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 _RESOURCES = {
@@ -38,6 +45,8 @@ _RESOURCES = {
     EVENTS: kmock.ResourceInfo(kind="Event", namespaced=True, verbs=_VERBS),
     # Kopf starts no watch before it has discovered namespaces, even cluster-wide where it lists none.
     NAMESPACES: kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs=_VERBS),
+    LEASES: kmock.ResourceInfo(kind="Lease", namespaced=True, verbs=_VERBS),
+    CRDS: kmock.ResourceInfo(kind="CustomResourceDefinition", namespaced=False, verbs=_VERBS),
 }
 _MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 
@@ -54,25 +63,56 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _conflict(resource: kmock.resource, name: str) -> aiohttp.web.Response:
+    """The API server's answer to an update naming a resourceVersion that is no longer the object's."""
+    message = (
+        f'Operation cannot be fulfilled on {resource.plural}.{resource.group} "{name}": the object has been'
+        " modified; please apply your changes to the latest version and try again"
+    )
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message}
+    return aiohttp.web.json_response({**status, "reason": "Conflict", "code": 409}, status=409)
+
+
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesEmulator):
     """KMock's emulator with the bookkeeping a real API server does on every write: a uid and a
-    creationTimestamp for a new object, a new resourceVersion for each write. KMock 0.8 does neither,
-    and Kopf needs the versions: it skips the events older than its own patch by their version, and
-    without them handles a new object once per event queued before its first patch."""
+    creationTimestamp for a new object, a new resourceVersion for each write, and optimistic concurrency:
+    an update naming a `metadata.resourceVersion` that is not the object's is refused with 409 Conflict.
+    KMock 0.8 does none of these. Kopf needs the versions: it skips the events older than its own patch
+    by their version, and without them handles a new object once per event queued before its first
+    patch. Leader election needs the conflicts: of two replicas taking a Lease at once, one must lose.
+
+    Writes are served one at a time, so that no other write lands between an update's version check and
+    the update itself."""
 
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _writing: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    unreachable: Callable[[kmock.Request], bool] = attrs.field(default=lambda _: False, init=False)
+    """Requests that never reach this server (a network partition): answered 503, with no effect."""
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if self.unreachable(request):
+            return aiohttp.web.json_response({"kind": "Status", "code": 503}, status=503)
         creates = request.action == kmock.action.CREATE
         writes = creates or (request.action == kmock.action.UPDATE and request.name)
-        if writes and request.resource is not None and isinstance(request.data, dict):
+        if not (writes and request.resource is not None and isinstance(request.data, dict)):
+            return await super()._handle(request)
+        async with self._writing:
             metadata = request.data.setdefault("metadata", {})
+            if not creates and metadata.get("resourceVersion") not in (None, self._stored_version(request)):
+                return _conflict(request.resource, str(request.name))
             metadata["resourceVersion"] = str(next(self._versions))
             if creates:
                 metadata.setdefault("uid", str(uuid.uuid4()))
                 metadata.setdefault("creationTimestamp", _now())
-        return await super()._handle(request)
+            return await super()._handle(request)
+
+    def _stored_version(self, request: kmock.Request) -> str | None:
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        stored = self.objects[key]
+        return str(stored.raw.get("metadata", {}).get("resourceVersion"))
 
     def version(self) -> str:
         """A new resourceVersion, for a LIST served by hand."""
@@ -88,6 +128,9 @@ class Cluster:
             emulator.resources[resource] = info
         for resource in (JOBS, PODS):
             emulator[kmock.action.LIST, resource] << self._list_with_selector
+        # Installed with the operator, as on a real cluster: its event tells the operator it is ready.
+        crd = yaml.safe_load(CRD_YAML.read_text())
+        emulator.objects[CRDS, None, crd["metadata"]["name"]] = crd
 
     def _list_with_selector(self, request: kmock.Request) -> dict[str, Any]:
         selector = request.params.get("labelSelector")

@@ -61,6 +61,11 @@ def operator_env(
     env.update(
         SERVICEBUILD_INSECURE_REGISTRIES=f"{oci_registry.host},{registry_proxy.host}",
         SERVICEBUILD_RESYNC_SECONDS="2",
+        # Leader election as deployed, shorter: an operator killed and started again leads again after
+        # 10 s, not 15. The renew deadline leaves room for an emulator slowed by a loaded machine.
+        SERVICEBUILD_LEASE_DURATION_SECONDS="10",
+        SERVICEBUILD_LEASE_RENEW_DEADLINE_SECONDS="8",
+        SERVICEBUILD_LEASE_RETRY_PERIOD_SECONDS="1",
         SERVICEBUILD_VERBOSE="true",
         PYTHONUNBUFFERED="1",
     )

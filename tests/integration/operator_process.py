@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from support.oci_registry import free_port
 from support.processes import stop_process
 
 _OPERATOR_PREFIXES = ("SERVICEBUILD_", "KUBERNETES_")
@@ -17,7 +18,8 @@ _OPERATOR_PREFIXES = ("SERVICEBUILD_", "KUBERNETES_")
 
 def operator_environment(server_url: str, token: str, directory: Path) -> dict[str, str]:
     """This process's environment without SERVICEBUILD_/KUBERNETES_ settings, and a kubeconfig in
-    `directory` pointing at `server_url` with a bearer token."""
+    `directory` pointing at `server_url` with a bearer token. The metrics are served on a free loopback
+    port: operators of other runs on this machine may hold the default one."""
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -33,7 +35,7 @@ def operator_environment(server_url: str, token: str, directory: Path) -> dict[s
         for key, value in os.environ.items()
         if not key.startswith(("SERVICEBUILD_", "KUBERNETES_"))
     }
-    return {**env, "KUBECONFIG": str(path)}
+    return {**env, "KUBECONFIG": str(path), "SERVICEBUILD_METRICS_ADDRESS": f"127.0.0.1:{free_port()}"}
 
 
 class OperatorProcess:

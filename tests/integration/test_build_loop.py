@@ -2,7 +2,8 @@
 
 - a ServiceBuild gets exactly one Job, owned by it, and ends Ready with the digest the registry
   serves for the tag and the size of that manifest (config + layers);
-- conditions, phase, observedGeneration and one Event per transition;
+- conditions, phase, observedGeneration and one Event per transition; the preformatted fields kubectl's
+  columns read (cache summary, duration);
 - a spec change makes a new Job, deletes the superseded running one, and keeps the old output
   until the new build succeeds;
 - a failing build ends Stalled with reason, failing step and log tail, and is not retried;
@@ -22,6 +23,7 @@ from kubelet import Kubelet
 from operator_process import OperatorProcess
 from outage import SwitchableProxy
 
+from servicebuild.api.models import format_duration
 from support.oci_registry import RunningRegistry
 
 CONTEXT = "checkout-context"
@@ -57,7 +59,8 @@ async def test_build_ends_ready_with_the_registrys_digest_and_size(
     assert status["output"]["generation"] == 1
     assert status["phase"] == "Succeeded"
     assert status["observedGeneration"] == 1
-    assert status["cache"] == {"cachedSteps": 5, "totalSteps": 7}
+    assert status["cache"] == {"cachedSteps": 5, "totalSteps": 7, "summary": "5/7"}
+    assert status["duration"] == format_duration(status["durationSeconds"])
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Ready": "True",
         "Reconciling": "False",

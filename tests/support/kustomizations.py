@@ -2,8 +2,13 @@
 deploy/components applied to the base (tests/unit/kustomizations/), since a component is no whole install
 on its own."""
 
+import shutil
+import subprocess
+from functools import cache
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,3 +37,21 @@ def kustomizations() -> list[Path]:
     """Every whole install to render: the base and overlays of deploy/, and the base with each component."""
     deploy = [path.parent for path in (ROOT / "deploy").glob("**/kustomization.yaml")]
     return sorted([path for path in deploy if _kind(path) != "Component"] + applied_components())
+
+
+def require(tool: str) -> str:
+    """The path of a tool CI must have: a missing one fails the test, it never skips it."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not on the PATH; .ci/run installs it")
+    return path
+
+
+@cache
+def render(directory: Path) -> tuple[dict[str, Any], ...]:
+    """The objects `kubectl kustomize directory` renders."""
+    result = subprocess.run(
+        [require("kubectl"), "kustomize", str(directory)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"kubectl kustomize {directory}:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)

@@ -5,7 +5,9 @@
 - a bad setting is one line naming the variable, its value, what is wrong and what the setting takes;
   several bad settings give one line each; a JSON value that does not decode is such a line too;
 - unknown arguments exit 2, as argparse does;
-- as a process: `--help` and a bad setting exit before anything loads a kubeconfig, without a traceback.
+- `--version` prints `servicebuild-operator <version>`, the version pyproject.toml gives, and exits 0;
+- as a process: `--help`, `--version` and a bad setting exit before anything loads a kubeconfig, without a
+  traceback; `--version` answers even when a setting is bad.
 - the settings table of docs/settings.md names the same variables as the model.
 """
 
@@ -14,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from pydantic_settings import SettingsError
 from servicebuild import command_line
 from servicebuild.config import Settings
 
+ROOT = Path(__file__).resolve().parents[2]
 PUSH_REGISTRIES_TAKES = "Per namespace, the registry hosts its builds may push images and caches to, as JSON"
 
 
@@ -182,6 +186,18 @@ def test_a_settings_error_without_a_field_is_still_one_line() -> None:
     assert command_line.setting_error_lines(error, {}) == ["something unexpected"]
 
 
+# --version
+
+
+def test_version_prints_the_version_pyproject_gives(capsys: pytest.CaptureFixture[str]) -> None:
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        version = tomllib.load(file)["project"]["version"]
+    with pytest.raises(SystemExit) as exited:
+        command_line.settings_from_command_line(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"servicebuild-operator {version}\n"
+
+
 # As a process, with no kubeconfig to find: loading one would fail loudly
 
 
@@ -211,13 +227,27 @@ def test_help_as_a_process(tmp_path: Path, command: list[str]) -> None:
         check=False,
     )
     assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout.startswith("usage: servicebuild-operator [-h]\n")
+    assert done.stdout.startswith("usage: servicebuild-operator [-h] [--version]\n")
     for variable in (
         "SERVICEBUILD_BUILDKIT_IMAGE",
         "SERVICEBUILD_ALLOWED_PUSH_REGISTRIES",
         "SERVICEBUILD_WORKERS",
     ):
         assert f"\n  {variable}  (default: " in done.stdout
+
+
+@pytest.mark.parametrize("command", commands(), ids=lambda command: Path(command[-1]).name)
+def test_version_as_a_process_answers_before_reading_settings(tmp_path: Path, command: list[str]) -> None:
+    done = subprocess.run(
+        [*command, "--version"],
+        env=environment_without_a_cluster(tmp_path, SERVICEBUILD_WORKERS="none"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert re.fullmatch(r"servicebuild-operator \d+\.\d+\.\d+\S*\n", done.stdout)
 
 
 @pytest.mark.parametrize("command", commands(), ids=lambda command: Path(command[-1]).name)
@@ -240,7 +270,7 @@ def test_a_bad_setting_as_a_process(tmp_path: Path, command: list[str]) -> None:
 
 
 def test_the_settings_page_table_names_every_setting_and_no_other() -> None:
-    page = (Path(__file__).parents[2] / "docs" / "settings.md").read_text()
+    page = (ROOT / "docs" / "settings.md").read_text()
     section = page.split("\n## Variables\n", 1)[1].split("\n## ", 1)[0]
     table = set(re.findall(r"^\| `(SERVICEBUILD_[A-Z_]+)` \|", section, flags=re.MULTILINE))
     assert table == {command_line.env_name(field) for field in Settings.model_fields}

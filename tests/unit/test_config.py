@@ -18,7 +18,7 @@ from servicebuild.config import Settings, listen_address
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     names = ("INSECURE_REGISTRIES", "BUILDKIT_IMAGE", "ALLOWED_PUSH_REGISTRIES", "NAMESPACES")
-    for name in (*names, "WEBHOOK_ADDRESS", "WEBHOOK_SECRET_FILE"):
+    for name in (*names, "WEBHOOK_ADDRESS", "WEBHOOK_SECRET_FILE", "METRICS_ADDRESS"):
         monkeypatch.delenv(f"SERVICEBUILD_{name}", raising=False)
 
 
@@ -95,4 +95,15 @@ def test_webhooks_are_off_by_default_and_need_a_secret(monkeypatch: pytest.Monke
     assert Settings().webhook_listen() is None
     monkeypatch.setenv("SERVICEBUILD_WEBHOOK_ADDRESS", ":8082")
     with pytest.raises(ValidationError, match="needed when SERVICEBUILD_WEBHOOK_ADDRESS is set"):
+        Settings()
+
+
+def test_metrics_are_served_on_8081_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().metrics_listen() == (None, 8081)
+    monkeypatch.setenv("SERVICEBUILD_METRICS_ADDRESS", "127.0.0.1:9100")
+    assert Settings().metrics_listen() == ("127.0.0.1", 9100)
+    monkeypatch.setenv("SERVICEBUILD_METRICS_ADDRESS", "")
+    assert Settings().metrics_listen() is None
+    monkeypatch.setenv("SERVICEBUILD_METRICS_ADDRESS", "8081")
+    with pytest.raises(ValidationError, match=r"must be \[host\]:port"):
         Settings()

@@ -1,6 +1,7 @@
 """We test these aspects:
 
 - the committed CRD is exactly what `make crds` generates from the models (no drift);
+- ServiceBuilds are not in kubectl's `all` category;
 - the schema is structural: typed everywhere, no refs, no open objects, no unknown-field escape hatch;
 - `kubectl explain` has a description for every field, spec and status, down to the embedded
   core/v1 Affinity (whose descriptions are Kubernetes' own);
@@ -11,7 +12,9 @@
 - the CRD is a valid apiextensions.k8s.io/v1 object;
 - the API server would accept valid ServiceBuilds and reject invalid ones, naming the field
   (OpenAPI keywords, unknown fields and CEL rules, evaluated like the server does);
-- what the schema accepts the operator's model accepts too, and the reverse for rejections.
+- what the schema accepts the operator's model accepts too, and the reverse for rejections;
+- the printer columns of `kubectl get sb` (and `-o wide`): each JSONPath, filters included, finds
+  what the operator's status builder wrote for each outcome, in fields the schema keeps.
 """
 
 import re
@@ -20,11 +23,13 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from jsonpath_ng import ext as jsonpath_ext
 from pydantic import ValidationError
 
 from servicebuild.api.crd import build_crd, description_text, render_crd
 from servicebuild.api.models import ServiceBuildSpec
-from support.crd_schema import CRD_PATH, FORMATS, crd_errors, object_schema
+from support import status_samples as samples
+from support.crd_schema import CRD_PATH, FORMATS, crd, crd_errors, object_schema
 
 _FORBIDDEN = {
     "$ref",
@@ -49,6 +54,12 @@ def _nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[s
 
 def test_committed_crd_matches_the_models() -> None:
     assert CRD_PATH.read_text() == render_crd(), "crds/ drifted from the models: run `make crds`"
+
+
+def test_servicebuilds_are_not_in_kubectls_all_category() -> None:
+    """`kubectl delete all --all` deletes a namespace's workloads, not its build definitions and their
+    history (docs/servicebuild.md, "Deleting")."""
+    assert "all" not in build_crd()["spec"]["names"].get("categories", [])
 
 
 @pytest.mark.parametrize(("path", "node"), list(_nodes(object_schema())), ids=lambda value: str(value)[:60])
@@ -169,17 +180,95 @@ def test_crd_is_a_valid_kubernetes_object() -> None:
     kubernetes_validate.validate(build_crd(), "1.33", strict=True)
 
 
-def test_crd_has_status_subresource_columns_and_short_name() -> None:
+def test_crd_has_status_subresource_and_short_name() -> None:
     spec = build_crd()["spec"]
-    version = spec["versions"][0]
-    assert version["subresources"] == {"status": {}}
-    assert [column["name"] for column in version["additionalPrinterColumns"]][:4] == [
-        "Phase",
-        "Image",
-        "Size",
-        "Age",
-    ]
+    assert spec["versions"][0]["subresources"] == {"status": {}}
     assert spec["names"]["shortNames"] == ["sb"]
+
+
+def _columns(obj: dict[str, Any], *, wide: bool) -> dict[str, Any]:
+    """What `kubectl get sb` (`-o wide`) shows: each column's JSONPath evaluated on the object, as the API
+    server's table convertor does (a missing field is an empty cell)."""
+    version = crd()["spec"]["versions"][0]
+    cells = {}
+    for column in version["additionalPrinterColumns"]:
+        if column.get("priority", 0) > 0 and not wide:
+            continue
+        found = jsonpath_ext.parse("$" + column["jsonPath"]).find(obj)
+        assert len(found) <= 1, f"{column['name']} finds {len(found)} values; the server prints the first"
+        cells[column["name"]] = found[0].value if found else None
+    return cells
+
+
+def test_the_printer_columns_are_the_issues_and_their_paths_the_api_server_accepts() -> None:
+    columns = crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert [(c["name"], c.get("priority", 0)) for c in columns] == [
+        ("Ready", 0),
+        ("Reason", 0),
+        ("Image", 0),
+        ("Size", 0),
+        ("Age", 0),
+        ("Commit", 1),
+        ("Duration", 1),
+        ("Cached", 1),
+        ("Message", 1),
+    ]
+    # The API server rejects a column whose JSONPath does not start with `.` (validateSimpleJSONPath).
+    assert all(c["jsonPath"].startswith(".") for c in columns)
+    assert {c["type"] for c in columns} == {"string", "date"}
+
+
+OUTPUT_IMAGE = f"{samples.IMAGE}@{samples.DIGEST}"
+SUCCEEDED_COLUMNS = {
+    "Ready": "True",
+    "Reason": "BuildSucceeded",
+    "Image": OUTPUT_IMAGE,
+    "Size": "12.3 MiB",
+    "Age": "2026-11-28T09:00:00Z",
+    "Commit": "3f9c2a7be81d",
+    "Duration": "1m23s",
+    "Cached": "4/5",
+    "Message": f"Pushed {OUTPUT_IMAGE} (12.3 MiB)",
+}
+COLUMNS: dict[str, dict[str, Any]] = {
+    "succeeded": SUCCEEDED_COLUMNS,
+    # A failed or running build keeps showing the last success's image, size and cache figures.
+    "failed for good": SUCCEEDED_COLUMNS
+    | {"Ready": "False", "Reason": "BuildFailed", "Message": "Build failed at [build 3/4] RUN make."},
+    "running": SUCCEEDED_COLUMNS
+    | {
+        "Ready": "False",
+        "Reason": "BuildRunning",
+        "Duration": None,
+        "Message": "BuildKit is building and pushing the image.",
+    },
+    "queued": {
+        "Ready": "False",
+        "Reason": "WaitingForCapacity",
+        "Image": None,
+        "Size": None,
+        "Age": "2026-11-28T09:00:00Z",
+        "Commit": "3f9c2a7be81d",
+        "Duration": None,
+        "Cached": None,
+        "Message": "Waiting for a free build slot, position 3: 2 of 2 builds run.",
+    },
+}
+
+
+@pytest.mark.parametrize(("sample", "expected"), COLUMNS.items(), ids=COLUMNS.keys())
+def test_each_column_reads_the_status_the_operator_writes(sample: str, expected: dict[str, Any]) -> None:
+    obj = samples.servicebuild(samples.STATUSES[sample])
+    assert crd_errors(obj) == [], "the API server would prune what the schema does not declare"
+    assert _columns(obj, wide=True) == expected
+    assert _columns(obj, wide=False) == {
+        name: expected[name] for name in ("Ready", "Reason", "Image", "Size", "Age")
+    }
+
+
+def test_a_servicebuild_without_status_shows_empty_columns_but_its_age() -> None:
+    cells = _columns(samples.servicebuild(None), wide=True)
+    assert {name for name, value in cells.items() if value is not None} == {"Age"}
 
 
 def _servicebuild(**spec: Any) -> dict[str, Any]:

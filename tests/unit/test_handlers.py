@@ -5,6 +5,10 @@
   worker threads: the index changing meanwhile (Kopf updates it on the loop) cannot break the loop;
 - the resync reads its LIST page by page, reconciles the ServiceBuilds of every page once the whole
   LIST is read, and keeps none of their bodies while it waits for the next tick.
+- Kopf itself writes nothing to the objects (a standby must not): only event and index handlers are
+  registered, no create/update/delete handlers (which keep progress in annotations) and no daemons;
+- a ServiceBuild's event is news when its generation or annotations changed, or it is new to the term; a
+  status change alone (the operator's own write) is not.
 """
 
 import asyncio
@@ -103,7 +107,7 @@ class PagingKube:
 def _paging_runtime(kube: PagingKube) -> handlers.Runtime:
     settings = Settings(resync_seconds=0.01)
     reconciler = Reconciler(FakeKube(now="2026-11-28T10:00:00Z"), FakeRegistry(), FakeGit(), settings)
-    return handlers.Runtime(settings=settings, kube=kube, reconciler=reconciler)  # type: ignore[arg-type]
+    return handlers.Runtime(settings=settings, kube=kube, reconciler=reconciler, acting=True)  # type: ignore[arg-type]
 
 
 async def test_a_resync_tick_reconciles_every_page_once_the_list_is_read() -> None:
@@ -127,3 +131,27 @@ async def test_no_servicebuild_body_outlives_its_resync_tick() -> None:
         resync.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await resync
+
+
+def test_kopf_keeps_no_progress_on_any_object() -> None:
+    registry = kopf.get_default_registry()
+    assert registry._watching.get_all_handlers(), "the event handlers are registered"
+    assert not registry._changing.get_all_handlers()
+    assert not registry._spawning.get_all_handlers()
+    assert not registry._webhooks.get_all_handlers()
+
+
+def test_only_a_new_generation_or_annotation_is_news() -> None:
+    reconciler = Reconciler(FakeKube(now="2026-11-28T10:00:00Z"), FakeRegistry(), FakeGit(), Settings())
+    runtime = handlers.Runtime(
+        settings=Settings(), kube=FakeKube(now="2026-11-28T10:00:00Z"), reconciler=reconciler
+    )  # type: ignore[arg-type]
+    key = (NAMESPACE, "checkout")
+
+    assert runtime.noticed(key, 1, {})
+    assert not runtime.noticed(key, 1, {}), "a status write changes neither"
+    assert runtime.noticed(key, 2, {})
+    assert runtime.noticed(key, 2, {"servicebuild.dev/requested-at": "2026-11-28T10:01:00Z"})
+    assert not runtime.noticed(key, 2, {"servicebuild.dev/requested-at": "2026-11-28T10:01:00Z"})
+    runtime.begin_term([])
+    assert runtime.noticed(key, 2, {"servicebuild.dev/requested-at": "2026-11-28T10:01:00Z"}), "a new term"

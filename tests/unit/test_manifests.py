@@ -11,22 +11,25 @@ We test these aspects:
   the CRD as the API server checks it (schema, unknown fields, CEL rules) and against the pydantic
   model; the README shows a minimal one and the reference several; the samples' ConfigMap context holds
   every file the Dockerfile copies;
-- the operator Deployment: one replica, Recreate, a liveness probe on Kopf's endpoint, requests and
-  limits, a restricted securityContext with a read-only root filesystem and a writable /tmp, and the
-  user the image creates;
-- the ClusterRoleBinding gives the ClusterRole to the operator's ServiceAccount (its rules are derived from
-  the code and checked in test_rbac.py);
+- the operator Deployment: two replicas (a leader and a standby), rolled one at a time, with a
+  PodDisruptionBudget; a liveness probe on Kopf's endpoint, readiness on /readyz beside /metrics, the
+  Lease's namespace from the downward API, requests and limits, a restricted securityContext with a
+  read-only root filesystem and a writable /tmp, and the user the image creates;
+- the ClusterRoleBindings give the operator's two ClusterRoles to its ServiceAccount (their rules are derived
+  from the code and checked in test_rbac.py, with the namespaced install's RoleBindings);
 - the kind overlay runs the locally loaded image and reaches the samples' registry over plain HTTP;
 - the webhooks component: a Service on 8082 to the operator's `webhooks` port, which the receiver's
   address names; the secret a file from a Secret volume, never a literal or an environment variable;
+- the monitoring component: a Service on 8081 to the operator's `metrics` port, where the default metrics
+  address listens; a ServiceMonitor scraping /metrics through that Service; the Grafana dashboard in a
+  ConfigMap with the sidecar's label (its queries are checked in test_dashboard.py);
 - every FROM in the repository's Dockerfiles names an exact version tag.
 """
 
 import fnmatch
+import json
 import re
-import shutil
 import subprocess
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -35,34 +38,22 @@ import pytest
 import yaml
 
 from servicebuild.api.models import ServiceBuildSpec
-from servicebuild.config import listen_address
+from servicebuild.config import Settings, listen_address
+from servicebuild.metrics_server import METRICS_PATH
 from support import docs, kustomizations
 from support.crd_schema import crd_errors
+from support.kustomizations import render, require
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "servicebuilds.servicebuild.dev.yaml"
 KUSTOMIZATIONS = sorted([*kustomizations.kustomizations(), ROOT / "crds", ROOT / "e2e" / "samples"])
 OVERLAYS = sorted((ROOT / "deploy" / "overlays").iterdir())
 WITH_WEBHOOKS = kustomizations.APPLIED_COMPONENTS / "webhooks"
+WITH_MONITORING = kustomizations.APPLIED_COMPONENTS / "monitoring"
+NOT_BUILT_IN = ("servicebuild.dev/", "monitoring.coreos.com/")
+"""API groups kubernetes-validate has no schema of: the CRD's, the Prometheus Operator's."""
 # The build Jobs set appArmorProfile in the securityContext, a field of Kubernetes 1.30 and later.
 KUBERNETES_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
-
-
-def require(tool: str) -> str:
-    """The path of a tool CI must have: a missing one fails the test, it never skips it."""
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is not on the PATH; .ci/run installs it")
-    return path
-
-
-@cache
-def render(directory: Path) -> tuple[dict[str, Any], ...]:
-    result = subprocess.run(
-        [require("kubectl"), "kustomize", str(directory)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, f"kubectl kustomize {directory}:\n{result.stderr}"
-    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
 def objects(directory: Path, kind: str) -> list[dict[str, Any]]:
@@ -138,7 +129,7 @@ def test_every_component_is_rendered_applied_to_the_base() -> None:
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=relative)
 def test_rendered_objects_are_valid_kubernetes(directory, version):
-    built_in = [obj for obj in render(directory) if obj["apiVersion"] != "servicebuild.dev/v1alpha1"]
+    built_in = [obj for obj in render(directory) if not obj["apiVersion"].startswith(NOT_BUILT_IN)]
     assert built_in
     errors = []
     for obj in built_in:
@@ -212,10 +203,15 @@ def test_sample_context_holds_every_file_its_dockerfile_copies():
 @pytest.mark.parametrize(
     "directory", [ROOT / "deploy" / "base", *OVERLAYS, *kustomizations.applied_components()], ids=relative
 )
-def test_operator_deployment_is_single_and_restricted(directory):
+def test_operator_deployment_is_two_replicas_and_restricted(directory):
     spec = deployment(directory)["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2, "a leader and a standby"
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+    }
+    (budget,) = objects(directory, "PodDisruptionBudget")
+    assert budget["spec"] == {"minAvailable": 1, "selector": spec["selector"]}
     pod = spec["template"]["spec"]
     assert pod["automountServiceAccountToken"] is True
     assert pod["serviceAccountName"] == "servicebuild-operator"
@@ -243,20 +239,32 @@ def test_operator_deployment_is_single_and_restricted(directory):
     probe = container["livenessProbe"]["httpGet"]
     port = {p["name"]: p["containerPort"] for p in container["ports"]}[probe["port"]]
     assert env["SERVICEBUILD_LIVENESS_ENDPOINT"] == f"http://0.0.0.0:{port}{probe['path']}"
-    assert "readinessProbe" not in container
+    readiness = container["readinessProbe"]["httpGet"]
+    metrics_port = {p["name"]: p["containerPort"] for p in container["ports"]}[readiness["port"]]
+    assert (readiness["path"], metrics_port) == ("/readyz", 8081), "served beside /metrics (default :8081)"
+    lease_namespace = next(
+        item for item in container["env"] if item["name"] == "SERVICEBUILD_LEASE_NAMESPACE"
+    )
+    assert lease_namespace["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
     resources = container["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"])
     assert {"cpu", "memory"} <= set(resources["limits"])
 
 
-def test_cluster_role_binding_names_the_operator_service_account():
-    (binding,) = objects(ROOT / "deploy" / "base", "ClusterRoleBinding")
+def test_cluster_role_bindings_name_the_operator_service_account():
+    bindings = objects(ROOT / "deploy" / "base", "ClusterRoleBinding")
     (account,) = objects(ROOT / "deploy" / "base", "ServiceAccount")
-    assert binding["roleRef"]["name"] == "servicebuild-operator"
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "servicebuild-system"}
-    ]
+    bound = {binding["roleRef"]["name"] for binding in bindings}
+    assert bound == {"servicebuild-operator", "servicebuild-operator-cluster"}
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": account["metadata"]["name"],
+                "namespace": "servicebuild-system",
+            }
+        ]
 
 
 def test_kind_overlay_runs_the_loaded_image_and_reaches_the_sample_registry():
@@ -294,6 +302,36 @@ def test_the_webhooks_component_serves_the_receiver_with_the_secret_from_a_secre
     assert volume["secret"]["items"] == [{"key": "secret", "path": secret_file.name}]
     assert not any("secretKeyRef" in item.get("valueFrom", {}) for item in container["env"])
     assert {item["name"] for item in container["env"]} >= {"SERVICEBUILD_LIVENESS_ENDPOINT", "POD_ID"}
+
+
+def test_the_monitoring_component_scrapes_the_metrics_port_and_ships_the_dashboard():
+    (service,) = objects(WITH_MONITORING, "Service")
+    (monitor,) = objects(WITH_MONITORING, "ServiceMonitor")
+    (dashboard,) = objects(WITH_MONITORING, "ConfigMap")
+    operator = deployment(WITH_MONITORING)
+    pod = operator["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    env = {item["name"] for item in container["env"]}
+
+    assert "SERVICEBUILD_METRICS_ADDRESS" not in env, "the default address serves the metrics"
+    assert listen_address(Settings.model_fields["metrics_address"].default) == (None, ports["metrics"])
+    assert service["metadata"]["namespace"] == operator["metadata"]["namespace"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (8081, "metrics")
+
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [
+        {"port": port["name"], "path": METRICS_PATH, "interval": "30s"},
+    ]
+
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["namespace"] == "servicebuild-system"
+    (content,) = dashboard["data"].values()
+    assert json.loads(content)["panels"]
 
 
 def test_build_namespace_of_the_samples_allows_rootless_buildkit():

@@ -1,4 +1,5 @@
-"""The operator's RBAC, derived from the code: deploy/base/rbac.yaml grants exactly what the operator uses.
+"""The operator's RBAC, derived from the code: deploy/base/rbac.yaml grants exactly what the operator uses,
+cluster-wide or, in the namespaced install, in each watched namespace; and the tenants' roles.
 
 We test these aspects:
 - the permissions are derived from the code, never listed by hand:
@@ -14,12 +15,20 @@ We test these aspects:
     them, list and watch of CRDs (and of namespaces when it serves named namespaces) while its cluster
     scanning is on, its peering objects unless it runs standalone;
   - update of `<owner>/finalizers` for each owner reference with blockOwnerDeletion in the rendered build Job;
+  - where each request is made: within a watched namespace (its path names one), or cluster-wide
+    (cluster-scoped objects, Kopf's watches when it serves all namespaces, and kube.py's listings of every
+    namespace, which a recording client shows it makes only when the operator passes it no namespaces);
 - the ClusterRole grants exactly that: nothing missing, nothing extra, nothing twice; a failure lists each
   difference and, for a missing one, the code that needs it;
 - no wildcard, no resourceNames or nonResourceURLs, Secrets only read by name (never listed or watched);
 - every rule has a comment right above it saying why;
-- every kustomization in deploy/ renders the same rules as rbac.yaml (an overlay cannot widen them), and
+- every kustomization in deploy/ renders the same roles as the base (an overlay cannot widen them), and
   so does the base with each optional component;
+- following the bindings to the operator's ServiceAccount: the cluster-wide install grants every need
+  cluster-wide; the namespaced install (deploy/overlays/production-namespaced) grants cluster-wide exactly
+  the needs no namespace confines and, in each namespace SERVICEBUILD_NAMESPACES names, exactly the others;
+- the tenants' roles, through Kubernetes' own aggregation chain: view reads ServiceBuilds and their status,
+  edit and admin also write ServiceBuilds, and none writes their status;
 - the mapping from a client method to a permission, as a table (the client's naming convention: read → get,
   list → list or watch, create, patch, replace → update, delete, delete_collection → deletecollection).
 """
@@ -27,19 +36,20 @@ We test these aspects:
 import ast
 import inspect
 import os
-import shutil
-import subprocess
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import kopf
 import pytest
 import yaml
 from kopf._cogs.structs import references as kopf_references
-from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, BatchV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi
 
 import servicebuild.__main__ as entry_point
 from servicebuild import kube
@@ -52,7 +62,12 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "operator" / "servicebuild"
 KUBE_PY = PACKAGE / "kube.py"
 RBAC_YAML = ROOT / "deploy" / "base" / "rbac.yaml"
+TENANT_ROLES_YAML = ROOT / "deploy" / "base" / "tenant-roles.yaml"
+KUBERNETES_ROLES_YAML = Path(__file__).parent / "kubernetes_roles" / "user-facing-roles.yaml"
 KUSTOMIZATIONS = kustomizations.kustomizations()
+BASE = ROOT / "deploy" / "base"
+NAMESPACED_INSTALL = ROOT / "deploy" / "overlays" / "production-namespaced"
+OPERATOR_ACCOUNT = ("ServiceAccount", "servicebuild-operator", "servicebuild-system")
 
 Permission = tuple[str, str, str]
 """(apiGroup, resource or resource/subresource, verb), as one RBAC rule grants it; "" is the core group."""
@@ -65,6 +80,23 @@ WATCHING_MODES: dict[str, dict[str, str]] = {
 }
 """The environments `python -m servicebuild` is derived in: one ClusterRole serves both (every overlay
 uses the base's; the production overlay watches named namespaces)."""
+
+
+@dataclass(frozen=True)
+class ScopedNeeds:
+    """Where the operator makes the requests a permission is needed for."""
+
+    cluster: Needs = dataclass_field(default_factory=dict)
+    """Requests no namespace confines: of cluster-scoped objects, or of every namespace at once."""
+    namespaced: Needs = dataclass_field(default_factory=dict)
+    """Requests within a watched namespace, which a RoleBinding there grants."""
+    own: Needs = dataclass_field(default_factory=dict)
+    """Requests within the operator's own namespace: its Lease (SERVICEBUILD_LEASE_NAMESPACE, which the
+    Deployment sets to its own namespace)."""
+
+
+LEASE_FUNCTIONS = {"read_lease", "write_lease"}
+"""The Kube methods of the leader election: they request in the operator's own namespace."""
 
 
 def need(needs: Needs, group: str, resource: str, verbs: Iterable[str], why: str) -> None:
@@ -223,10 +255,60 @@ def kube_api_calls() -> list[ApiCall]:
     return list(calls.values())
 
 
-def kube_needs(needs: Needs) -> None:
+def in_a_namespace(call: ApiCall) -> bool:
+    """Whether the request names a namespace, which a RoleBinding there can grant."""
+    return "/namespaces/{namespace}/" in client_request(call.api, call.method)[1]
+
+
+class _ResponseRecorder(ApiClient):
+    """An ApiClient that records the method and path of each request and answers it with an empty list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[tuple[str, str]] = []
+
+    def call_api(self, method: str, url: str, *_: Any, **__: Any) -> Any:
+        self.requests.append((method, urlsplit(url).path))
+        return SimpleNamespace(status=200, response=SimpleNamespace(data=b'{"items": []}'))
+
+
+def serving_methods() -> set[str]:
+    """The Kube methods told which namespaces the operator serves: those with a `namespaces` parameter."""
+    return {
+        name
+        for name, function in inspect.getmembers(kube.Kube, inspect.isfunction)
+        if "namespaces" in inspect.signature(function).parameters
+    }
+
+
+def requests_outside(method: str, namespaces: Sequence[str]) -> list[str]:
+    """The requests `Kube.<method>(namespaces)` makes that are not within one of `namespaces`."""
+    client = _ResponseRecorder()
+    result = getattr(kube.Kube(client), method)(namespaces)
+    if isinstance(result, Iterator):  # a generator requests as it is read (servicebuild_pages)
+        list(result)
+    assert client.requests, f"Kube.{method}({namespaces}) made no request"
+    return [
+        f"{verb} {path}"
+        for verb, path in client.requests
+        if not any(f"/namespaces/{namespace}/" in path for namespace in namespaces)
+    ]
+
+
+def kube_needs(scoped: ScopedNeeds, mode: str) -> None:
+    """A call whose request names no namespace is needed cluster-wide, unless it is made by a serving method
+    that, given the namespaces of `mode`, requests only within them (the operator passes its setting:
+    test_the_operator_tells_kube_py_the_namespaces_it_serves)."""
+    namespaces = kopf_run_arguments(mode)["namespaces"]
     for call in kube_api_calls():
         group, resource, verb = request_permission(call.api, call.method, call.arguments)
-        need(needs, group, resource, [verb], str(call))
+        confined = call.function in serving_methods() and not requests_outside(call.function, namespaces)
+        if call.function in LEASE_FUNCTIONS:
+            need(scoped.own, group, resource, [verb], str(call))
+        elif in_a_namespace(call):
+            need(scoped.namespaced, group, resource, [verb], str(call))
+        elif not namespaces or not confined:
+            need(scoped.cluster, group, resource, [verb], str(call))
 
 
 # Kopf: what handlers.py registers and what the entry point configures
@@ -263,7 +345,7 @@ def _writes_status(storage: object) -> bool:
     return any(isinstance(part, kopf.StatusProgressStorage | kopf.StatusDiffBaseStorage) for part in parts)
 
 
-def kopf_needs(needs: Needs, mode: str) -> None:
+def kopf_needs(scoped: ScopedNeeds, mode: str) -> None:
     arguments = kopf_run_arguments(mode)
     settings: kopf.OperatorSettings = arguments["settings"]
     registry = arguments.get("registry") or kopf.get_default_registry()
@@ -280,35 +362,41 @@ def kopf_needs(needs: Needs, mode: str) -> None:
         *registry._changing.get_all_handlers(),
     ]
     assert watched, "no Kopf handler is registered: was servicebuild.handlers imported?"
+    cluster_scoped = {_resource(kopf_references.CRDS), _resource(kopf_references.NAMESPACES)}
     for handler in watched:
         group, plural = _resource(handler.selector)
-        need(needs, group, plural, ["list", "watch"], f"Kopf lists and watches {plural} for {handler.id}")
+        why = f"Kopf lists and watches {plural} for {handler.id}"
+        where = scoped.cluster if clusterwide or (group, plural) in cluster_scoped else scoped.namespaced
+        need(where, group, plural, ["list", "watch"], why)
     storages = [settings.persistence.progress_storage, settings.persistence.diffbase_storage]
     for handler in [*registry._spawning.get_all_handlers(), *registry._changing.get_all_handlers()]:
         group, plural = _resource(handler.selector)
         finalizer = " and its finalizer" if handler.requires_finalizer else ""
         why = f"Kopf patches its progress and diff-base annotations{finalizer} into {plural} for {handler.id}"
-        need(needs, group, plural, ["patch"], why)
+        need(scoped.namespaced, group, plural, ["patch"], why)
         if any(_writes_status(storage) for storage in storages):
-            need(needs, group, f"{plural}/status", ["patch"], f"{why}, in their status")
+            need(scoped.namespaced, group, f"{plural}/status", ["patch"], f"{why}, in their status")
     if settings.posting.enabled:
-        need(needs, *_resource(kopf_references.EVENTS), ["create"], "Kopf posts handler errors as Events")
+        why = "Kopf posts handler errors as Events"
+        need(scoped.namespaced, *_resource(kopf_references.EVENTS), ["create"], why)
     if not settings.scanning.disabled:
         why = "Kopf's cluster scanning notices CRDs installed or changed at run time"
-        need(needs, *_resource(kopf_references.CRDS), ["list", "watch"], why)
+        need(scoped.cluster, *_resource(kopf_references.CRDS), ["list", "watch"], why)
         if not clusterwide:
             why = f"Kopf's cluster scanning, with {mode}: serves the named namespaces as they come and go"
-            need(needs, *_resource(kopf_references.NAMESPACES), ["list", "watch"], why)
+            need(scoped.cluster, *_resource(kopf_references.NAMESPACES), ["list", "watch"], why)
     if not standalone:
         peering = kopf_references.CLUSTER_PEERINGS_K if clusterwide else kopf_references.NAMESPACED_PEERINGS_K
         why = f"Kopf's peering, with {mode} (docs/deployment-rbac.yaml of Kopf)"
-        need(needs, *_resource(peering), ["get", "list", "watch", "patch"], why)
+        where = scoped.cluster if clusterwide else scoped.namespaced
+        need(where, *_resource(peering), ["get", "list", "watch", "patch"], why)
 
 
 # The build Job's owner reference
 
 
 def owner_reference_needs(needs: Needs) -> None:
+    """Needed in the namespace of the build Job and its owner."""
     build = ServiceBuild.model_validate(
         {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -330,12 +418,24 @@ def owner_reference_needs(needs: Needs) -> None:
 
 
 @cache
+def mode_needs(mode: str) -> ScopedNeeds:
+    """What the operator requests in one of WATCHING_MODES, cluster-wide and within a watched namespace."""
+    scoped = ScopedNeeds()
+    kube_needs(scoped, mode)
+    kopf_needs(scoped, mode)
+    owner_reference_needs(scoped.namespaced)
+    return scoped
+
+
+@cache
 def derived_needs() -> Needs:
+    """Every permission the operator needs, in either watching mode, wherever it is requested."""
     needs: Needs = {}
-    kube_needs(needs)
     for mode in WATCHING_MODES:
-        kopf_needs(needs, mode)
-    owner_reference_needs(needs)
+        scoped = mode_needs(mode)
+        for permission, reasons in [*scoped.cluster.items(), *scoped.namespaced.items(), *scoped.own.items()]:
+            for why in reasons:
+                need(needs, *permission[:2], [permission[2]], why)
     return needs
 
 
@@ -373,6 +473,75 @@ def describe(permissions: Iterable[Permission], needs: Needs | None = None) -> s
     return "\n".join(lines) or "  (none)"
 
 
+@dataclass(frozen=True)
+class Grants:
+    """What an install grants the operator's ServiceAccount, through the bindings that name it."""
+
+    cluster: set[Permission]
+    namespaces: dict[str, set[Permission]]
+
+
+def _subject(subject: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    return subject["kind"], subject["name"], subject.get("namespace")
+
+
+def operator_grants(documents: Sequence[Mapping[str, Any]]) -> Grants:
+    roles = {
+        (doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"]): doc.get("rules") or []
+        for doc in documents
+        if doc["kind"] in {"ClusterRole", "Role"}
+    }
+    grants = Grants(cluster=set(), namespaces={})
+    for binding in documents:
+        subjects = {_subject(subject) for subject in binding.get("subjects") or []}
+        if binding["kind"] not in {"ClusterRoleBinding", "RoleBinding"} or OPERATOR_ACCOUNT not in subjects:
+            continue
+        ref, namespace = binding["roleRef"], binding["metadata"].get("namespace")
+        role = (ref["kind"], None if ref["kind"] == "ClusterRole" else namespace, ref["name"])
+        assert role in roles, f"{binding['kind']} {binding['metadata']['name']} binds {role}, not installed"
+        granted = set(granted_permissions(roles[role]))
+        if binding["kind"] == "ClusterRoleBinding":
+            grants.cluster.update(granted)
+        else:
+            grants.namespaces.setdefault(namespace, set()).update(granted)
+    return grants
+
+
+def differences(where: str, needs: Needs, granted: set[Permission]) -> list[str]:
+    """What is needed and not granted, and granted and not needed, `where` (empty when they match)."""
+    missing, extra = needs.keys() - granted, granted - needs.keys()
+    if not missing and not extra:
+        return []
+    return [
+        f"{where}, needed, not granted:\n{describe(missing, needs)}",
+        f"{where}, granted, not needed:\n{describe(extra)}",
+    ]
+
+
+def tenant_roles() -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(TENANT_ROLES_YAML.read_text()) if doc]
+
+
+def aggregated(roles: Sequence[Mapping[str, Any]]) -> dict[str, set[Permission]]:
+    """Each ClusterRole's permissions as Kubernetes' aggregation controller sets them: a role with an
+    aggregationRule gets those of every role its selectors match, aggregated ones included, until nothing
+    changes (so view's reach edit, which aggregates view, and admin, which aggregates edit)."""
+    granted = {role["metadata"]["name"]: set(granted_permissions(role.get("rules") or [])) for role in roles}
+    changed = True
+    while changed:
+        changed = False
+        for role in roles:
+            name = role["metadata"]["name"]
+            for selector in (role.get("aggregationRule") or {}).get("clusterRoleSelectors", []):
+                for other in roles:
+                    labels = other["metadata"].get("labels") or {}
+                    if selector["matchLabels"].items() <= labels.items():
+                        before = len(granted[name])
+                        granted[name] |= granted[other["metadata"]["name"]]
+                        changed |= len(granted[name]) > before
+    return granted
+
+
 # The tests
 
 
@@ -394,13 +563,12 @@ def test_cluster_role_grants_exactly_what_the_code_uses() -> None:
 def test_the_derivation_finds_every_source_of_need() -> None:
     """Guards the derivation itself: an empty or partial parse would make the test above meaningless."""
     calls = kube_api_calls()
-    assert {call.api for call in calls} == {BatchV1Api, CoreV1Api, CustomObjectsApi}
+    assert {call.api for call in calls} == {BatchV1Api, CoreV1Api, CustomObjectsApi, CoordinationV1Api}
     assert {call.function for call in calls} >= {"get_job", "create_job", "patch_servicebuild_status"}
     reasons = [why for whys in derived_needs().values() for why in whys]
     for source in (
         "kube.py Kube.",
         "Kopf lists and watches",
-        "Kopf patches",
         "Kopf posts",
         "Kopf's cluster scanning",
         "render/job.py",
@@ -431,7 +599,7 @@ def test_only_kube_py_imports_the_kubernetes_client() -> None:
 
 
 def test_no_wildcards_resource_names_or_non_resource_urls() -> None:
-    rules = base_rules()
+    rules = [*base_rules(), *role_rules(tenant_roles())]
     assert rules
     for rule in rules:
         assert set(rule) <= {"apiGroups", "resources", "verbs"}, rule
@@ -452,29 +620,127 @@ def test_secrets_are_only_read_by_name() -> None:
     assert needed <= {"get"}
 
 
-def test_every_rbac_rule_has_a_comment() -> None:
-    lines = RBAC_YAML.read_text().splitlines()
+@pytest.mark.parametrize("path", [RBAC_YAML, TENANT_ROLES_YAML], ids=lambda path: path.name)
+def test_every_rbac_rule_has_a_comment(path: Path) -> None:
+    lines = path.read_text().splitlines()
     starts = [index for index, line in enumerate(lines) if line.startswith("- apiGroups:")]
     # Every rule starts with apiGroups at the left margin, so none escapes the comment check below.
-    assert len(starts) == len(base_rules())
+    assert len(starts) == len(role_rules(yaml.safe_load_all(path.read_text())))
     for index in starts:
         assert lines[index - 1].startswith("#"), f"no comment above line {index + 1}: {lines[index]}"
 
 
-def _kubectl() -> str:
-    path = shutil.which("kubectl")
-    if path is None:
-        pytest.fail("kubectl is not on the PATH; .ci/run installs it")
-    return path
+def roles(documents: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Any]:
+    return {
+        (doc["kind"], doc["metadata"]["name"]): (doc.get("rules"), doc["metadata"].get("labels"))
+        for doc in documents
+        if doc["kind"] in {"ClusterRole", "Role"}
+    }
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda path: str(path.relative_to(ROOT)))
-def test_every_kustomization_renders_the_base_rules(directory: Path) -> None:
-    result = subprocess.run(
-        [_kubectl(), "kustomize", str(directory)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert role_rules(yaml.safe_load_all(result.stdout)) == base_rules()
+def test_every_kustomization_renders_the_base_roles(directory: Path) -> None:
+    """An overlay or component may bind the roles elsewhere, never change them."""
+    assert roles(kustomizations.render(directory)) == roles(kustomizations.render(BASE))
+
+
+def own_namespace(documents: Sequence[Mapping[str, Any]]) -> str:
+    """The operator's namespace: its Deployment's."""
+    (deployment,) = [doc for doc in documents if doc["kind"] == "Deployment"]
+    return str(deployment["metadata"]["namespace"])
+
+
+def own_needs() -> Needs:
+    needs: Needs = {}
+    for mode in WATCHING_MODES:
+        for permission, reasons in mode_needs(mode).own.items():
+            for why in reasons:
+                need(needs, *permission[:2], [permission[2]], why)
+    return needs
+
+
+def test_the_cluster_wide_install_grants_every_request_cluster_wide() -> None:
+    """Everything cluster-wide but the Lease, which a Role grants in the operator's namespace only."""
+    documents = kustomizations.render(BASE)
+    grants = operator_grants(documents)
+    own = own_namespace(documents)
+    assert set(grants.namespaces) == {own}
+    cluster_needs = {
+        permission: why for permission, why in derived_needs().items() if permission not in own_needs()
+    }
+    problems = differences("cluster-wide", cluster_needs, grants.cluster)
+    problems += differences(f"in {own}", own_needs(), grants.namespaces[own])
+    assert not problems, "\n".join(problems)
+
+
+def test_the_namespaced_install_grants_every_request_where_the_operator_makes_it() -> None:
+    """Cluster-wide only what no namespace confines; the rest by a RoleBinding in each watched namespace."""
+    documents = kustomizations.render(NAMESPACED_INSTALL)
+    (deployment,) = [doc for doc in documents if doc["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    mode = "SERVICEBUILD_NAMESPACES"
+    # The install sets what the mode is derived with, so the needs below are this install's.
+    assert {"name": mode, "value": WATCHING_MODES[mode][mode]} in container["env"]
+    watched = kopf_run_arguments(mode)["namespaces"]
+    needs = mode_needs(mode)
+    grants = operator_grants(documents)
+
+    problems = differences("cluster-wide", needs.cluster, grants.cluster)
+    for namespace in watched:
+        problems += differences(f"in {namespace}", needs.namespaced, grants.namespaces.get(namespace, set()))
+    own = own_namespace(documents)
+    problems += differences(f"in {own}", needs.own, grants.namespaces.get(own, set()))
+    for namespace, granted in grants.namespaces.items():
+        if namespace not in watched and namespace != own:
+            problems += differences(f"in {namespace}, not watched", {}, granted & needs.namespaced.keys())
+    assert not problems, "\n".join(problems)
+    assert {resource for _, resource, _ in grants.cluster} == {"customresourcedefinitions", "namespaces"}
+
+
+def test_every_kube_py_request_without_a_namespace_is_made_only_when_serving_every_namespace() -> None:
+    """A serving method lists every namespace at once only when given none; otherwise only the ones given."""
+    calls = [call for call in kube_api_calls() if not in_a_namespace(call)]
+    assert {call.function for call in calls} >= {"servicebuild_pages", "list_build_jobs"}
+    for call in calls:
+        assert call.function in serving_methods(), f"{call}: a request outside the watched namespaces"
+        assert requests_outside(call.function, []), f"{call}: no request of every namespace is recorded"
+        assert requests_outside(call.function, ["team-shop", "team-payments"]) == []
+
+
+def test_the_operator_tells_kube_py_the_namespaces_it_serves() -> None:
+    """Every use of a serving method passes it the setting, directly or through asyncio.to_thread."""
+    methods = serving_methods()
+    used = []
+    for path in PACKAGE.rglob("*.py"):
+        for call in (node for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)):
+            for index, reference in enumerate([call.func, *call.args]):
+                if isinstance(reference, ast.Attribute) and reference.attr in methods:
+                    arguments = [ast.unparse(argument) for argument in call.args[index:]]
+                    where = f"{path.relative_to(PACKAGE)}: {ast.unparse(call)}"
+                    assert arguments, where
+                    # kube.py's own serving methods pass on the namespaces they were given.
+                    passed_on = path == KUBE_PY and arguments[0] == "namespaces"
+                    assert passed_on or arguments[0].endswith("settings.namespaces"), where
+                    used.append(reference.attr)
+    assert set(used) == methods
+
+
+def test_view_edit_and_admin_get_the_tenant_roles() -> None:
+    """Through Kubernetes' own aggregation chain (its bootstrap roles, tests/unit/kubernetes_roles): view
+    reads ServiceBuilds and their status, edit and admin also write them, nobody but the operator writes
+    the status."""
+    kubernetes_roles = yaml.safe_load(KUBERNETES_ROLES_YAML.read_text())["items"]
+    granted = aggregated([*kubernetes_roles, *tenant_roles()])
+    reads = ("get", "list", "watch")
+    read = {(GROUP, resource, verb) for resource in (PLURAL, f"{PLURAL}/status") for verb in reads}
+    write = {(GROUP, PLURAL, verb) for verb in ("create", "update", "patch", "delete", "deletecollection")}
+
+    def servicebuilds(role: str) -> set[Permission]:
+        return {permission for permission in granted[role] if permission[0] == GROUP}
+
+    assert servicebuilds("view") == read
+    assert servicebuilds("edit") == read | write
+    assert servicebuilds("admin") == read | write
 
 
 CUSTOM = {"group": "example.com", "plural": "widgets"}

@@ -14,7 +14,10 @@
 - a build waiting for a slot is Queued with its position; a transient failure with attempts left is
   RetryScheduled, not Stalled; the attempt shows from the second one on;
 - the output record: the registry's digest pinned in the image, every pushed reference;
-- the merge patch that turns the old status into the new one, and human sizes.
+- the merge patch that turns the old status into the new one, and human sizes;
+- the preformatted fields kubectl's columns read (`duration`, `cache.summary`, `source.shortCommit`):
+  computed from the fields beside them, so a status read back or written by an older operator gets
+  them too; durations in the form the spec's durations take, parsing back to their seconds.
 """
 
 from dataclasses import replace
@@ -22,8 +25,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from servicebuild.api.models import BuildOutput, Phase, QueueStatus, ServiceBuildStatus, SourceStatus
+from servicebuild.api.models import (
+    BuildOutput,
+    Phase,
+    QueueStatus,
+    ServiceBuildStatus,
+    SourceStatus,
+    format_duration,
+    parse_duration,
+    status_to_dict,
+)
 from servicebuild.failures import Failure
 from servicebuild.imageref import parse_image
 from servicebuild.manifests import ImageSummary, PlatformImage
@@ -345,3 +359,47 @@ def test_merge_patch_removes_sets_and_nests() -> None:
 )
 def test_human_size(size: int, text: str) -> None:
     assert human_size(size) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (41, "41s"), (60, "1m"), (83, "1m23s"), (3605, "1h5s"), (5400, "1h30m"), (90061, "25h1m1s")],
+)
+def test_durations_read_like_the_specs_durations(seconds: int, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+@given(st.integers(min_value=0, max_value=10**8))
+def test_a_formatted_duration_parses_back_to_its_seconds(seconds: int) -> None:
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+COMMIT = "3f9c2a7be81d4c0f9a6e5d2b1c0a9f8e7d6c5b4a"
+
+
+def _without_preformatted(written: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: {k: v for k, v in value.items() if k not in {"summary", "shortCommit"}}
+        if isinstance(value, dict)
+        else value
+        for key, value in written.items()
+        if key != "duration"
+    }
+
+
+def test_a_success_writes_duration_cache_summary_and_short_commit_for_the_columns() -> None:
+    written = status_to_dict(decide(EMPTY, succeeded(source=SourceStatus(commit=COMMIT)), T2))
+    assert written["duration"] == "41s"
+    assert written["cache"] == {"cachedSteps": 4, "totalSteps": 5, "summary": "4/5"}
+    assert written["source"] == {"commit": COMMIT, "shortCommit": "3f9c2a7be81d"}
+    assert status_to_dict(ServiceBuildStatus.model_validate(written)) == written, "read back, written alike"
+    older = _without_preformatted(written)
+    assert older != written
+    assert status_to_dict(ServiceBuildStatus.model_validate(older)) == written, "an older status gains them"
+
+
+def test_without_a_duration_commit_or_cache_figures_there_is_nothing_to_format() -> None:
+    written = status_to_dict(decide(EMPTY, running(source=SourceStatus(context_digest=DIGEST)), T1))
+    assert "duration" not in written
+    assert "cache" not in written
+    assert written["source"] == {"contextDigest": DIGEST}

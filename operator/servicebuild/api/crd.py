@@ -12,7 +12,15 @@ from pydantic import BaseModel
 
 from servicebuild.api import models
 
-_DROPPED_KEYWORDS = {"title", "$defs", "$schema", "$id", "additionalProperties", "patternProperties"}
+_DROPPED_KEYWORDS = {
+    "title",
+    "$defs",
+    "$schema",
+    "$id",
+    "additionalProperties",
+    "patternProperties",
+    "readOnly",
+}
 _KUBERNETES_TYPE = "x-servicebuild-k8s-type"
 _KUBERNETES_SCHEMA_VERSION = "v1.30.0-local"
 """Kubernetes types (e.g. Affinity) are embedded as the oldest supported Kubernetes defines them."""
@@ -99,6 +107,13 @@ def _structural(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, 
             schema["maxProperties"] = schema.pop("maxItems")
     if node.get("default") is None:
         schema.pop("default", None)
+    computed = {name for name, field in node.get("properties", {}).items() if field.get("readOnly")}
+    if computed and "required" in schema:
+        # Fields the model computes (pydantic's readOnly) are not required: a status written by an
+        # operator that does not compute them yet stays valid.
+        required = [name for name in schema.pop("required") if name not in computed]
+        if required:
+            schema["required"] = required
     return schema
 
 
@@ -129,6 +144,27 @@ def _status_schema() -> dict[str, Any]:
     return schema
 
 
+def _ready(field: str) -> str:
+    return f'.status.conditions[?(@.type=="Ready")].{field}'
+
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Ready", "type": "string", "jsonPath": _ready("status")},
+    {"name": "Reason", "type": "string", "jsonPath": _ready("reason")},
+    # The reference a person copies: the tag to read, the digest to pull exactly what was built, whatever
+    # the tag points to since.
+    {"name": "Image", "type": "string", "jsonPath": ".status.output.image"},
+    {"name": "Size", "type": "string", "jsonPath": ".status.output.size"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Commit", "type": "string", "jsonPath": ".status.source.shortCommit", "priority": 1},
+    {"name": "Duration", "type": "string", "jsonPath": ".status.duration", "priority": 1},
+    {"name": "Cached", "type": "string", "jsonPath": ".status.cache.summary", "priority": 1},
+    {"name": "Message", "type": "string", "jsonPath": _ready("message"), "priority": 1},
+]
+"""`kubectl get sb`; `-o wide` adds the priority 1 columns. Each is one JSONPath, which the API server
+evaluates with client-go's jsonpath (filters included), so the status carries the preformatted values."""
+
+
 def build_crd() -> dict[str, Any]:
     """The CustomResourceDefinition as a dict."""
     spec_schema = _schema(models.ServiceBuildSpec, "validation")
@@ -144,8 +180,9 @@ def build_crd() -> dict[str, Any]:
                 "listKind": f"{models.KIND}List",
                 "plural": models.PLURAL,
                 "singular": models.SINGULAR,
+                # In no category, `all` least: `kubectl delete all --all` is for workloads and must not
+                # take a namespace's build definitions and their history with it (docs/servicebuild.md).
                 "shortNames": list(models.SHORT_NAMES),
-                "categories": ["all"],
             },
             "versions": [
                 {
@@ -153,13 +190,7 @@ def build_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {"name": "Image", "type": "string", "jsonPath": ".status.output.image"},
-                        {"name": "Size", "type": "string", "jsonPath": ".status.output.size"},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                        {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
-                    ],
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",

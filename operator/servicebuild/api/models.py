@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    computed_field,
     field_validator,
     model_validator,
 )
@@ -97,6 +98,7 @@ COMMIT_TAGS_MESSAGE = "output.tags: {commit} and {shortCommit} need a git source
 PLATFORM_PATTERN = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"
 MAX_LIST_ITEMS = 16
+SHORT_COMMIT_LENGTH = 12
 AFFINITY_KINDS = frozenset({"nodeAffinity", "podAffinity", "podAntiAffinity"})
 
 
@@ -105,6 +107,14 @@ def parse_duration(value: str) -> int:
     if not value or not _DURATION_RE.match(value):
         raise ValueError(f"{value!r} is not a duration such as 30m, 1h30m or 90s")
     return sum(int(amount) * _UNIT_SECONDS[unit] for amount, unit in re.findall(r"([0-9]+)([hms])", value))
+
+
+def format_duration(seconds: int) -> str:
+    """`83` → `1m23s`: the form `parse_duration` reads, zero units left out (`3605` → `1h5s`)."""
+    hours, rest = divmod(max(0, seconds), 3600)
+    minutes, rest = divmod(rest, 60)
+    parts = [f"{amount}{unit}" for amount, unit in ((hours, "h"), (minutes, "m"), (rest, "s")) if amount]
+    return "".join(parts) or "0s"
 
 
 _Item = TypeVar("_Item")
@@ -590,6 +600,13 @@ class SourceStatus(_StatusModel):
     context_digest: str | None = None
     """The `sha256:` digest of the ConfigMap's data (ConfigMap sources); a change of it starts a new build."""
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def short_commit(self) -> str | None:
+        """The commit's first 12 characters, as the `{shortCommit}` tag placeholder has them: the COMMIT
+        column of `kubectl get sb -o wide`."""
+        return self.commit[:SHORT_COMMIT_LENGTH] if self.commit else None
+
 
 class Trigger(StrEnum):
     """Why a build happened."""
@@ -690,6 +707,12 @@ class CacheStats(_StatusModel):
     total_steps: int
     """How many steps the build had, cached or not (BuildKit's internal steps not counted)."""
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def summary(self) -> str:
+        """`cachedSteps/totalSteps`, e.g. `4/5`: the CACHED column of `kubectl get sb -o wide`."""
+        return f"{self.cached_steps}/{self.total_steps}"
+
 
 class ServiceBuildStatus(_StatusModel):
     """What the operator observed and did; written only by the operator."""
@@ -717,6 +740,13 @@ class ServiceBuildStatus(_StatusModel):
     """When the last build's Job finished, successfully or not (RFC 3339)."""
     duration_seconds: int | None = None
     """How long the last build ran, from `startTime` to `completionTime`."""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def duration(self) -> str | None:
+        """`durationSeconds` for people, e.g. `1m23s`: the DURATION column of `kubectl get sb -o wide`."""
+        return None if self.duration_seconds is None else format_duration(self.duration_seconds)
+
     output: BuildOutput | None = None
     cache: CacheStats | None = None
     source: SourceStatus | None = None

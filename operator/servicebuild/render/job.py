@@ -29,6 +29,7 @@ from servicebuild import naming, report_budget
 from servicebuild.api.models import (
     GROUP,
     KIND,
+    SHORT_COMMIT_LENGTH,
     VERSION,
     ConfigMapSource,
     GitSource,
@@ -178,7 +179,7 @@ def expand_tags(spec: ServiceBuildSpec, inputs: BuildInputs, generation: int) ->
     output = spec.output.ref
     values = {"generation": str(generation), "build": str(inputs.build), "timestamp": inputs.timestamp}
     if inputs.commit is not None:
-        values |= {"commit": inputs.commit, "shortCommit": inputs.commit[:12]}
+        values |= {"commit": inputs.commit, "shortCommit": inputs.commit[:SHORT_COMMIT_LENGTH]}
     references = [str(output)]
     for index, template in enumerate(spec.output.tags):
         field = f"spec.output.tags[{index}]"
