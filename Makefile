@@ -16,7 +16,7 @@ install: $(BIN)/python ## create .venv with the operator and its test and lint t
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,lint]'
 
-test: install ## run the unit and integration tests (needs /usr/bin/docker-registry)
+test: install ## run the unit and integration tests (needs docker-registry, busybox, git, kubectl, shellcheck)
 	$(BIN)/pytest
 
 lint: install ## ruff, mypy (strict) and the import layering contract

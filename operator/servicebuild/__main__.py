@@ -6,13 +6,9 @@ from collections.abc import Sequence
 
 import kopf
 
-from servicebuild import command_line, handlers
+from servicebuild import command_line, handlers  # noqa: F401 - importing registers the handlers with Kopf
 from servicebuild.api.models import GROUP
 from servicebuild.config import Settings
-from servicebuild.gitremote import GitRemote
-from servicebuild.kube import Kube
-from servicebuild.reconciler import Reconciler
-from servicebuild.registry import RegistryClient
 
 _WATCH_GRACE_SECONDS = 5
 
@@ -47,17 +43,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     anything talks to Kubernetes."""
     settings = command_line.settings_from_command_line(argv)
     configure_logging(verbose=settings.verbose)
-    kube = Kube.from_environment(settings.api_timeout_seconds)
-    registry = RegistryClient(
-        insecure_registries=settings.insecure_registries, timeout=settings.registry_timeout_seconds
-    )
-    git = GitRemote(timeout=settings.registry_timeout_seconds)
-    runtime = handlers.Runtime(
-        settings=settings, kube=kube, reconciler=Reconciler(kube, registry, git, settings)
-    )
     kopf.run(
         settings=kopf_settings(settings),
-        memo=kopf.Memo(runtime=runtime),
+        memo=kopf.Memo(settings=settings),
         standalone=True,
         clusterwide=not settings.namespaces,
         namespaces=sorted(settings.namespaces),

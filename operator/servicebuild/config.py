@@ -1,9 +1,26 @@
 """Operator settings, read once from SERVICEBUILD_* environment variables."""
 
+import re
+from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from servicebuild.api.models import parse_duration
+
+_LISTEN_ADDRESS_RE = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>[0-9]{1,5})")
+_MAX_PORT = 65535
+
+
+def listen_address(value: str) -> tuple[str | None, int]:
+    """`[host]:port` taken apart: the host (None for every interface; an IPv6 address without its
+    brackets) and the port; ValueError for anything else."""
+    address = _LISTEN_ADDRESS_RE.fullmatch(value)
+    if address is None or not 0 < int(address["port"]) <= _MAX_PORT:
+        raise ValueError("must be [host]:port, e.g. :8082 (every interface) or 127.0.0.1:8082")
+    return address["host"].removeprefix("[").removesuffix("]") or None, int(address["port"])
 
 
 class Settings(BaseSettings):
@@ -39,6 +56,29 @@ class Settings(BaseSettings):
     max_running_builds_per_namespace: int = Field(default=0, ge=0)
     """Build Jobs that may run at once in one namespace. 0: no limit."""
 
+    min_poll_interval: timedelta = timedelta(minutes=1)
+    """The shortest `spec.source.git.pollInterval` a ServiceBuild may ask for, as a duration such as `1m`
+    or `30s`."""
+
+    git_lookups_per_host_per_second: float = Field(default=2.0, gt=0)
+    """How many revision lookups (`git ls-remote`) the operator sends one git host per second, at most,
+    whatever the number of ServiceBuilds polling it."""
+
+    base_image_poll_interval: timedelta = timedelta(minutes=30)
+    """How often the base images of ServiceBuilds with `spec.triggers.baseImages` are checked for a new
+    digest (jittered), as a duration such as `30m`."""
+
+    max_triggered_builds_per_minute: int = Field(default=10, ge=0)
+    """Builds started by a new commit or base image, at most, per minute: a new base image used by
+    hundreds of services rebuilds them in waves. Builds a person asked for are never held. 0: no limit."""
+
+    successful_jobs_history_limit: int = Field(default=1, ge=0)
+    """Finished Jobs of successful builds kept per ServiceBuild (with their Pods and logs), as a CronJob
+    keeps them; `SERVICEBUILD_JOB_TTL_SECONDS` still removes them at the latest."""
+
+    failed_jobs_history_limit: int = Field(default=3, ge=0)
+    """Finished Jobs of failed builds kept per ServiceBuild."""
+
     max_build_attempts: int = Field(default=3, ge=1)
     """Attempts at one generation when builds fail transiently (evicted Pod, registry unreachable)."""
 
@@ -50,6 +90,9 @@ class Settings(BaseSettings):
 
     registry_timeout_seconds: float = Field(default=30.0, gt=0)
     """Timeout of one HTTP request to a registry."""
+
+    git_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Timeout of one request to a git remote when the operator resolves a branch or tag to a commit."""
 
     api_timeout_seconds: float = Field(default=30.0, gt=0)
     """Timeout of one Kubernetes API request."""
@@ -63,6 +106,16 @@ class Settings(BaseSettings):
     liveness_endpoint: str | None = None
     """Kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz; unset turns it off."""
 
+    webhook_address: str | None = None
+    """Where the push webhook receiver listens, [host]:port, e.g. `:8082` (every interface); unset turns it
+    off. A genuine push makes the ServiceBuilds that poll its repository and branch resolve their revision
+    again at once. See docs/webhooks.md in the operator's repository."""
+
+    webhook_secret_file: Path | None = Field(default=None, validate_default=True)
+    """The file holding the webhooks' secret, mounted from a Secret (surrounding whitespace is ignored);
+    needed with SERVICEBUILD_WEBHOOK_ADDRESS. Read again for every delivery: a changed Secret applies
+    without a restart."""
+
     verbose: bool = False
     """Log at debug level: true or false."""
 
@@ -74,11 +127,44 @@ class Settings(BaseSettings):
             return frozenset(item.strip() for item in value.split(",") if item.strip())
         return value
 
+    @field_validator("webhook_address", mode="before")
+    @classmethod
+    def check_listen_address(cls, value: object) -> object:
+        """An empty value is unset; any other must be [host]:port."""
+        if value == "":
+            return None
+        if isinstance(value, str):
+            listen_address(value)
+        return value
+
+    @field_validator("webhook_secret_file")
+    @classmethod
+    def secret_for_the_webhooks(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """The receiver acts on no delivery it cannot verify: no address without a secret."""
+        if value is None and info.data.get("webhook_address") is not None:
+            raise ValueError("needed when SERVICEBUILD_WEBHOOK_ADDRESS is set")
+        return value
+
+    def webhook_listen(self) -> tuple[str | None, int] | None:
+        """The receiver's host (None: every interface) and port; None when it is off."""
+        return None if self.webhook_address is None else listen_address(self.webhook_address)
+
     def push_registries_of(self, namespace: str) -> frozenset[str] | None:
         """The registries `namespace` may push to; None when unrestricted."""
         if not self.allowed_push_registries:
             return None
         return self.allowed_push_registries.get(namespace, self.allowed_push_registries.get("*", frozenset()))
+
+    @field_validator("min_poll_interval", "base_image_poll_interval", mode="before")
+    @classmethod
+    def go_duration(cls, value: object) -> object:
+        """Accept `1m`, `30s`, `1h30m` from the environment, like the spec's durations."""
+        if isinstance(value, str):
+            seconds = parse_duration(value)
+            if seconds == 0:
+                raise ValueError("must be longer than 0s")
+            return timedelta(seconds=seconds)
+        return value
 
     @field_validator("buildkit_image")
     @classmethod

@@ -1,6 +1,6 @@
 """Why a build failed, in words a user can act on; pure and total (any input gives an answer).
 
-A failed build is classified from its Job, its Pod (dicts as the API returns them) and the build
+A failed build is classified from its Job, its Pod (the typed views of `servicebuild.jobs`) and the build
 container's termination message, which on failure is the tail of the container log
 (`FallbackToLogsOnError`). The log ends with buildctl's own error line (`error: failed to solve: …`,
 `cmd/buildctl/main.go`; Docker's buildx writes `ERROR:`), and that line decides the reason: earlier
@@ -9,15 +9,16 @@ lines may hold errors BuildKit recovered from, such as a cold cache import.
 
 import base64
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+
+from servicebuild.jobs import BuildJob, BuildPod
 
 
 class Reason(StrEnum):
-    """The reasons a build ends `Stalled` with; the operator's checks before any Job add their own
-    (`SecretNotFound`, `RegistryNotAllowed`, …)."""
+    """The reasons a build ends `Stalled` with, besides those the git and registry gateways' errors name
+    (`GitAuthFailed`, `InvalidGitSecret`, `ManifestNotFound`, …)."""
 
     DOCKERFILE_NOT_FOUND = "DockerfileNotFound"
     DOCKERFILE_PARSE_ERROR = "DockerfileParseError"
@@ -41,7 +42,11 @@ class Reason(StrEnum):
     REPORT_MISSING = "ReportMissing"
     """The Job completed but its Pod, and so the build report, was gone before it was read."""
     INVALID_SPEC = "InvalidSpec"
-    """Set by the reconciler before any Job exists."""
+    """Set by the reconciler before any Job exists, as are the next four."""
+    REGISTRY_NOT_ALLOWED = "RegistryNotAllowed"
+    SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a password
+    INVALID_PUSH_SECRET = "InvalidPushSecret"  # noqa: S105 - a reason, not a password
+    JOB_REJECTED = "JobRejected"
     BUILD_FAILED = "BuildFailed"
     """Anything not recognised; the message quotes BuildKit."""
 
@@ -54,7 +59,8 @@ TRANSIENT_REASONS = frozenset({Reason.REGISTRY_UNAVAILABLE, Reason.SOURCE_UNAVAI
 class Failure:
     """A classified failure: the reason, what to do about it, and the failing Dockerfile step."""
 
-    reason: Reason
+    reason: str
+    """A `Reason`, or the reason a gateway's error names (e.g. `GitAuthFailed`, `ManifestNotFound`)."""
     message: str
     failed_step: str | None = None
 
@@ -141,41 +147,39 @@ def failed_step(log: str) -> str | None:
     return steps[-1] if steps else None
 
 
-def classify(job: Mapping[str, Any], pod: Mapping[str, Any] | None, log: str | None) -> Failure:
+def classify(job: BuildJob, pod: BuildPod | None, log: str | None) -> Failure:
     """Why the build of a failed Job failed; `log` is the build container's termination message."""
-    job, pod_body, text = _as_mapping(job), _as_mapping(pod), log if isinstance(log, str) else ""
+    text = log if isinstance(log, str) else ""
     step = failed_step(text)
-    if _job_failed_reason(job) == "DeadlineExceeded":
-        failure = _deadline_exceeded(pod_body)
+    failed = job.failed
+    if failed is not None and failed.reason == "DeadlineExceeded":
+        failure = _deadline_exceeded(pod)
     else:
         failure = (
-            _evicted(pod_body)
-            or _oom_killed(pod_body)
+            _evicted(pod)
+            or _oom_killed(pod)
             or _builder_start_failure(text)
             or _from_log(text, step)
-            or Failure(Reason.BUILD_FAILED, _without_buildkit_error(job, pod_body, text))
+            or Failure(Reason.BUILD_FAILED, _without_buildkit_error(job, pod, text))
         )
     return replace(failure, failed_step=step)
 
 
-def classify_pending(pod: Mapping[str, Any] | None) -> Failure:
+def classify_pending(pod: BuildPod | None) -> Failure:
     """What keeps the build Pod from starting, in the scheduler's or the kubelet's words plus advice."""
-    status = _as_mapping(_as_mapping(pod).get("status"))
-    for condition in _items(status.get("conditions")):
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            why = f"{condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".rstrip(": ")
-            return Failure(
-                Reason.UNSCHEDULABLE,
-                f"no node can run the build Pod ({why}): lower spec.resources.requests, check"
-                " spec.nodeSelector, tolerations and affinity, or add nodes.",
-            )
-    for container in [*_items(status.get("initContainerStatuses")), *_items(status.get("containerStatuses"))]:
-        waiting = _as_mapping(_as_mapping(container.get("state")).get("waiting"))
-        reason = waiting.get("reason")
-        if not isinstance(reason, str) or reason in {"", "PodInitializing"}:
+    unscheduled = pod.condition("PodScheduled") if pod is not None else None
+    if unscheduled is not None:
+        why = f"{unscheduled.reason or 'Unschedulable'}: {unscheduled.message}".rstrip(": ")
+        return Failure(
+            Reason.UNSCHEDULABLE,
+            f"no node can run the build Pod ({why}): lower spec.resources.requests, check"
+            " spec.nodeSelector, tolerations and affinity, or add nodes.",
+        )
+    for container in [*pod.init_containers, *pod.containers] if pod is not None else []:
+        if container.state != "waiting" or container.reason in {"", "PodInitializing"}:
             continue
-        why = f"{container.get('name')}: {reason}: {waiting.get('message', '')}".rstrip(": ")
-        if reason in _IMAGE_PULL_WAITING:
+        why = f"{container.name}: {container.reason}: {container.message}".rstrip(": ")
+        if container.reason in _IMAGE_PULL_WAITING:
             return Failure(
                 Reason.BUILDER_IMAGE_PULL_FAILED,
                 f"the node could not pull the builder image ({why}): check spec.builderImage (or the"
@@ -200,21 +204,8 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return re.sub(pattern, "***", text)
 
 
-def _as_mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _job_failed_reason(job: Mapping[str, Any]) -> str | None:
-    for condition in _items(_as_mapping(job.get("status")).get("conditions")):
-        # `FailureTarget` (Kubernetes 1.31+) comes first, while the Pods are still being stopped.
-        if condition.get("type") in {"Failed", "FailureTarget"} and condition.get("status") == "True":
-            reason = condition.get("reason")
-            return reason if isinstance(reason, str) else None
-    return None
-
-
-def _deadline_exceeded(pod: Mapping[str, Any]) -> Failure:
-    if _as_mapping(pod.get("status")).get("phase") == "Pending":
+def _deadline_exceeded(pod: BuildPod | None) -> Failure:
+    if pod is not None and pod.phase == "Pending":
         return Failure(
             Reason.DEADLINE_EXCEEDED,
             "spec.timeout ran out before the build Pod started, so the build was stopped: "
@@ -227,15 +218,16 @@ def _deadline_exceeded(pod: Mapping[str, Any]) -> Failure:
     )
 
 
-def _evicted(pod: Mapping[str, Any]) -> Failure | None:
-    status = _as_mapping(pod.get("status"))
+def _evicted(pod: BuildPod | None) -> Failure | None:
+    if pod is None:
+        return None
     disruptions = [
-        f"{condition.get('reason', 'DisruptionTarget')}: {condition.get('message', '')}".rstrip(": ")
-        for condition in _items(status.get("conditions"))
-        if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True"
+        f"{condition.reason or 'DisruptionTarget'}: {condition.message}".rstrip(": ")
+        for condition in pod.conditions
+        if condition.type == "DisruptionTarget"
     ]
-    if status.get("reason") == "Evicted":
-        disruptions.insert(0, f"Evicted: {status.get('message', '')}".rstrip(": "))
+    if pod.reason == "Evicted":
+        disruptions.insert(0, f"Evicted: {pod.message}".rstrip(": "))
     if not disruptions:
         return None
     return Failure(
@@ -245,28 +237,16 @@ def _evicted(pod: Mapping[str, Any]) -> Failure | None:
     )
 
 
-def _oom_killed(pod: Mapping[str, Any]) -> Failure | None:
-    status = _as_mapping(pod.get("status"))
-    for container in [*_items(status.get("initContainerStatuses")), *_items(status.get("containerStatuses"))]:
-        terminated = _as_mapping(_as_mapping(container.get("state")).get("terminated"))
-        if terminated.get("reason") == "OOMKilled":
-            name = container.get("name")
-            limit = _memory_limit(pod, name)
+def _oom_killed(pod: BuildPod | None) -> Failure | None:
+    for container in [*pod.init_containers, *pod.containers] if pod is not None else []:
+        if container.state == "terminated" and container.reason == "OOMKilled":
+            limit = container.memory_limit
             return Failure(
                 Reason.OOM_KILLED,
-                f"The container {name} ran out of memory{f' (limit {limit})' if limit else ''} and was"
-                " killed: raise spec.resources.limits.memory, or make the build use less (fewer parallel"
-                " jobs in a step).",
+                f"The container {container.name} ran out of memory{f' (limit {limit})' if limit else ''}"
+                " and was killed: raise spec.resources.limits.memory, or make the build use less (fewer"
+                " parallel jobs in a step).",
             )
-    return None
-
-
-def _memory_limit(pod: Mapping[str, Any], container_name: object) -> str | None:
-    spec = _as_mapping(pod.get("spec"))
-    for container in [*_items(spec.get("initContainers")), *_items(spec.get("containers"))]:
-        if container.get("name") == container_name:
-            limit = _as_mapping(_as_mapping(container.get("resources")).get("limits")).get("memory")
-            return str(limit) if limit else None
     return None
 
 
@@ -308,21 +288,20 @@ def _final_error(log: str) -> str | None:
     return errors[-1].strip() if errors else None
 
 
-def _without_buildkit_error(job: Mapping[str, Any], pod: Mapping[str, Any], log: str) -> str:
+def _without_buildkit_error(job: BuildJob, pod: BuildPod | None, log: str) -> str:
     """A failure whose log holds no BuildKit error: the init container failed, or the Pod is gone."""
-    for container in _items(_as_mapping(pod.get("status")).get("initContainerStatuses")):
-        exit_code = _as_mapping(_as_mapping(container.get("state")).get("terminated")).get("exitCode")
-        if exit_code not in (None, 0):
+    for container in pod.init_containers if pod is not None else ():
+        if container.exit_code not in (None, 0):
             return (
-                f"Copying the ConfigMap into the build context failed (container {container.get('name')},"
-                f" exit code {exit_code}): check that spec.source.configMap.archive is a gzipped tar archive."
+                f"Copying the ConfigMap into the build context failed (container {container.name},"
+                f" exit code {container.exit_code}): check that spec.source.configMap.archive is a gzipped"
+                " tar archive."
             )
-    if not pod:
+    if pod is None:
         return "The build failed and its Pod is gone, and its log with it: rebuild to see why."
     last_line = next((line.strip() for line in reversed(log.splitlines()) if line.strip()), None)
     if last_line is None:
-        conditions = _items(_as_mapping(job.get("status")).get("conditions"))
-        last_line = next((str(c["message"]) for c in conditions if c.get("message")), "no log")
+        last_line = next((c.message for c in job.conditions if c.message), "no log")
     return f"The build container failed without a BuildKit error ({_detail(last_line)}): see its log."
 
 
@@ -457,8 +436,3 @@ def _step_failure(error: str, step: str | None) -> Failure:
             " spec.resources.limits.memory."
         )
     return Failure(Reason.BUILD_STEP_FAILED, message)
-
-
-def _items(value: object) -> list[Mapping[str, Any]]:
-    """The mappings of a list from the API; anything else is empty."""
-    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []

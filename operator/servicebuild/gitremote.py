@@ -3,57 +3,54 @@
 Only the refs are read (`git ls-remote`), never objects, so resolving is cheap even for a large
 monorepo. HTTP(S) uses basic auth with the auth secret's token or password; git:// is anonymous.
 SSH remotes are not contacted (see `SshResolutionUnsupported`).
+
+Dulwich is used through its public API only, so that an upgrade breaks loudly or not at all:
+- HTTP(S): its `Urllib3HttpGitClient`, given (the public `pool_manager=`) a urllib3 pool manager of
+  ours whose `urlopen` checks every answer before dulwich reads it: a status other than 200, or refs
+  that are not git's (a login page, a dumb server), become our errors, by status code;
+- git://: its pkt-line `Protocol` and its ls-remote steps (`negotiate_protocol_version`,
+  `build_ls_refs_request_v2`, `read_pkt_refs_v1`/`_v2`) on a socket of ours with a timeout, as its
+  `TCPGitClient` opens one without and takes none.
 """
 
-import base64
-import binascii
 import re
-import select
 import socket
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import urllib3
 from dulwich.client import (
-    GitClient,
-    HTTPUnauthorized,
-    TCPGitClient,
     Urllib3HttpGitClient,
+    build_ls_refs_request_v2,
     default_urllib3_manager,
+    extract_object_format_from_capabilities,
+    negotiate_protocol_version,
+    read_pkt_refs_v1,
+    read_pkt_refs_v2,
+    read_server_capabilities,
 )
-from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
-from dulwich.protocol import DEFAULT_GIT_PROTOCOL_VERSION_FETCH, PEELED_TAG_SUFFIX, Protocol
+from dulwich.errors import GitProtocolError, HangupException
+from dulwich.protocol import PEELED_TAG_SUFFIX, TCP_GIT_PORT, Protocol
 from dulwich.refs import Ref
 
-if TYPE_CHECKING:
-    from dulwich.client import HTTPResponse
-
-DEFAULT_USERNAME = "x-access-token"
-"""The username sent with a bare `token`: GitHub wants exactly this, GitLab and Gitea accept any."""
+from servicebuild.credentials import DEFAULT_USERNAME, GitCredentials
+from servicebuild.credentials import GitError as GitError  # noqa: PLC0414 (re-exported, PEP 484)
+from servicebuild.credentials import InvalidGitSecret as InvalidGitSecret  # noqa: PLC0414 (re-exported)
+from servicebuild.giturl import GitUrl, is_full_commit, parse_git_url
 
 SSH_NEEDS_COMMIT = "an SSH source needs spec.source.git.revision to be a full commit id"
 
-_FULL_COMMIT_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]{4,39}$")
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-# The authority's userinfo ends at its last "@" (a password may hold an unescaped one).
-_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
-_SCP_RE = re.compile(r"^(?:[^@/:]+@)?(?P<host>[^@/:]+):(?P<path>.+)$")
 _HEAD = Ref(b"HEAD")
 # No retries inside urllib3: each resolve stays within about one `timeout`, and the reconciler
 # retries transient failures itself. Redirects (a renamed project) are still followed.
 _RETRIES = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5)
+_DELIM_PKT = b"0001"
+"""Protocol v2's delimiter between a command's capabilities and its arguments."""
 
 
 # The names below are part of the project's vocabulary (the status reasons use them), hence N818.
-class GitError(Exception):
-    """A git remote could not answer; `transient` says whether to retry, `reason` is the status reason."""
-
-    transient: bool = False
-    reason: str = "GitError"
-
-
+# GitError and InvalidGitSecret are in credentials.py: reading an auth secret raises them.
 class GitAuthFailed(GitError):  # noqa: N818
     """The remote refused the credentials, or needs some and none were given."""
 
@@ -77,12 +74,6 @@ class GitUnavailable(GitError):  # noqa: N818
     reason = "GitUnavailable"
 
 
-class InvalidGitSecret(GitError):  # noqa: N818
-    """The auth secret lacks the keys a git remote needs, or holds unreadable values."""
-
-    reason = "InvalidGitSecret"
-
-
 class UnsupportedSource(GitError):  # noqa: N818
     """The URL is no git remote the operator can read (only http, https, git, ssh and scp-style)."""
 
@@ -95,109 +86,6 @@ class SshResolutionUnsupported(UnsupportedSource):
     Dulwich ships no in-process SSH transport (only one spawning `ssh`, which would need the key
     on disk and an ssh binary in the operator's image), so SSH sources must name the commit.
     """
-
-
-@dataclass(frozen=True)
-class GitCredentials:
-    """An auth secret's credentials; the repr hides the password and the private key."""
-
-    username: str | None = None
-    password: str | None = None
-    ssh_private_key: str | None = None
-
-    def __repr__(self) -> str:
-        def hidden(value: str | None) -> str:
-            return "None" if value is None else "<redacted>"
-
-        return (
-            f"GitCredentials(username={self.username!r}, password={hidden(self.password)}, "
-            f"ssh_private_key={hidden(self.ssh_private_key)})"
-        )
-
-
-def credentials_from_secret(data: Mapping[str, str]) -> GitCredentials:
-    """Credentials from a Secret's (base64) `data`.
-
-    `token` (username `x-access-token` unless `username` is given), or `password` with `username`
-    (kubernetes.io/basic-auth), and/or `ssh-privatekey` (kubernetes.io/ssh-auth). Other keys, such as
-    `known_hosts`, are ignored: BuildKit takes no known_hosts for a git context. Errors name keys, never
-    values.
-    """
-    username = _decoded(data, "username", strip=True)
-    token = _decoded(data, "token", strip=True)
-    password = _decoded(data, "password", strip=True)
-    private_key = _decoded(data, "ssh-privatekey", strip=False)
-    secret = token if token is not None else password
-    if secret is None and private_key is None:
-        present = ", ".join(sorted(data)) or "none"
-        raise InvalidGitSecret(
-            "the git auth secret needs the key 'token', 'password' (with 'username') or "
-            f"'ssh-privatekey'; it has: {present}"
-        )
-    if token is None and password is not None and username is None:
-        raise InvalidGitSecret("the git auth secret has 'password' but no 'username'")
-    return GitCredentials(
-        username=(username or DEFAULT_USERNAME) if secret is not None else None,
-        password=secret,
-        ssh_private_key=private_key,
-    )
-
-
-def _decoded(data: Mapping[str, str], key: str, *, strip: bool) -> str | None:
-    if key not in data:
-        return None
-    try:
-        value = base64.b64decode(data[key], validate=True).decode()
-    except (binascii.Error, ValueError, TypeError):
-        # `from None`: the underlying error would quote the value.
-        raise InvalidGitSecret(f"the git auth secret's key {key!r} is not base64 of UTF-8 text") from None
-    # `echo token | base64` leaves a newline that would end up in the Authorization header.
-    value = value.strip("\r\n") if strip else value
-    if not value:
-        raise InvalidGitSecret(f"the git auth secret's key {key!r} is empty")
-    return value
-
-
-def redact_url(url: str) -> str:
-    """`url` fit for messages: no userinfo (credentials), no query or fragment."""
-    if _SCHEME_RE.match(url):
-        return re.split(r"[?#]", _USERINFO_RE.sub(r"\1", url), maxsplit=1)[0]
-    scp = _SCP_RE.match(url)
-    if scp:
-        return f"{scp['host']}:{scp['path']}"
-    return url.rpartition("@")[2]
-
-
-def is_full_commit(revision: str) -> bool:
-    """A full (40 hex digit) commit id, as opposed to a branch, tag or abbreviated id."""
-    return bool(_FULL_COMMIT_RE.match(revision))
-
-
-@dataclass(frozen=True)
-class _Remote:
-    kind: Literal["http", "git", "ssh"]
-    origin: str
-    """`scheme://host[:port]` without userinfo (http and git only)."""
-    path: str
-    display: str
-
-
-def _parse_remote(url: str) -> _Remote:
-    display = redact_url(url)
-    scheme = _SCHEME_RE.match(url)
-    if scheme is None:
-        if _SCP_RE.match(url) and not url.startswith(("/", ".")):
-            return _Remote("ssh", "", "", display)
-        raise UnsupportedSource(f"{display!r} is not an http(s), git, ssh or scp-style git URL")
-    name = scheme[1].lower()
-    authority, _, rest = url[scheme.end() :].partition("/")
-    host_port = authority.rpartition("@")[2]
-    if name in {"ssh", "git+ssh"} and host_port:
-        return _Remote("ssh", "", "", display)
-    if name not in {"http", "https", "git"} or not host_port or not rest:
-        raise UnsupportedSource(f"{display!r} is not an http(s), git, ssh or scp-style git URL")
-    path = "/" + re.split(r"[?#]", rest, maxsplit=1)[0]
-    return _Remote("http" if name.startswith("http") else "git", f"{name}://{host_port}", path, display)
 
 
 def select_commit(refs: Mapping[Ref, bytes | None], revision: str | None) -> str | None:
@@ -232,17 +120,25 @@ class GitRemote:
         A full commit id is returned as is, without contacting the remote: whether the remote has
         that commit cannot be checked without fetching objects, so the build finds out.
         """
-        remote = _parse_remote(url)
+        try:
+            remote = parse_git_url(url)
+        except ValueError as error:
+            raise UnsupportedSource(str(error)) from None
         if revision is not None and is_full_commit(revision):
             return revision.lower()
-        if remote.kind == "ssh":
+        if remote.is_ssh:
             raise SshResolutionUnsupported(f"{remote.display}: {SSH_NEEDS_COMMIT}")
-        client = self._client(remote, credentials)
+        if remote.scheme != "git" and credentials is not None and credentials.password is None:
+            raise InvalidGitSecret(
+                f"{remote.display}: the auth secret holds an SSH key, but an HTTP(S) URL needs "
+                "'token' or 'password'"
+            )
         wanted = [b"HEAD"] if revision in (None, "HEAD") else _prefixes(revision)
         try:
-            refs = client.get_refs(remote.path.encode(), ref_prefix=wanted).refs
-        except GitError:
-            raise
+            if remote.scheme == "git":
+                refs = _git_protocol_refs(remote, wanted, self._timeout)
+            else:
+                refs = _http_refs(remote, wanted, credentials, self._timeout)
         except Exception as error:
             raise _classified(error, remote, credentials) from error
         commit = select_commit(refs, revision)
@@ -257,19 +153,6 @@ class GitRemote:
         )
         raise RevisionNotFound(f"{remote.display} has no branch or tag {revision!r}{hint}")
 
-    def _client(self, remote: _Remote, credentials: GitCredentials | None) -> GitClient:
-        if remote.kind == "git":
-            host, _, port = remote.origin.removeprefix("git://").rpartition(":")
-            if not host or not port.isdigit():
-                host, port = remote.origin.removeprefix("git://"), ""
-            return _TcpClient(host.strip("[]"), int(port) if port else None, self._timeout, remote.display)
-        if credentials is not None and credentials.password is None:
-            raise InvalidGitSecret(
-                f"{remote.display}: the auth secret holds an SSH key, but an HTTP(S) URL needs "
-                "'token' or 'password'"
-            )
-        return _HttpClient(remote, credentials, self._timeout)
-
 
 def _prefixes(revision: str) -> list[bytes]:
     if revision.startswith("refs/"):
@@ -277,20 +160,18 @@ def _prefixes(revision: str) -> list[bytes]:
     return [f"refs/heads/{revision}".encode(), f"refs/tags/{revision}".encode()]
 
 
-def _classified(error: Exception, remote: _Remote, credentials: GitCredentials | None) -> GitError:
+def _classified(error: Exception, remote: GitUrl, credentials: GitCredentials | None) -> GitError:
     """Map what dulwich, urllib3 and sockets raise to the taxonomy; messages carry no secrets."""
     where = remote.display
-    if isinstance(error, HTTPUnauthorized):
-        return _http_status_error(401, where, credentials)
-    if isinstance(error, NotGitRepository):
-        return _http_status_error(404, where, credentials)
+    if isinstance(error, _HttpAnswer):
+        return error.classified(where, credentials)
     if isinstance(error, HangupException):
         # git daemon hangs up without a word also on a repository it does not export.
         return GitUnavailable(f"{where}: the remote hung up")
     cause = _root_cause(error)
     if isinstance(cause, OSError | urllib3.exceptions.HTTPError):
         return GitUnavailable(f"{where} is unreachable: {_describe(cause)}")
-    if isinstance(error, GitProtocolError) and remote.kind == "git":
+    if isinstance(error, GitProtocolError) and remote.scheme == "git":
         return _daemon_error(str(error), where)
     return GitError(f"{where} did not answer as a git server should ({type(error).__name__})")
 
@@ -338,93 +219,116 @@ def _http_status_error(status: int, where: str, credentials: GitCredentials | No
     return GitError(f"{where} answered HTTP {status}")
 
 
+# ---------------------------------------------------------------------------------------------
+# Smart HTTP: dulwich's client, with a urllib3 pool manager of ours that checks each answer
+
+
+def _http_refs(
+    remote: GitUrl, wanted: list[bytes], credentials: GitCredentials | None, timeout: float
+) -> Mapping[Ref, bytes | None]:
+    base_url = f"{remote.origin}/"
+    # config=None: the operator's own git config (if any) must not change what users get;
+    # proxies still come from the environment (https_proxy, no_proxy).
+    pool = default_urllib3_manager(
+        None,
+        pool_manager_cls=_PoolManager,
+        proxy_manager_cls=_ProxyManager,
+        base_url=base_url,
+        timeout=timeout,
+    )
+    client = Urllib3HttpGitClient(
+        base_url,
+        pool_manager=pool,
+        timeout=timeout,
+        username=(credentials.username or DEFAULT_USERNAME) if credentials else None,
+        password=credentials.password if credentials else None,
+    )
+    try:
+        return client.get_refs(remote.path.encode(), ref_prefix=wanted).refs
+    finally:
+        pool.clear()
+
+
+class _HttpAnswer(Exception):  # noqa: N818 (an answer, not a failure of ours)
+    """What a git HTTP server answered instead of a ref advertisement; the pool manager raises it before
+    dulwich reads the body, and `classified` maps it to the taxonomy by status code."""
+
+    def __init__(self, status: int, content_type: str) -> None:
+        super().__init__(f"HTTP {status} ({content_type})")
+        self.status = status
+        self.content_type = content_type
+
+    def classified(self, where: str, credentials: GitCredentials | None) -> GitError:
+        if self.status != 200:
+            return _http_status_error(self.status, where, credentials)
+        # A login page or a dumb (static) server: dulwich would parse it as a ref list.
+        return GitError(
+            f"{where} does not speak git's smart HTTP protocol (Content-Type {self.content_type!r})"
+        )
+
+
+def _checked(response: urllib3.BaseHTTPResponse, url: str) -> urllib3.BaseHTTPResponse:
+    """The response if it is what dulwich should read: 200, and git's own Content-Type for the refs."""
+    content_type = response.headers.get("Content-Type", "")
+    refs = (urllib3.util.parse_url(url).path or "").endswith("/info/refs")
+    if response.status != 200 or (refs and not content_type.startswith("application/x-git-")):
+        response.close()
+        raise _HttpAnswer(response.status, content_type)
+    return response
+
+
+# `urlopen` is the one method urllib3's `request` (what dulwich calls) goes through; a redirect is
+# followed inside it, so the response checked is the last one.
 class _PoolManager(urllib3.PoolManager):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(retries=_RETRIES, **kwargs)
+
+    def urlopen(self, method: str, url: str, *args: Any, **kw: Any) -> urllib3.BaseHTTPResponse:
+        return _checked(super().urlopen(method, url, *args, **kw), url)
 
 
 class _ProxyManager(urllib3.ProxyManager):
     def __init__(self, proxy_url: str, **kwargs: Any) -> None:
         super().__init__(proxy_url, retries=_RETRIES, **kwargs)
 
-
-class _HttpClient(Urllib3HttpGitClient):
-    """Dulwich's HTTP client with errors mapped by status code, not by parsing its messages."""
-
-    def __init__(self, remote: _Remote, credentials: GitCredentials | None, timeout: float) -> None:
-        base_url = f"{remote.origin}/"
-        # config=None: the operator's own git config (if any) must not change what users get;
-        # proxies still come from the environment (https_proxy, no_proxy).
-        pool = default_urllib3_manager(
-            None,
-            pool_manager_cls=_PoolManager,
-            proxy_manager_cls=_ProxyManager,
-            base_url=base_url,
-            timeout=timeout,
-        )
-        super().__init__(
-            base_url,
-            pool_manager=pool,
-            timeout=timeout,
-            username=(credentials.username or DEFAULT_USERNAME) if credentials else None,
-            password=credentials.password if credentials else None,
-        )
-        self._remote = remote
-        self._credentials = credentials
-
-    def _http_request(
-        self,
-        url: str,
-        headers: dict[str, str] | None = None,
-        data: bytes | Iterator[bytes] | None = None,
-        raise_for_status: bool = True,  # noqa: FBT001, FBT002 (dulwich's signature)
-    ) -> tuple["HTTPResponse", Callable[[int], bytes]]:
-        where = self._remote.display
-        try:
-            response, read = super()._http_request(url, headers, data, raise_for_status=False)
-        except GitProtocolError as error:  # dulwich wraps urllib3's transport errors in it
-            raise GitUnavailable(f"{where} is unreachable: {_describe(_root_cause(error))}") from error
-        if raise_for_status and response.status != 200:
-            response.close()
-            raise _http_status_error(response.status, where, self._credentials)
-        content_type = response.content_type or ""
-        if "/info/refs" in url and not content_type.startswith("application/x-git-"):
-            # A login page or a dumb (static) server: dulwich would parse it as a ref list.
-            response.close()
-            raise GitError(
-                f"{where} does not speak git's smart HTTP protocol (Content-Type {content_type!r})"
-            )
-        return response, read
+    def urlopen(self, method: str, url: str, *args: Any, **kw: Any) -> urllib3.BaseHTTPResponse:
+        return _checked(super().urlopen(method, url, *args, **kw), url)
 
 
-class _TcpClient(TCPGitClient):
-    """Dulwich's git:// client with a socket timeout: its own has none, so a silent server would hang."""
+# ---------------------------------------------------------------------------------------------
+# git://: dulwich's pkt-line protocol and ref readers, on a socket of ours
 
-    def __init__(self, host: str, port: int | None, timeout: float, display: str) -> None:
-        super().__init__(host, port)
-        self._timeout = timeout
-        self._display = display
 
-    def _connect(
-        self, cmd: bytes, path: str | bytes, protocol_version: int | None = None
-    ) -> tuple[Protocol, Callable[[], bool], IO[bytes] | None]:
-        # The same request as TCPGitClient._connect, on a socket with a timeout.
-        path_bytes = path if isinstance(path, bytes) else path.encode(self._remote_path_encoding)
-        connection = socket.create_connection((self._host, self._port), timeout=self._timeout)
+def _git_protocol_refs(remote: GitUrl, wanted: list[bytes], timeout: float) -> Mapping[Ref, bytes | None]:
+    """`git ls-remote` over git://, as dulwich's TCPGitClient.get_refs does it, on a socket with a timeout:
+    TCPGitClient opens its own without one, so a server that never answers would hang the operator."""
+    path = remote.path.encode()
+    path = path[1:] if path.startswith(b"/~") else path  # git://host/~user/repo is the user's repo
+    with (
+        socket.create_connection(
+            (remote.hostname, remote.port or TCP_GIT_PORT), timeout=timeout
+        ) as connection,
+        connection.makefile("rb") as reader,
+        connection.makefile("wb", buffering=0) as writer,
+    ):
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = connection.makefile("rb", -1)
-        writer = connection.makefile("wb", 0)
-
-        def close() -> None:
-            reader.close()
-            writer.close()
-            connection.close()
-
-        proto = Protocol(reader.read, writer.write, close, report_activity=self._report_activity)
-        if path_bytes.startswith(b"/~"):
-            path_bytes = path_bytes[1:]
-        self.protocol_version = protocol_version or DEFAULT_GIT_PROTOCOL_VERSION_FETCH
+        proto = Protocol(reader.read, writer.write)
         # Version 2 hides behind two NUL bytes, as old servers would choke on more than host=.
-        extra = b"\0\0version=%d\0" % self.protocol_version if self.protocol_version == 2 else b""
-        proto.send_cmd(b"git-" + cmd, path_bytes, b"host=" + self._host.encode("ascii") + extra)
-        return proto, lambda: bool(select.select([connection], [], [], 0)[0]), None
+        proto.send_cmd(b"git-upload-pack", path, b"host=" + remote.hostname.encode() + b"\0\0version=2\0")
+        refs: dict[Ref, bytes | None]
+        if negotiate_protocol_version(proto) == 2:
+            capabilities = read_server_capabilities(proto.read_pkt_seq())
+            object_format = extract_object_format_from_capabilities(capabilities)
+            commands, arguments = build_ls_refs_request_v2(capabilities, object_format, wanted)
+            for line in commands:
+                proto.write_pkt_line(line)
+            proto.write(_DELIM_PKT)
+            for line in arguments:
+                proto.write_pkt_line(line)
+            proto.write_pkt_line(None)
+            listed, _, peeled = read_pkt_refs_v2(proto.read_pkt_seq())
+            refs = {**listed, **{Ref(name + PEELED_TAG_SUFFIX): value for name, value in peeled.items()}}
+        else:
+            refs = dict(read_pkt_refs_v1(proto.read_pkt_seq())[0])
+        proto.write_pkt_line(None)
+        return refs

@@ -4,6 +4,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 import kubernetes
@@ -14,10 +15,13 @@ from kubernetes.client.exceptions import ApiException
 
 from servicebuild.api.models import GROUP, KIND, PLURAL, VERSION, ObjectMeta
 from servicebuild.naming import LABEL_MANAGED_BY, MANAGED_BY, uid_selector
+from servicebuild.times import format_time
 
 logger = logging.getLogger(__name__)
 
 _TRANSIENT_STATUSES = {408, 409, 429, 500, 502, 503, 504}
+_PAGE_SIZE = 500
+"""Objects per page of a LIST."""
 _MAX_EXPLANATION = 400
 """Characters of the API server's own explanation kept in a message (which field it rejected)."""
 
@@ -51,6 +55,7 @@ class Kube:
     """Reads and writes the objects a build involves; maps API errors to KubeError."""
 
     def __init__(self, api_client: ApiClient, request_timeout: float = 30.0) -> None:
+        self._api_client = api_client
         self._core = CoreV1Api(api_client)
         self._batch = BatchV1Api(api_client)
         self._custom = CustomObjectsApi(api_client)
@@ -65,6 +70,10 @@ class Kube:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         return cls(ApiClient(), request_timeout)
 
+    def close(self) -> None:
+        """Close the client's connections and its thread pool."""
+        self._api_client.close()  # type: ignore[no-untyped-call]
+
     def _call(self, action: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one API call returning the raw JSON document; None for 404."""
         try:
@@ -76,6 +85,18 @@ class Kube:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _error(action, exc) from exc
         return json.loads(response.data) if response.data else {}
+
+    def _list(self, action: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every item of a LIST, fetched a page at a time: thousands of objects never arrive as one
+        document, which would set the operator's peak memory."""
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page = self._call(action, call, *args, limit=_PAGE_SIZE, _continue=token, **kwargs) or {}
+            items += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
 
     def get_servicebuild(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = self._call(
@@ -93,13 +114,13 @@ class Kube:
         """All ServiceBuilds in the given namespaces, or in all namespaces when none are given."""
         scopes = sorted(namespaces)
         if not scopes:
-            listing = self._call(
+            return self._list(
                 "list servicebuilds", self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
             )
-            return list((listing or {}).get("items", []))
-        items: list[dict[str, Any]] = []
-        for namespace in scopes:
-            listing = self._call(
+        return [
+            item
+            for namespace in scopes
+            for item in self._list(
                 f"list servicebuilds in {namespace}",
                 self._custom.list_namespaced_custom_object,
                 GROUP,
@@ -107,8 +128,20 @@ class Kube:
                 namespace,
                 PLURAL,
             )
-            items.extend((listing or {}).get("items", []))
-        return items
+        ]
+
+    def annotate_servicebuild(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Merge-patch annotations onto a ServiceBuild (a record for whichever replica reconciles it)."""
+        self._call(
+            f"annotate servicebuild {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": {"annotations": annotations}},
+        )
 
     def patch_servicebuild_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource; fields set to None are removed."""
@@ -169,20 +202,19 @@ class Kube:
         selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
         scopes = sorted(namespaces)
         if not scopes:
-            listing = self._call(
+            return self._list(
                 "list build jobs", self._batch.list_job_for_all_namespaces, label_selector=selector
             )
-            return list((listing or {}).get("items", []))
-        items: list[dict[str, Any]] = []
-        for namespace in scopes:
-            listing = self._call(
+        return [
+            item
+            for namespace in scopes
+            for item in self._list(
                 f"list build jobs in {namespace}",
                 self._batch.list_namespaced_job,
                 namespace,
                 label_selector=selector,
             )
-            items.extend((listing or {}).get("items", []))
-        return items
+        ]
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and, in the background, its Pods; a Job already gone is fine."""
@@ -206,6 +238,26 @@ class Kube:
         pods.sort(key=lambda pod: str(pod.get("metadata", {}).get("creationTimestamp", "")))
         return pods[-1] if pods else None
 
+    def read_pod_log(self, namespace: str, pod: str, container: str, tail_lines: int) -> str | None:
+        """The last `tail_lines` lines of a container's log; None when the Pod is gone."""
+        try:
+            response: Any = self._core.read_namespaced_pod_log(
+                pod,
+                namespace,
+                container=container,
+                tail_lines=tail_lines,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+        except ApiException as exc:
+            if exc.status in (400, 404):  # gone, or its container's log with it
+                return None
+            raise _error(f"read log of pod {namespace}/{pod}", exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _error(f"read log of pod {namespace}/{pod}", exc) from exc
+        data: bytes = response.data  # with _preload_content=False, the urllib3 response
+        return data.decode(errors="replace")
+
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = self._call(
             f"get configmap {namespace}/{name}", self._core.read_namespaced_config_map, name, namespace
@@ -221,7 +273,9 @@ class Kube:
             return None
         return dict(secret.get("data") or {})
 
-    def post_event(self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: str) -> None:
+    def post_event(
+        self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: datetime
+    ) -> None:
         """Record an Event on a ServiceBuild, as `kubectl describe` shows it."""
         event = {
             "apiVersion": "v1",
@@ -239,8 +293,8 @@ class Kube:
             "message": message[:1024],
             "source": {"component": MANAGED_BY},
             "reportingComponent": MANAGED_BY,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
+            "firstTimestamp": format_time(now),
+            "lastTimestamp": format_time(now),
             "count": 1,
         }
         self._call(

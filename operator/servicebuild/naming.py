@@ -12,23 +12,33 @@ LABEL_SOURCE = "servicebuild.dev/source"
 ANNOTATION_COMMIT = "servicebuild.dev/commit"
 ANNOTATION_CONTEXT_DIGEST = "servicebuild.dev/context-digest"
 ANNOTATION_SERVICEBUILD = "servicebuild.dev/servicebuild"
+ANNOTATION_BUILD = "servicebuild.dev/build"
+ANNOTATION_TRIGGER = "servicebuild.dev/trigger"
+ANNOTATION_REQUESTED_AT = "servicebuild.dev/requested-at"
+"""On a ServiceBuild: changing its value (any value, e.g. a timestamp) asks for a new build."""
+ANNOTATION_SOURCE_PUSHED_AT = "servicebuild.dev/source-pushed-at"
+"""On a ServiceBuild: when a webhook announced a push to its repository (RFC 3339); its polled revision
+is looked up again at once."""
 
 MAX_JOB_NAME = 63  # the Job controller copies the name into a label value on each Pod
 _HASH_LENGTH = 5
 
 
-def job_name(
-    servicebuild_name: str, uid: str, generation: int, context_digest: str | None = None, attempt: int = 1
-) -> str:
-    """`<name>-<generation>-<hash>`: one Job per generation, context and attempt, unique across
-    re-created objects. The ConfigMap's digest and a retry's attempt number make builds of one
-    generation distinct."""
-    source_key = (context_digest or "") + (f"#{attempt}" if attempt > 1 else "")
-    identity = f"{uid}/{source_key}" if source_key else uid
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:_HASH_LENGTH]
-    suffix = f"-{generation}-{digest}"
+def job_name(servicebuild_name: str, uid: str, build: int, build_key: str) -> str:
+    """`<name>-<build>-<hash>`: one Job per build and attempt, unique across re-created objects.
+
+    `build_key` (`build_key()`) is what the build is: with its generation and source in the hash, a build
+    number that was reused (its status never written) cannot adopt another build's Job.
+    """
+    digest = hashlib.sha256(f"{uid}/{build_key}".encode()).hexdigest()[:_HASH_LENGTH]
+    suffix = f"-{build}-{digest}"
     prefix = servicebuild_name[: MAX_JOB_NAME - len(suffix)].rstrip("-.")
     return f"{prefix}{suffix}"
+
+
+def build_key(build: int, generation: int, context_digest: str | None, attempt: int) -> str:
+    """What one attempt at one build is, for its Job's name."""
+    return f"{build}/{generation}/{context_digest or ''}#{attempt}"
 
 
 def job_labels(uid: str, generation: int) -> dict[str, str]:

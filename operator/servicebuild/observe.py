@@ -1,15 +1,15 @@
 """Interpret a build Job and its Pod as one observation; pure (the clock is passed in)."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
-from servicebuild.failures import Reason, classify, classify_pending
-from servicebuild.naming import ANNOTATION_COMMIT, ANNOTATION_CONTEXT_DIGEST
+from servicebuild.failures import Failure, Reason, classify, classify_pending, scrub
+from servicebuild.jobs import BuildJob, BuildPod
 from servicebuild.render.job import BUILD_CONTAINER
-from servicebuild.report import BuildReport, log_tail, parse_report
+from servicebuild.report import BuildReport, log_tail
+from servicebuild.report_budget import BuildFacts, parse_message
 
 
 class BuildState(StrEnum):
@@ -23,22 +23,28 @@ class BuildState(StrEnum):
     FAILED = "Failed"
 
 
+ENDED = frozenset({BuildState.SUCCEEDED, BuildState.FAILED})
+
+
 @dataclass(frozen=True)
 class Observation:
     """What one Job (and its Pod) says about a build."""
 
     state: BuildState
     job_name: str | None = None
-    start_time: str | None = None
-    completion_time: str | None = None
+    pod_name: str | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    """When the build container ended (the Job's own completion comes seconds later)."""
     report: BuildReport | None = None
-    reason: str | None = None
-    """CamelCase failure reason, when failed (`servicebuild.failures.Reason` for a failed build)."""
-    message: str | None = None
-    transient: bool = False
-    """Whether the failure is of the moment (an evicted Pod, an unreachable registry) and worth retrying."""
-    failed_step: str | None = None
+    """The build's report, when it succeeded."""
+    facts: BuildFacts | None = None
+    """What the build said beyond the report (base images, first cache miss, warnings), when it succeeded;
+    `facts.truncated` when some are only in the build container's log."""
+    failure: Failure | None = None
+    """Why it failed, when it failed."""
     log_tail: str | None = None
+    """The failed build's last log lines."""
     commit: str | None = None
     """The git commit the Job builds."""
     context_digest: str | None = None
@@ -50,133 +56,97 @@ ABSENT = Observation(BuildState.ABSENT)
 
 @dataclass(frozen=True)
 class PendingLimit:
-    """How long a build Pod may wait to start, and the time now."""
+    """How long a build Pod may wait to start its build, and the time now."""
 
-    now: str
-    seconds: int
-
-
-FAILED_CONDITIONS = ("Failed", "FailureTarget")
-"""Since Kubernetes 1.31 the Job controller sets `FailureTarget` (or `SuccessCriteriaMet`) as soon as the
-Job's fate is decided and adds `Failed` (or `Complete`) only once its Pods have terminated."""
-SUCCEEDED_CONDITIONS = ("Complete", "SuccessCriteriaMet")
+    now: datetime
+    limit: timedelta
 
 
-def _condition(job: Mapping[str, Any], *condition_types: str) -> Mapping[str, Any] | None:
-    """The first true condition of these types, in the order given."""
-    conditions = job.get("status", {}).get("conditions") or []
-    for condition_type in condition_types:
-        for condition in conditions:
-            if condition.get("type") == condition_type and condition.get("status") == "True":
-                return dict(condition)
-    return None
+def observe(job: BuildJob | None, pod: BuildPod | None, pending: PendingLimit | None = None) -> Observation:
+    """Interpret the Job of the current build and its Pod.
 
-
-def is_finished(job: Mapping[str, Any]) -> bool:
-    """Whether the Job's build no longer runs (and so can push nothing more, and holds no build slot).
-
-    True with a finishing condition, and also before it: the Job controller counts an ended Pod out of
-    `status.active` at once but adds the condition only seconds later. A started Job that is neither
-    suspended nor active has no Pod running: with `backoffLimit: 0` it never makes another.
+    An ended build container ends the build: the Job controller marks the Job finished seconds later,
+    and the report (or the log tail) is already in the container's termination message.
     """
-    if _condition(job, *SUCCEEDED_CONDITIONS, *FAILED_CONDITIONS) is not None:
-        return True
-    status = job.get("status") or {}
-    return (
-        bool(status.get("startTime")) and not status.get("active") and not job.get("spec", {}).get("suspend")
-    )
-
-
-def _build_container_state(pod: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    for status in (pod or {}).get("status", {}).get("containerStatuses") or []:
-        if status.get("name") == BUILD_CONTAINER:
-            return dict(status.get("state") or {})
-    return {}
-
-
-def _failure(job: Mapping[str, Any], pod: Mapping[str, Any] | None, base: Observation) -> Observation:
-    failed = _condition(job, *FAILED_CONDITIONS) or {}
-    message = (_build_container_state(pod).get("terminated") or {}).get("message")
-    failure = classify(job, pod, message)
-    return replace(
-        base,
-        state=BuildState.FAILED,
-        completion_time=base.completion_time or failed.get("lastTransitionTime"),
-        reason=failure.reason,
-        message=failure.message,
-        transient=failure.transient,
-        failed_step=failure.failed_step,
-        log_tail=log_tail(message) or None,
-    )
-
-
-def _completion(status: Mapping[str, Any], pod: Mapping[str, Any] | None, base: Observation) -> Observation:
-    terminated = _build_container_state(pod).get("terminated") or {}
-    report = parse_report(terminated.get("message"))
-    completed = replace(base, completion_time=base.completion_time or status.get("completionTime"))
-    if report is None:
-        return replace(
-            completed,
-            state=BuildState.FAILED,
-            reason=Reason.REPORT_MISSING,
-            message="The build Job completed but its Pod holds no build report"
-            " (was the Pod deleted before the result was read?).",
-        )
-    return replace(completed, state=BuildState.SUCCEEDED, report=report)
-
-
-def _waited_too_long(job: Mapping[str, Any], limit: PendingLimit) -> bool:
-    since = job.get("status", {}).get("startTime") or job.get("metadata", {}).get("creationTimestamp")
-    if not since:
-        return False
-    try:
-        waited = datetime.fromisoformat(limit.now) - datetime.fromisoformat(since)
-    except ValueError:
-        return False
-    return waited.total_seconds() > limit.seconds
-
-
-def observe(
-    job: Mapping[str, Any] | None, pod: Mapping[str, Any] | None, pending: PendingLimit | None = None
-) -> Observation:
-    """Interpret the Job of the current build and its Pod."""
     if job is None:
         return ABSENT
-    metadata = job.get("metadata") or {}
-    status = job.get("status") or {}
-    container = _build_container_state(pod)
-    terminated: Mapping[str, Any] = container.get("terminated") or {}
+    container = pod.container(BUILD_CONTAINER) if pod is not None else None
+    ended = container is not None and container.state == "terminated"
     base = Observation(
         state=BuildState.PENDING,
-        job_name=metadata.get("name"),
-        start_time=status.get("startTime"),
-        # When the build ended: the Job's own completion comes seconds later.
-        completion_time=terminated.get("finishedAt"),
-        commit=(metadata.get("annotations") or {}).get(ANNOTATION_COMMIT),
-        context_digest=(metadata.get("annotations") or {}).get(ANNOTATION_CONTEXT_DIGEST),
+        job_name=job.name,
+        pod_name=pod.name if pod is not None else None,
+        start_time=job.start_time,
+        completion_time=container.finished_at if container is not None and ended else None,
+        commit=job.commit,
+        context_digest=job.context_digest,
     )
-    # An ended build container ends the build: the Job controller marks the Job finished seconds later.
-    failed_early = bool(terminated) and terminated.get("exitCode") != 0
-    if _condition(job, *FAILED_CONDITIONS) is not None or failed_early:
+    failed_early = container is not None and ended and container.exit_code != 0
+    if job.failed is not None or failed_early:
         return _failure(job, pod, base)
-    if _condition(job, *SUCCEEDED_CONDITIONS) is not None or bool(terminated):
-        return _completion(status, pod, base)
-    if (job.get("spec") or {}).get("suspend"):
+    if job.succeeded is not None or ended:
+        return _completion(job, container.message if container is not None else "", base)
+    if job.suspended:
         return replace(base, state=BuildState.QUEUED, start_time=None)
-    if container.get("running") or (pod or {}).get("status", {}).get("phase") == "Running":
+    if (container is not None and container.state == "running") or (
+        pod is not None and pod.phase == "Running"
+    ):
         return replace(base, state=BuildState.RUNNING)
     return _not_started(job, pod, pending, base)
 
 
-def _not_started(
-    job: Mapping[str, Any], pod: Mapping[str, Any] | None, pending: PendingLimit | None, base: Observation
-) -> Observation:
-    """Pending, or failed with PendingTimeout once it has waited longer than the limit."""
-    if pending is None or not _waited_too_long(job, pending):
-        return base
+def _failure(job: BuildJob, pod: BuildPod | None, base: Observation) -> Observation:
+    container = pod.container(BUILD_CONTAINER) if pod is not None else None
+    message = container.message if container is not None and container.state == "terminated" else None
+    failed = job.failed
     return replace(
         base,
         state=BuildState.FAILED,
-        reason=Reason.PENDING_TIMEOUT,
-        message=f"The build Pod did not start within spec.pendingTimeout: {classify_pending(pod).message}",
+        completion_time=base.completion_time or (failed.time if failed is not None else None),
+        failure=classify(job, pod, message),
+        log_tail=log_tail(message) or None,
+    )
+
+
+def _completion(job: BuildJob, message: str, base: Observation) -> Observation:
+    completed = replace(base, completion_time=base.completion_time or job.completion_time)
+    parsed = parse_message(message)
+    if parsed is None:
+        missing = Failure(
+            Reason.REPORT_MISSING,
+            "The build Job completed but its Pod holds no build report"
+            " (was the Pod deleted before the result was read?).",
+        )
+        return replace(completed, state=BuildState.FAILED, failure=missing)
+    return replace(completed, state=BuildState.SUCCEEDED, report=parsed.report, facts=parsed.facts)
+
+
+def _not_started(
+    job: BuildJob, pod: BuildPod | None, pending: PendingLimit | None, base: Observation
+) -> Observation:
+    """Pending, or failed with PendingTimeout once it has waited longer than the limit."""
+    since = job.start_time or job.created
+    if pending is None or since is None or pending.now - since <= pending.limit:
+        return base
+    timeout = Failure(
+        Reason.PENDING_TIMEOUT,
+        f"The build Pod did not start within spec.pendingTimeout: {classify_pending(pod).message}",
+    )
+    return replace(base, state=BuildState.FAILED, failure=timeout)
+
+
+def without_secrets(observation: Observation, secrets: Iterable[str]) -> Observation:
+    """The failure without any of these values, or their base64 forms: a build log may echo one."""
+    failure = observation.failure
+    if failure is None:
+        return observation
+    values = list(secrets)
+    return replace(
+        observation,
+        failure=replace(
+            failure,
+            message=scrub(failure.message, values),
+            failed_step=scrub(failure.failed_step, values) if failure.failed_step else None,
+        ),
+        log_tail=scrub(observation.log_tail, values) if observation.log_tail else None,
     )

@@ -1,51 +1,74 @@
-"""Observe, act, decide: one level-triggered reconcile behind every trigger. No Kopf here."""
+"""One level-triggered reconcile behind every trigger: observe, decide what is due, act, write. No Kopf here.
 
-import base64
-import binascii
+`Reconciler.reconcile` is the whole sequence, each step one call down and back:
+
+1. parse: done once at the boundary (`parse_servicebuild`): a typed ServiceBuild, or an invalid one;
+2. observe: the build context's digest, then the Job of the build that is due and its Pod;
+3. decide what is due: `plan` (pure) names the build and its next step;
+4. act: start the Job (checks, secrets, the git commit, a build slot), stop others, read the image back;
+5. write: `status.decide` (pure) makes the whole status; it is written when it changed, with an Event
+   per transition; the build slots learn what was observed.
+
+Transient gateway errors (KubeError, RegistryError, GitError with `transient`) propagate to be retried;
+everything a user must fix ends as a `Stalled` outcome.
+"""
+
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
-from servicebuild import naming
-from servicebuild.admission import BuildSlots
+from servicebuild import naming, plan
+from servicebuild.admission import BuildSlots, Claim, Idle, Key, Running, Waiting, Waves
 from servicebuild.api.models import (
-    BuildOutput,
+    BaseImage,
+    InvalidServiceBuild,
     ObjectMeta,
-    Phase,
-    PlatformOutput,
-    QueueStatus,
     ServiceBuild,
-    ServiceBuildSpec,
     ServiceBuildStatus,
     SourceStatus,
     status_to_dict,
 )
 from servicebuild.config import Settings
-from servicebuild.failures import scrub
-from servicebuild.gitremote import GitCredentials, GitError, credentials_from_secret
-from servicebuild.imageref import ImageRef
-from servicebuild.kube import KubeError
-from servicebuild.observe import BuildState, Observation, PendingLimit, is_finished, observe
-from servicebuild.registry import (
+from servicebuild.credentials import (
     Credentials,
-    ImageSummary,
-    RegistryError,
-    credentials_from_docker_config,
-    docker_config_secrets,
 )
-from servicebuild.render.job import BuildInputs, GitAuth, render_job
-from servicebuild.status import Outcome, decide, human_size, merge_patch, transition_event
-from servicebuild.validation import describe_validation_error
+from servicebuild.failures import Failure, Reason
+from servicebuild.gitremote import GitError
+from servicebuild.imageref import ImageRef, parse_image
+from servicebuild.inputs import GitGateway, InputReader, Problem
+from servicebuild.jobs import BuildJob, BuildPod, parse_job, parse_pod
+from servicebuild.kube import KubeError
+from servicebuild.manifests import ImageSummary
+from servicebuild.naming import ANNOTATION_REQUESTED_AT
+from servicebuild.observe import BuildState, Observation, PendingLimit, observe, without_secrets
+from servicebuild.plan import DueBuild, ReadBack, Report, StartJob, StartNextAttempt, Wanted
+from servicebuild.registry import RegistryError
+from servicebuild.render.job import BUILD_CONTAINER, BuildInputs, render_job
+from servicebuild.report_budget import BuildFacts, merge_facts, parse_log_facts
+from servicebuild.status import (
+    DEFAULT_HISTORY,
+    Build,
+    InProgress,
+    Outcome,
+    Progress,
+    Queued,
+    RetryScheduled,
+    Stalled,
+    Succeeded,
+    decide,
+    merge_patch,
+    output_record,
+    transition_event,
+)
+from servicebuild.times import compact_time
 
 logger = logging.getLogger(__name__)
 
-_FINAL_PHASES = {Phase.SUCCEEDED, Phase.FAILED}
-_DOCKER_CONFIG_KEY = ".dockerconfigjson"
-_MAX_RETRY_DELAY_SECONDS = 600
+WAVE_REASON = (
+    "builds started by a new commit or base image start in waves"
+    " (SERVICEBUILD_MAX_TRIGGERED_BUILDS_PER_MINUTE)"
+)
 
 
 class KubeGateway(Protocol):
@@ -54,66 +77,29 @@ class KubeGateway(Protocol):
     def list_jobs(self, namespace: str, uid: str) -> list[dict[str, Any]]: ...
     def delete_job(self, namespace: str, name: str) -> None: ...
     def get_job_pod(self, namespace: str, job_name: str) -> dict[str, Any] | None: ...
+    def read_pod_log(self, namespace: str, pod: str, container: str, tail_lines: int) -> str | None: ...
     def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def patch_servicebuild_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
     def post_event(
-        self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: str
+        self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: datetime
     ) -> None: ...
 
 
 class RegistryGateway(Protocol):
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary: ...
-
-
-class GitGateway(Protocol):
-    def resolve(self, url: str, revision: str | None, credentials: GitCredentials | None) -> str: ...
+    def tag_digest(self, image: ImageRef, credentials: Credentials | None) -> str: ...
 
 
 @dataclass(frozen=True)
 class Result:
-    """What one reconcile did."""
+    """What one reconcile did, and which waiting ServiceBuilds a build slot it freed lets start."""
 
     status: ServiceBuildStatus
     written: bool
-
-
-@dataclass(frozen=True)
-class _Target:
-    """What one build is for: the object, its parsed spec, and the ConfigMap context's digest."""
-
-    meta: ObjectMeta
-    spec: ServiceBuildSpec
-    digest: str | None
-    others_stopped: bool = False
-    """An earlier reconcile of this same build already stopped the Jobs of other generations and
-    contexts (it wrote the status only after that), so they need no listing again."""
-
-
-class _PermanentError(Exception):
-    """A problem only a change of the spec or of the objects it names can fix."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def _previous_status(raw: Any) -> ServiceBuildStatus:
-    """The stored status; a status the operator cannot read is treated as empty and rewritten."""
-    try:
-        return ServiceBuildStatus.model_validate(raw or {})
-    except ValidationError:
-        return ServiceBuildStatus()
-
-
-def _later(now: str, seconds: int) -> str:
-    return (datetime.fromisoformat(now) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _compact_time(now: str) -> str:
-    """`2026-11-28T10:15:00Z` → `20261128101500`: a sortable tag fragment."""
-    return "".join(character for character in now if character.isdigit())[:14]
+    wake: tuple[Key, ...] = ()
+    recheck_at: datetime | None = None
+    """When to reconcile again whatever happens: a retry, the next poll, the next wave."""
 
 
 class Reconciler:
@@ -129,50 +115,272 @@ class Reconciler:
     ) -> None:
         self.kube = kube
         self.registry = registry
-        self.git = git
+        self.inputs = InputReader(kube, git, settings)
         self.settings = settings
         self.slots = slots or BuildSlots(
             settings.max_running_builds, settings.max_running_builds_per_namespace
         )
+        self.waves = Waves(settings.max_triggered_builds_per_minute)
 
-    def reconcile(self, body: Mapping[str, Any], now: str) -> Result:
+    def reconcile(self, servicebuild: ServiceBuild | InvalidServiceBuild, now: datetime) -> Result:
         """Raise KubeError, RegistryError or GitError (transient ones) to be retried later."""
-        meta = ObjectMeta.model_validate(body["metadata"])
-        result = self._reconcile(meta, body, now)
-        if result.status.queue is None:
-            self.slots.forget((meta.namespace, meta.name))
-        return result
+        meta, previous = servicebuild.metadata, servicebuild.status
+        if isinstance(servicebuild, InvalidServiceBuild):
+            wanted, outcome = None, self._invalid(servicebuild)
+        else:
+            wanted, outcome = self._wanted_and_outcome(servicebuild, now)
+        limit = servicebuild.spec.history_limit if isinstance(servicebuild, ServiceBuild) else DEFAULT_HISTORY
+        result = (
+            Result(previous, written=False)
+            if outcome is None
+            else self._write(meta, outcome, previous, now, history_limit=limit)
+        )
+        if result.written and isinstance(outcome, Succeeded | Stalled) and outcome.build.job_name:
+            self._retain_jobs(meta, outcome.build.job_name, ended_well=isinstance(outcome, Succeeded))
+        claim = _claim(outcome)
+        wake = self.slots.update(meta.key, claim).wake if claim is not None else ()
+        return replace(result, wake=wake, recheck_at=_recheck_at(outcome, wanted))
 
-    def _reconcile(self, meta: ObjectMeta, body: Mapping[str, Any], now: str) -> Result:
-        previous = _previous_status(body.get("status"))
-        final = previous.observed_generation == meta.generation and previous.phase in _FINAL_PHASES
+    def forget(self, key: Key) -> tuple[Key, ...]:
+        """The ServiceBuild is gone: its build slot or queue place is free; returns whom that lets start."""
+        return self.slots.update(key, Idle()).wake
+
+    def seed(self, jobs: list[dict[str, Any]]) -> None:
+        """Count the builds that already run (at start-up, before any ServiceBuild may start one)."""
+        for job in map(parse_job, jobs):
+            if job.servicebuild is not None and not job.finished:
+                self.slots.update((job.namespace, job.servicebuild), Running(job.name))
+
+    def base_image_changes(self, servicebuilds: list[ServiceBuild]) -> list[Key]:
+        """Ask the registries for the digest each base image's tag has now, once per reference and
+        credentials however many ServiceBuilds use it; return the ServiceBuilds following their base images
+        whose last build used another digest. An image the registry cannot answer for is skipped."""
+        following = [sb for sb in servicebuilds if sb.spec.triggers.base_images and sb.status.base_images]
+        checked: set[tuple[str, str]] = set()
+        changed = []
+        for servicebuild in following:
+            fingerprint = self.inputs.push_fingerprint(servicebuild)
+            for image in servicebuild.status.base_images or ():
+                if (image.ref, fingerprint) in checked:
+                    continue
+                checked.add((image.ref, fingerprint))
+                digest = self._tag_digest(servicebuild, image.ref)
+                if digest is not None:
+                    self.inputs.base_images.set(image.ref, fingerprint, digest)
+            if set(self.inputs.latest_base_images(servicebuild) or ()) != set(
+                servicebuild.status.base_images or ()
+            ):
+                changed.append(servicebuild.metadata.key)
+        return changed
+
+    def _tag_digest(self, servicebuild: ServiceBuild, ref: str) -> str | None:
         try:
-            spec = ServiceBuildSpec.model_validate(body.get("spec") or {})
-        except ValidationError as exc:
-            if final:
-                return Result(status=previous, written=False)
-            self._stop_superseded_jobs(meta, keep=None)
-            invalid = describe_validation_error(exc, prefix="spec")
-            return self._write(
-                meta,
-                previous,
-                Outcome(meta.generation, Observation(BuildState.ABSENT), invalid_spec=invalid),
-                now,
+            image = parse_image(ref)
+            return self.registry.tag_digest(
+                image, self.inputs.push_credentials(servicebuild.metadata, servicebuild.spec)
             )
+        except (ValueError, Problem, RegistryError) as exc:
+            logger.warning("Checking base image %s failed: %s", ref, exc)
+            return None
 
+    def tracked(self) -> set[Key]:
+        """The ServiceBuilds holding a build slot or waiting for one."""
+        return self.slots.present()
+
+    # 2-4: observe, decide what is due, act
+
+    def _invalid(self, servicebuild: InvalidServiceBuild) -> Outcome | None:
+        """Stalled naming the fields the model rejects; nothing to do once that is written."""
+        meta, previous = servicebuild.metadata, servicebuild.status
+        if plan.ended(previous, meta.generation):
+            return None
+        self._stop_builds(meta, keep=None)
+        return Stalled(Build(meta.generation), Failure(Reason.INVALID_SPEC, servicebuild.problem))
+
+    def _wanted_and_outcome(
+        self, servicebuild: ServiceBuild, now: datetime
+    ) -> tuple[Wanted | None, Outcome | None]:
+        """What the spec and its sources ask for, and what became of the build that is due (None: nothing
+        is due)."""
+        meta, previous = servicebuild.metadata, servicebuild.status
         try:
-            digest = self._context_digest(meta, spec)
-        except _PermanentError as problem:
-            failed = Observation(BuildState.FAILED, reason=problem.reason, message=problem.message)
-            return self._write(meta, previous, Outcome(meta.generation, failed), now)
-        built_digest = previous.source.context_digest if previous.source else None
-        if final and built_digest == digest:
-            return Result(status=previous, written=False)
-        return self._write(meta, previous, self._build(_Target(meta, spec, digest), previous, now), now)
+            wanted = self._wanted(servicebuild, now)
+        except Problem as problem:
+            # The older build must not push either: the spec that asked for it is gone.
+            self._stop_builds(meta, keep=None, unless_stopped=plan.ended(previous, meta.generation))
+            return None, Stalled(Build(meta.generation), problem.failure)
+        due = plan.due_build(meta, previous, wanted, now)
+        return wanted, None if due is None else self._follow(servicebuild, due, now)
 
-    def _write(self, meta: ObjectMeta, previous: ServiceBuildStatus, outcome: Outcome, now: str) -> Result:
+    def _wanted(self, servicebuild: ServiceBuild, now: datetime) -> Wanted:
+        """The spec's generation and the state of every source it follows: the ConfigMap's content, the
+        newest commit of a polled revision, the base images' digests, a rebuild request."""
+        meta = servicebuild.metadata
+        polled = self.inputs.polled_commit(servicebuild, now)
+        return Wanted(
+            generation=meta.generation,
+            context_digest=self.inputs.context_digest(meta, servicebuild.spec),
+            commit=polled.commit if polled else None,
+            next_poll=polled.next_poll if polled else None,
+            base_images=self.inputs.latest_base_images(servicebuild),
+            request=meta.annotations.get(ANNOTATION_REQUESTED_AT),
+        )
+
+    def _follow(self, servicebuild: ServiceBuild, due: DueBuild, now: datetime) -> Outcome:
+        """Observe the due build's Job and take its next step."""
+        meta, spec = servicebuild.metadata, servicebuild.spec
+        job, pod = self._observe_job(meta, due.job_name)
+        if job is not None:
+            self._stop_builds(meta, keep=due.job_name, unless_stopped=due.others_stopped)
+        observation = observe(job, pod, PendingLimit(now, timedelta(seconds=spec.pending_timeout_seconds)))
+        if observation.state == BuildState.FAILED:
+            # A build log may echo a Secret's value: the status must not.
+            observation = without_secrets(observation, self.inputs.secret_values(servicebuild))
+        match plan.next_step(due, observation, self.settings, now):
+            case StartJob():
+                return self._start(servicebuild, due, now)
+            case StartNextAttempt():
+                logger.info(
+                    "Retrying ServiceBuild %s/%s: attempt %d", meta.namespace, meta.name, due.attempt + 1
+                )
+                return self._follow(servicebuild, plan.next_attempt(meta, due, now), now)
+            case ReadBack():
+                return self._read_back(servicebuild, plan.observed_build(due, observation), observation)
+            case Report(outcome, stop_job):
+                if stop_job:
+                    self.kube.delete_job(meta.namespace, due.job_name)
+                return outcome
+
+    def _observe_job(self, meta: ObjectMeta, job_name: str) -> tuple[BuildJob | None, BuildPod | None]:
+        raw_job = self.kube.get_job(meta.namespace, job_name)
+        if raw_job is None:
+            return None, None
+        job = parse_job(raw_job)
+        # The Pod whatever the Job's counters say: its build container ends seconds before the Job does.
+        pod = None if job.suspended else parse_pod(self.kube.get_job_pod(meta.namespace, job_name))
+        return job, pod
+
+    def _start(self, servicebuild: ServiceBuild, due: DueBuild, now: datetime) -> Outcome:
+        """Create the due build's Job when a build slot is free, else wait in the queue."""
+        meta = servicebuild.metadata
+        wave = self.waves.admit(now) if due.trigger in plan.TRIGGERED else None
+        if wave is not None:
+            return Queued(due.build, 1, due.since, WAVE_REASON, until=wave)
+        answer = self.slots.update(meta.key, Waiting(due.job_name, due.since))
+        if not answer.admitted:
+            self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
+            return Queued(due.build, answer.position, due.since, answer.reason)
+        try:
+            seed = BuildInputs(
+                timestamp=compact_time(now),
+                context_digest=due.context_digest,
+                attempt=due.attempt,
+                build=due.number,
+                trigger=due.trigger,
+                commit=due.commit,
+            )
+            inputs = self.inputs.build_inputs(servicebuild, seed)
+            self._create_job(servicebuild, inputs)
+        except Problem as problem:
+            # The older build must not push either: the spec that asked for it is gone.
+            self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
+            return Stalled(due.build, problem.failure, max_attempts=self.settings.max_build_attempts)
+        except (KubeError, RegistryError, GitError):
+            self.slots.update(meta.key, Idle())
+            raise
+        self._stop_builds(meta, keep=due.job_name, unless_stopped=due.others_stopped)
+        source = SourceStatus(commit=inputs.commit, context_digest=inputs.context_digest)
+        build = replace(
+            due.build,
+            job_name=due.job_name,
+            source=source if inputs.commit or inputs.context_digest else None,
+        )
+        return InProgress(build, Progress.POD_PENDING)
+
+    def _create_job(self, servicebuild: ServiceBuild, inputs: BuildInputs) -> None:
+        meta = servicebuild.metadata
+        try:
+            job = render_job(servicebuild, self.settings, inputs)
+        except ValueError as exc:
+            # What the schema cannot know before the source resolved, e.g. a tag too long once expanded.
+            raise Problem(Reason.INVALID_SPEC, str(exc)) from exc
+        try:
+            self.kube.create_job(job)
+        except KubeError as exc:
+            if exc.transient:
+                raise
+            raise Problem(Reason.JOB_REJECTED, f"The API server rejected the build Job: {exc}") from exc
+        logger.info("Created build Job %s/%s", meta.namespace, job["metadata"]["name"])
+
+    def _read_back(self, servicebuild: ServiceBuild, build: Build, observation: Observation) -> Outcome:
+        """Confirm the pushed digest in the registry and measure the image as the registry serves it."""
+        meta, spec, report = servicebuild.metadata, servicebuild.spec, observation.report
+        if report is None:  # a succeeded observation always carries its report
+            raise ValueError("reading back needs the build report")
+        try:
+            credentials = self.inputs.push_credentials(meta, spec)
+            summary = self.registry.inspect(spec.output.ref, report.digest, credentials)
+        except Problem as problem:
+            return Stalled(build, problem.failure, completion_time=observation.completion_time)
+        except RegistryError as exc:
+            if exc.transient:
+                raise
+            failure = Failure(type(exc).__name__, f"Reading the pushed image back failed: {exc}")
+            return Stalled(build, failure, completion_time=observation.completion_time)
+        output = output_record(spec.output.ref, summary, report, meta.generation)
+        facts = self._all_facts(meta, observation)
+        base_images = tuple(
+            dict.fromkeys(BaseImage(ref=image.ref, digest=image.digest) for image in facts.base_images)
+        )
+        return Succeeded(build, output, report, observation.completion_time, base_images=base_images)
+
+    def _all_facts(self, meta: ObjectMeta, observation: Observation) -> BuildFacts:
+        """The build's facts, those the termination message had no room for read from the end of the build
+        container's log; what the message held when the log is gone."""
+        facts = observation.facts or BuildFacts()
+        if not facts.truncated or observation.pod_name is None:
+            return facts
+        log = self.kube.read_pod_log(meta.namespace, observation.pod_name, BUILD_CONTAINER, facts.log_lines)
+        return merge_facts(facts, parse_log_facts(log))
+
+    def _retain_jobs(self, meta: ObjectMeta, ended: str, *, ended_well: bool) -> None:
+        """Keep the finished Jobs (and so the Pods and logs) of the last builds only, as a CronJob keeps
+        them: `SERVICEBUILD_SUCCESSFUL_JOBS_HISTORY_LIMIT` and `SERVICEBUILD_FAILED_JOBS_HISTORY_LIMIT`.
+
+        `ended` is the Job of the build that just ended, which the Job controller may not have finished yet.
+        """
+        jobs = sorted(map(parse_job, self.kube.list_jobs(meta.namespace, meta.uid)), key=_newest_first)
+        older = [job for job in jobs if job.name != ended]
+        succeeded = [*([ended] if ended_well else []), *(job.name for job in older if job.ended_well is True)]
+        failed = [*([] if ended_well else [ended]), *(job.name for job in older if job.ended_well is False)]
+        for name in [
+            *succeeded[self.settings.successful_jobs_history_limit :],
+            *failed[self.settings.failed_jobs_history_limit :],
+        ]:
+            self.kube.delete_job(meta.namespace, name)
+
+    def _stop_builds(self, meta: ObjectMeta, keep: str | None, *, unless_stopped: bool = False) -> None:
+        """Only the newest spec and source may push: other unfinished Jobs of this ServiceBuild go."""
+        if unless_stopped:
+            return
+        for job in map(parse_job, self.kube.list_jobs(meta.namespace, meta.uid)):
+            if job.labels.get(naming.LABEL_UID) == meta.uid and job.name != keep and not job.finished:
+                logger.info("Deleting superseded build Job %s/%s", meta.namespace, job.name)
+                self.kube.delete_job(meta.namespace, job.name)
+
+    # 5: write
+
+    def _write(
+        self,
+        meta: ObjectMeta,
+        outcome: Outcome,
+        previous: ServiceBuildStatus,
+        now: datetime,
+        *,
+        history_limit: int,
+    ) -> Result:
         """Write the decided status when it changed, and post the Event of a transition."""
-        status = decide(previous, outcome, now)
+        status = decide(previous, outcome, now, history_limit)
         if status == previous:
             return Result(status=status, written=False)
         patch = merge_patch(status_to_dict(previous), status_to_dict(status))
@@ -188,278 +396,28 @@ class Reconciler:
                 )
         return Result(status=status, written=True)
 
-    def _context_digest(self, meta: ObjectMeta, spec: ServiceBuildSpec) -> str | None:
-        """The digest of a ConfigMap context: a change of the ConfigMap's data is a new build."""
-        source = spec.source.config_map
-        if source is None:
+
+def _claim(outcome: Outcome | None) -> Claim | None:
+    """What the outcome means for the build slots; None for a queued build (its request was the claim)."""
+    match outcome:
+        case Queued():
             return None
-        configmap = self.kube.get_configmap(meta.namespace, source.name)
-        if configmap is None:
-            raise _PermanentError(
-                "SourceNotFound", f"spec.source.configMap.name: ConfigMap {source.name!r} does not exist."
-            )
-        data = configmap.get("data") or {}
-        binary_data = configmap.get("binaryData") or {}
-        if source.archive is not None and source.archive not in binary_data:
-            message = f"ConfigMap {source.name!r} has no binaryData key {source.archive!r}."
-            raise _PermanentError("SourceNotFound", f"spec.source.configMap.archive: {message}")
-        return naming.context_digest(data, binary_data)
+        case InProgress(build=Build(job_name=str() as job_name)):
+            return Running(job_name)
+        case _:
+            return Idle()
 
-    def _stop_others(self, target: _Target, keep: str | None) -> None:
-        """Stop the Jobs of other generations and contexts, unless an earlier reconcile already did."""
-        if not target.others_stopped:
-            self._stop_superseded_jobs(target.meta, keep)
 
-    def _stop_superseded_jobs(self, meta: ObjectMeta, keep: str | None) -> None:
-        """Only the newest spec and context may push: other unfinished Jobs of this ServiceBuild go."""
-        for job in self.kube.list_jobs(meta.namespace, meta.uid):
-            labels = job.get("metadata", {}).get("labels") or {}
-            name = job["metadata"]["name"]
-            if labels.get(naming.LABEL_UID) == meta.uid and name != keep and not is_finished(job):
-                logger.info("Deleting superseded build Job %s/%s", meta.namespace, name)
-                self.kube.delete_job(meta.namespace, name)
-                self.slots.finished(meta.namespace, name)
+def _recheck_at(outcome: Outcome | None, wanted: Wanted | None) -> datetime | None:
+    """When to reconcile again, events or not: the next retry, wave or poll, whichever comes first."""
+    times = [wanted.next_poll if wanted else None]
+    match outcome:
+        case RetryScheduled(retry_at=retry_at):
+            times.append(retry_at)
+        case Queued(until=until):
+            times.append(until)
+    return min((time for time in times if time is not None), default=None)
 
-    def _build(self, target: _Target, previous: ServiceBuildStatus, now: str) -> Outcome:
-        """The current attempt at this generation and context: continue it, retry it, or start it."""
-        same_build = previous.observed_generation == target.meta.generation and (
-            (previous.source.context_digest if previous.source else None) == target.digest
-        )
-        attempt = (previous.attempt or 1) if same_build else 1
-        since = previous.queue.since if previous.queue else now
-        started_before = previous.job_name is not None or previous.queue is not None
-        return self._attempt(
-            replace(target, others_stopped=same_build and started_before), attempt, since, now
-        )
 
-    def _attempt(self, target: _Target, attempt: int, since: str, now: str) -> Outcome:
-        meta, spec = target.meta, target.spec
-        job_name = naming.job_name(meta.name, meta.uid, meta.generation, target.digest, attempt)
-        source = SourceStatus(context_digest=target.digest) if target.digest else None
-        outcome = Outcome(meta.generation, Observation(BuildState.ABSENT), source=source, attempt=attempt)
-        job = self.kube.get_job(meta.namespace, job_name)
-        if job is None:
-            return self._admit_and_start(target, job_name, since, now, outcome)
-        self._stop_others(target, keep=job_name)
-        # The Pod, whatever the Job's counters say: its build container ends seconds before the Job does.
-        suspended = bool(job.get("spec", {}).get("suspend"))
-        pod = None if suspended else self.kube.get_job_pod(meta.namespace, job_name)
-        observation = observe(job, pod, PendingLimit(now=now, seconds=spec.pending_timeout_seconds))
-        if observation.state == BuildState.FAILED and (observation.log_tail or observation.message):
-            observation = self._scrubbed(target, observation)
-        if observation.state in {BuildState.SUCCEEDED, BuildState.FAILED}:
-            self.slots.finished(meta.namespace, job_name)
-        if observation.reason == "PendingTimeout":
-            # A Pod that cannot start holds its quota and would start late and unexpected: stop it.
-            self.kube.delete_job(meta.namespace, job_name)
-            self.slots.finished(meta.namespace, job_name)
-        outcome = replace(outcome, observation=observation, source=self._source(observation) or source)
-        if observation.state == BuildState.FAILED and observation.transient:
-            return self._retry(target, outcome, now)
-        if observation.state != BuildState.SUCCEEDED or observation.report is None:
-            return outcome
-        try:
-            output = self._read_back(meta, spec, observation)
-        except _PermanentError as problem:
-            failed = replace(
-                observation, state=BuildState.FAILED, reason=problem.reason, message=problem.message
-            )
-            return replace(outcome, observation=failed)
-        return replace(outcome, output=output)
-
-    def _retry(self, target: _Target, failed: Outcome, now: str) -> Outcome:
-        """A transient failure: the next attempt after a growing delay, until the attempts run out."""
-        max_attempts = self.settings.max_build_attempts
-        failed = replace(failed, max_attempts=max_attempts)
-        if failed.attempt >= max_attempts:
-            return failed
-        delay = min(self.settings.retry_delay_seconds * 2 ** (failed.attempt - 1), _MAX_RETRY_DELAY_SECONDS)
-        retry_at = _later(failed.observation.completion_time or now, delay)
-        if now < retry_at:
-            return replace(failed, retry_at=retry_at)
-        meta = target.meta
-        logger.info("Retrying ServiceBuild %s/%s: attempt %d", meta.namespace, meta.name, failed.attempt + 1)
-        return replace(self._attempt(target, failed.attempt + 1, now, now), max_attempts=max_attempts)
-
-    def _admit_and_start(
-        self, target: _Target, job_name: str, since: str, now: str, outcome: Outcome
-    ) -> Outcome:
-        """Start the Job when a build slot is free, else wait in the queue."""
-        meta = target.meta
-        decision = self.slots.request((meta.namespace, meta.name), job_name, since)
-        if not decision.admitted:
-            self._stop_others(target, keep=None)
-            waiting = QueueStatus(position=decision.position, since=since)
-            return replace(outcome, waiting=waiting, waiting_reason=decision.reason)
-        try:
-            observation = self._start(target, job_name, outcome.attempt, now)
-        except _PermanentError as problem:
-            self.slots.finished(meta.namespace, job_name)
-            # The older build must not push either: the spec that asked for it is gone.
-            self._stop_others(target, keep=None)
-            failed = Observation(BuildState.FAILED, reason=problem.reason, message=problem.message)
-            return replace(outcome, observation=failed)
-        except (KubeError, RegistryError, GitError):
-            self.slots.finished(meta.namespace, job_name)
-            raise
-        self._stop_others(target, keep=job_name)
-        return replace(outcome, observation=observation, source=self._source(observation) or outcome.source)
-
-    @staticmethod
-    def _source(observation: Observation) -> SourceStatus | None:
-        if observation.commit is None and observation.context_digest is None:
-            return None
-        return SourceStatus(commit=observation.commit, context_digest=observation.context_digest)
-
-    def _start(self, target: _Target, job_name: str, attempt: int, now: str) -> Observation:
-        """Check what the build needs, resolve the source, and create the Job."""
-        meta, spec, digest = target.meta, target.spec, target.digest
-        if spec.builder_image is not None and spec.builder_image not in self.settings.allowed_builder_images:
-            raise _PermanentError(
-                "InvalidSpec",
-                f"spec.builderImage: {spec.builder_image!r} is not an image the operator allows"
-                " (SERVICEBUILD_ALLOWED_BUILDER_IMAGES).",
-            )
-        self._check_push_registries(meta, spec)
-        if spec.output.push_secret is not None:
-            self._secret_data(meta, "spec.output.pushSecret", spec.output.push_secret, (_DOCKER_CONFIG_KEY,))
-        for index, secret in enumerate(spec.secrets):
-            field = f"spec.secrets[{index}].secretRef"
-            self._secret_data(meta, field, secret.secret_ref.name, (secret.secret_ref.key,))
-        inputs = self._git_inputs(
-            meta, spec, BuildInputs(timestamp=_compact_time(now), context_digest=digest, attempt=attempt)
-        )
-        try:
-            job = render_job(ServiceBuild(metadata=meta, spec=spec), self.settings, inputs)
-        except ValueError as exc:
-            # What the schema cannot know before the source resolved, e.g. a tag too long once expanded.
-            raise _PermanentError("InvalidSpec", str(exc)) from exc
-        try:
-            self.kube.create_job(job)
-        except KubeError as exc:
-            if exc.transient:
-                raise
-            raise _PermanentError("JobRejected", f"The API server rejected the build Job: {exc}") from exc
-        logger.info("Created build Job %s/%s", meta.namespace, job_name)
-        return Observation(BuildState.PENDING, job_name=job_name, commit=inputs.commit, context_digest=digest)
-
-    def _check_push_registries(self, meta: ObjectMeta, spec: ServiceBuildSpec) -> None:
-        """A platform team may pin each namespace to its registries (SERVICEBUILD_ALLOWED_PUSH_REGISTRIES)."""
-        allowed = self.settings.push_registries_of(meta.namespace)
-        if allowed is None:
-            return
-        targets = [("spec.output.image", spec.output.ref.registry)]
-        if not spec.cache.disabled:
-            targets.append(("spec.cache.ref", spec.cache_ref.registry))
-        for field, registry in targets:
-            if registry not in allowed:
-                listed = ", ".join(sorted(allowed)) or "none"
-                raise _PermanentError(
-                    "RegistryNotAllowed",
-                    f"{field}: builds in namespace {meta.namespace!r} may not push to {registry!r}"
-                    f" (allowed: {listed}).",
-                )
-
-    def _git_inputs(self, meta: ObjectMeta, spec: ServiceBuildSpec, inputs: BuildInputs) -> BuildInputs:
-        """Resolve a git revision to the commit the Job will build, with the auth secret if any."""
-        git = spec.source.git
-        if git is None:
-            return inputs
-        credentials = None
-        if git.auth_secret is not None:
-            data = self._secret_data(meta, "spec.source.git.authSecret", git.auth_secret, ())
-            try:
-                credentials = credentials_from_secret(data)
-            except GitError as exc:
-                raise _PermanentError(exc.reason, f"spec.source.git.authSecret: {exc}") from exc
-            method: GitAuth = (
-                "ssh" if "ssh-privatekey" in data else "token" if "token" in data else "password"
-            )
-            inputs = replace(inputs, git_auth=method)
-        try:
-            commit = self.git.resolve(git.url, git.revision, credentials)
-        except GitError as exc:
-            if exc.transient:
-                raise
-            raise _PermanentError(exc.reason, f"spec.source.git: {exc}") from exc
-        return replace(inputs, commit=commit)
-
-    def _scrubbed(self, target: _Target, observation: Observation) -> Observation:
-        """The failure without any value of the Secrets the build used: a build log may echo one."""
-        values = self._secret_values(target)
-        return replace(
-            observation,
-            message=scrub(observation.message, values) if observation.message else observation.message,
-            log_tail=scrub(observation.log_tail, values) if observation.log_tail else observation.log_tail,
-            failed_step=scrub(observation.failed_step, values) if observation.failed_step else None,
-        )
-
-    def _secret_values(self, target: _Target) -> list[str]:
-        """The values of every Secret the spec hands to the build (a Secret gone since is skipped)."""
-        spec, namespace = target.spec, target.meta.namespace
-        git_auth = spec.source.git.auth_secret if spec.source.git else None
-        names = [secret.secret_ref.name for secret in spec.secrets]
-        names += [name for name in (spec.output.push_secret, git_auth) if name]
-        values: list[str] = []
-        for name in dict.fromkeys(names):
-            for encoded in (self.kube.get_secret_data(namespace, name) or {}).values():
-                try:
-                    value = base64.b64decode(encoded, validate=True).decode(errors="replace")
-                except binascii.Error:
-                    continue
-                values += [value, *docker_config_secrets(value)]
-        return values
-
-    def _secret_data(self, meta: ObjectMeta, field: str, name: str, keys: tuple[str, ...]) -> dict[str, str]:
-        data = self.kube.get_secret_data(meta.namespace, name)
-        if data is None:
-            raise _PermanentError(
-                "SecretNotFound", f"{field}: Secret {name!r} does not exist in {meta.namespace}."
-            )
-        missing = [key for key in keys if key not in data]
-        if missing:
-            raise _PermanentError("SecretNotFound", f"{field}: Secret {name!r} has no key {missing[0]!r}.")
-        return data
-
-    def _credentials(self, meta: ObjectMeta, spec: ServiceBuildSpec) -> Credentials | None:
-        secret_name = spec.output.push_secret
-        if secret_name is None:
-            return None
-        data = self._secret_data(meta, "spec.output.pushSecret", secret_name, (_DOCKER_CONFIG_KEY,))
-        try:
-            config = base64.b64decode(data[_DOCKER_CONFIG_KEY], validate=True)
-            return credentials_from_docker_config(config, spec.output.ref.registry)
-        except (binascii.Error, ValueError) as exc:
-            raise _PermanentError(
-                "InvalidPushSecret", f"spec.output.pushSecret: {secret_name!r} is not base64"
-            ) from exc
-        except RegistryError as exc:
-            raise _PermanentError("InvalidPushSecret", f"spec.output.pushSecret: {exc}") from exc
-
-    def _read_back(self, meta: ObjectMeta, spec: ServiceBuildSpec, observation: Observation) -> BuildOutput:
-        """Confirm the pushed digest in the registry and measure the image as the registry serves it."""
-        report = observation.report
-        if report is None:
-            raise ValueError("reading back needs the build report")
-        image = spec.output.ref
-        try:
-            summary = self.registry.inspect(image, report.digest, self._credentials(meta, spec))
-        except RegistryError as exc:
-            if exc.transient:
-                raise
-            raise _PermanentError(type(exc).__name__, f"Reading the pushed image back failed: {exc}") from exc
-        platforms = [
-            PlatformOutput(platform=p.platform, digest=p.digest, size_bytes=p.size_bytes, layers=p.layers)
-            for p in summary.platforms
-        ]
-        tags = report.image_name.split(",") if report.image_name else [str(image)]
-        return BuildOutput(
-            image=image.with_digest(summary.digest),
-            digest=summary.digest,
-            size_bytes=summary.size_bytes,
-            size=human_size(summary.size_bytes),
-            layers=summary.layers,
-            generation=meta.generation,
-            platforms=platforms or None,
-            tags=tags,
-        )
+def _newest_first(job: BuildJob) -> tuple[int, float, str]:
+    return (-job.build, -(job.created.timestamp() if job.created else 0.0), job.name)

@@ -1,43 +1,40 @@
 """Registry gateway: the only module that talks to OCI registries (auth, manifests, image sizes)."""
 
 import base64
-import contextlib
 import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
 
-from servicebuild.imageref import DOCKER_HUB, DOCKER_HUB_API, ImageRef
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
-MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+from servicebuild import manifests
+from servicebuild.credentials import Credentials
+from servicebuild.credentials import RegistryError as RegistryError  # noqa: PLC0414 (re-exported, PEP 484)
+from servicebuild.imageref import ImageRef
+from servicebuild.manifests import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    INDEX_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    ImageSummary,
+    platform_manifests,
+    summarize,
+)
 
 # All four types: registry 2.8 answers 404 for an OCI manifest when only the Docker type is accepted.
 _ACCEPT = f"{OCI_INDEX}, {OCI_MANIFEST}, {DOCKER_MANIFEST_LIST}, {DOCKER_MANIFEST}"
 _DIGEST_RE = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 _CHALLENGE_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
-_DOCKER_HUB_KEYS = frozenset({DOCKER_HUB, "index.docker.io", DOCKER_HUB_API})
 _TOKEN_MARGIN_SECONDS = 10  # renew a cached token this long before it expires
 _DEFAULT_TOKEN_SECONDS = 60  # the token spec's default when the service gives no expires_in
 
 
 # The names below are part of the project's vocabulary (the status reasons use them), hence N818.
-class RegistryError(Exception):
-    """A registry could not answer what the operator asked; `transient` tells whether to retry."""
-
-    transient: bool = False
-
-
+# RegistryError and InvalidPushSecret are in credentials.py: reading a push secret raises them.
 class RegistryUnavailable(RegistryError):  # noqa: N818
     """Connection failure, timeout, 5xx or 429: worth retrying later."""
 
@@ -52,163 +49,12 @@ class ManifestNotFound(RegistryError):  # noqa: N818
     """The registry has no manifest with that digest in that repository."""
 
 
-class InvalidPushSecret(RegistryError):  # noqa: N818
-    """The push secret's `.dockerconfigjson` cannot be read."""
-
-
 class DigestMismatch(RegistryError):  # noqa: N818
     """The registry served a manifest whose digest differs from the one asked for."""
 
 
 class InvalidManifest(RegistryError):  # noqa: N818
     """The registry served something that is not a usable image manifest or index."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """A push secret's credentials for one registry; the repr hides the password."""
-
-    username: str
-    password: str
-
-    def __repr__(self) -> str:
-        return f"Credentials(username={self.username!r}, password=<redacted>)"
-
-
-@dataclass(frozen=True)
-class PlatformImage:
-    platform: str
-    digest: str
-    size_bytes: int
-    layers: int
-
-
-@dataclass(frozen=True)
-class ImageSummary:
-    """What the registry serves for one digest; for an index, sizes and layers are platform totals."""
-
-    digest: str
-    media_type: str
-    size_bytes: int
-    layers: int
-    platforms: tuple[PlatformImage, ...]
-
-
-_TOKEN_KEYS = ("password", "identitytoken", "registrytoken")
-"""Keys of a `.dockerconfigjson` entry that hold a secret besides `auth`."""
-
-
-def credentials_from_docker_config(config_json: bytes | str, registry: str) -> Credentials | None:
-    """The credentials for `registry` in a `.dockerconfigjson` document, or None if it has no entry."""
-    try:
-        document = json.loads(config_json)
-    except ValueError:
-        # `from None`: a JSONDecodeError carries the whole document, secrets included.
-        raise InvalidPushSecret("the push secret's .dockerconfigjson is not valid JSON") from None
-    auths = document.get("auths") if isinstance(document, dict) else None
-    if not isinstance(auths, dict):
-        raise InvalidPushSecret("the push secret's .dockerconfigjson has no 'auths' object")
-    wanted = _registry_key(registry)
-    # An entry written exactly as the registry wins over one that only normalises to it.
-    for key, entry in sorted(auths.items(), key=lambda item: item[0] != registry):
-        if _registry_key(key) == wanted:
-            return _entry_credentials(key, entry)
-    return None
-
-
-def docker_config_secrets(config_json: str) -> list[str]:
-    """Every password and token in a `.dockerconfigjson` document, to scrub from build logs; [] when
-    it cannot be read."""
-    try:
-        auths = json.loads(config_json).get("auths")
-    except (ValueError, AttributeError):
-        return []
-    found: list[str] = []
-    for key, entry in auths.items() if isinstance(auths, dict) else ():
-        with contextlib.suppress(RegistryError):
-            found.append(_entry_credentials(key, entry).password)
-        if isinstance(entry, dict):
-            found += [entry[name] for name in _TOKEN_KEYS if isinstance(entry.get(name), str)]
-    return [value for value in found if value]
-
-
-def _registry_key(key: str) -> str:
-    """`https://host:port/v1/` → `host:port`; every Docker Hub alias → `docker.io`."""
-    host = key.strip().lower().removeprefix("https://").removeprefix("http://").split("/", 1)[0]
-    return DOCKER_HUB if host in _DOCKER_HUB_KEYS else host
-
-
-def _entry_credentials(key: str, entry: object) -> Credentials:
-    problem = f"the .dockerconfigjson entry for {key!r}"
-    if not isinstance(entry, dict):
-        raise InvalidPushSecret(f"{problem} is not an object")
-    if entry.get("auth"):
-        try:
-            decoded = base64.b64decode(entry["auth"], validate=True).decode()
-        except (ValueError, TypeError):
-            raise InvalidPushSecret(f"{problem} has an 'auth' that is not base64 of user:password") from None
-        username, colon, password = decoded.partition(":")
-        if not colon:
-            raise InvalidPushSecret(f"{problem} has an 'auth' that is not base64 of user:password")
-        return Credentials(username, password)
-    user, secret = entry.get("username"), entry.get("password")
-    if isinstance(user, str) and user and isinstance(secret, str):
-        return Credentials(user, secret)
-    raise InvalidPushSecret(f"{problem} has neither 'auth' nor 'username' and 'password'")
-
-
-def manifest_size(manifest: Mapping[str, Any]) -> int:
-    """Config size plus the (compressed) sizes of all layers, as the registry serves them."""
-    try:
-        sizes = [manifest["config"]["size"], *(layer["size"] for layer in manifest["layers"])]
-    except (KeyError, TypeError):
-        raise InvalidManifest("the manifest has no config and layers with sizes") from None
-    if not all(isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in sizes):
-        raise InvalidManifest("the manifest has a config or layer size that is not a byte count")
-    return sum(sizes)
-
-
-def platform_manifests(index: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """`(platform, digest)` of each image in an index; attestation manifests are not images."""
-    found = []
-    for entry in index.get("manifests") or []:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("digest"), str):
-            raise InvalidManifest("the image index has an entry without a digest")
-        annotations = entry.get("annotations") or {}
-        platform = entry.get("platform") or {}
-        name = f"{platform.get('os', 'unknown')}/{platform.get('architecture', 'unknown')}"
-        if platform.get("variant"):
-            name = f"{name}/{platform['variant']}"
-        if (
-            name == "unknown/unknown"
-            or annotations.get("vnd.docker.reference.type") == "attestation-manifest"
-        ):
-            continue
-        found.append((name, entry["digest"]))
-    return found
-
-
-def summarize(
-    digest: str, media_type: str, document: Mapping[str, Any], children: Mapping[str, Mapping[str, Any]]
-) -> ImageSummary:
-    """Summarise a manifest, or an index given the manifests of its platforms by digest."""
-    if media_type in MANIFEST_TYPES:
-        return ImageSummary(digest, media_type, manifest_size(document), len(document["layers"]), ())
-    if media_type not in INDEX_TYPES:
-        raise InvalidManifest(f"unsupported manifest media type {media_type!r}")
-    platforms = tuple(
-        PlatformImage(name, child, manifest_size(children[child]), len(children[child]["layers"]))
-        for name, child in platform_manifests(document)
-    )
-    if not platforms:
-        raise InvalidManifest("the image index lists no platform image")
-    return ImageSummary(
-        digest,
-        media_type,
-        sum(platform.size_bytes for platform in platforms),
-        sum(platform.layers for platform in platforms),
-        platforms,
-    )
 
 
 class RegistryClient:
@@ -234,11 +80,14 @@ class RegistryClient:
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary:
         """Fetch the manifest `digest` of `image`'s repository (and its platforms) and size it."""
         media_type, document = self._fetch(image, digest, credentials)
-        children = {}
-        if media_type in INDEX_TYPES:
-            for _, child in platform_manifests(document):
-                children[child] = self._fetch(image, child, credentials)[1]
-        return summarize(digest, media_type, document, children)
+        try:
+            children = {}
+            if media_type in INDEX_TYPES:
+                for _, child in platform_manifests(document):
+                    children[child] = self._fetch(image, child, credentials)[1]
+            return summarize(digest, media_type, document, children)
+        except manifests.InvalidManifest as exc:
+            raise InvalidManifest(str(exc)) from None
 
     def _fetch(
         self, image: ImageRef, digest: str, credentials: Credentials | None
@@ -261,7 +110,18 @@ class RegistryClient:
         content_type = response.headers.get("content-type", "").split(";")[0].strip()
         return document.get("mediaType") or content_type, document
 
-    def _get(self, image: ImageRef, path: str, credentials: Credentials | None) -> httpx.Response:
+    def tag_digest(self, image: ImageRef, credentials: Credentials | None) -> str:
+        """The digest the registry serves for `image`'s tag now, from a HEAD request (which Docker Hub
+        counts as no pull)."""
+        response = self._get(image, f"manifests/{image.tag}", credentials, method="HEAD")
+        digest = str(response.headers.get("docker-content-digest", ""))
+        if not _DIGEST_RE.match(digest):
+            raise InvalidManifest(f"registry {image.api_host} named no digest for {image}")
+        return digest
+
+    def _get(
+        self, image: ImageRef, path: str, credentials: Credentials | None, *, method: str = "GET"
+    ) -> httpx.Response:
         host = image.api_host
         scheme = "http" if {image.registry, host} & self._insecure else "https"
         url = f"{scheme}://{host}/v2/{image.repository}/{path}"
@@ -269,18 +129,18 @@ class RegistryClient:
         cached = self._tokens.get((host, f"repository:{image.repository}:pull", credentials))
         if cached and cached[1] > time.monotonic():
             headers["Authorization"] = f"Bearer {cached[0]}"
-        response = self._send(url, headers, host)
+        response = self._send(method, url, headers, host)
         if response.status_code == 401:
             headers["Authorization"] = self._authorization(response, image, credentials)
-            response = self._send(url, headers, host)
+            response = self._send(method, url, headers, host)
         if response.is_success:
             return response
         what = f"registry {host} answered HTTP {response.status_code} for {path} of {image.repository}"
         raise _status_error(response.status_code, what, credentials)
 
-    def _send(self, url: str, headers: dict[str, str], host: str) -> httpx.Response:
+    def _send(self, method: str, url: str, headers: dict[str, str], host: str) -> httpx.Response:
         try:
-            return self._http.get(url, headers=headers)
+            return self._http.request(method, url, headers=headers)
         except httpx.TransportError as error:
             raise RegistryUnavailable(f"registry {host} is unreachable: {type(error).__name__}") from error
 

@@ -3,23 +3,35 @@
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from servicebuild.api.models import (
+    BaseImage,
     BuildOutput,
+    BuildRecord,
+    BuildResult,
     CacheStats,
     Condition,
     ConditionStatus,
     Phase,
+    PlatformOutput,
     QueueStatus,
     ServiceBuildStatus,
     SourceStatus,
+    Trigger,
 )
-from servicebuild.observe import BuildState, Observation
+from servicebuild.failures import Failure
+from servicebuild.imageref import ImageRef
+from servicebuild.manifests import ImageSummary
+from servicebuild.report import BuildReport
+from servicebuild.times import format_time
 
 READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
+DEFAULT_HISTORY = 10
+_ENDED = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 CACHE_EXPORTED = "CacheExported"
 """A warning condition of the last successful build: False when its registry cache export failed."""
 
@@ -34,36 +46,95 @@ class Event:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """Everything the decision needs besides the current status."""
+class Build:
+    """The build an outcome is about."""
 
     generation: int
-    observation: Observation
-    output: BuildOutput | None = None
-    """The verified output, when the build of this generation succeeded and was read back."""
-    invalid_spec: str | None = None
-    """Why the spec is invalid, naming the field."""
     source: SourceStatus | None = None
-    """What the build of this outcome builds: the resolved commit or the ConfigMap's digest."""
-    waiting: QueueStatus | None = None
-    """Set when the build waits for a free slot instead of starting."""
-    waiting_reason: str = ""
-    """Why it waits, for the message."""
+    """What it builds: the resolved commit or the ConfigMap's digest."""
     attempt: int = 1
-    """Which attempt at this generation the observation is about."""
-    retry_at: str | None = None
-    """Set when the attempt failed transiently and the next one starts at this time."""
+    """Which attempt at this build (retries follow transient failures)."""
+    job_name: str | None = None
+    start_time: datetime | None = None
+    number: int | None = None
+    """The build's number; None for an outcome that is no build (an invalid spec, a missing ConfigMap)."""
+    trigger: Trigger | None = None
+    request: str | None = None
+    """The `requested-at` annotation's value this build handles, if any."""
+
+
+class Progress(Enum):
+    """How far a build that has not ended has come: (phase, reason, message)."""
+
+    JOB_CREATING = (Phase.PENDING, "JobCreating", "Creating the build Job.")
+    AWAITING_ADMISSION = (Phase.PENDING, "BuildQueued", "The build Job is suspended, waiting for admission.")
+    POD_PENDING = (Phase.PENDING, "BuildPending", "The build Job is waiting for its Pod to start.")
+    RUNNING = (Phase.BUILDING, "BuildRunning", "BuildKit is building and pushing the image.")
+    VERIFYING_PUSH = (Phase.BUILDING, "VerifyingPush", "Reading the pushed image from the registry.")
+
+
+@dataclass(frozen=True)
+class InProgress:
+    """The build runs, or its Job is on its way."""
+
+    build: Build
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The build waits for a free build slot; no Job exists yet."""
+
+    build: Build
+    position: int
+    since: datetime
+    why: str
+    until: datetime | None = None
+    """When it may start at the earliest, when known (the next wave of triggered builds)."""
+
+
+@dataclass(frozen=True)
+class RetryScheduled:
+    """An attempt failed transiently; the next one starts at `retry_at`."""
+
+    build: Build
+    failure: Failure
+    retry_at: datetime
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    """The build pushed its image and the registry served it back as `output`."""
+
+    build: Build
+    output: BuildOutput
+    report: BuildReport
+    completion_time: datetime | None
+    base_images: tuple[BaseImage, ...] = ()
+    """The base images the build's stages used, as BuildKit resolved them."""
+
+
+@dataclass(frozen=True)
+class Stalled:
+    """Nothing will change until the spec (or what it names) does: an invalid spec, a problem found before
+    any Job, a failed build, or a transient failure with no attempts left."""
+
+    build: Build
+    failure: Failure
+    log_tail: str | None = None
+    completion_time: datetime | None = None
     max_attempts: int = 1
 
 
-def _seconds_between(start: str | None, end: str | None) -> int | None:
-    if not start or not end:
+Outcome = InProgress | Queued | RetryScheduled | Succeeded | Stalled
+"""What one reconcile found, as exactly one of the states a build can be in."""
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> int | None:
+    if start is None or end is None:
         return None
-    try:
-        delta = datetime.fromisoformat(end) - datetime.fromisoformat(start)
-    except ValueError:
-        return None
-    return max(0, round(delta.total_seconds()))
+    return max(0, round((end - start).total_seconds()))
 
 
 ConditionValue = tuple[ConditionStatus, str, str]
@@ -76,7 +147,7 @@ class _Stamp:
 
     previous: ServiceBuildStatus
     generation: int
-    now: str
+    now: datetime
 
     def condition(self, condition_type: str, value: ConditionValue) -> Condition:
         status, reason, message = value
@@ -91,14 +162,13 @@ class _Stamp:
             last_transition_time=self.now if flipped or old is None else old.last_transition_time,
         )
 
-
-def _conditions(
-    stamp: _Stamp, *, ready: ConditionValue, reconciling: ConditionValue, stalled: ConditionValue
-) -> list[Condition]:
-    return [
-        stamp.condition(condition_type, value)
-        for condition_type, value in ((READY, ready), (RECONCILING, reconciling), (STALLED, stalled))
-    ]
+    def standard(
+        self, *, ready: ConditionValue, reconciling: ConditionValue, stalled: ConditionValue
+    ) -> list[Condition]:
+        return [
+            self.condition(condition_type, value)
+            for condition_type, value in ((READY, ready), (RECONCILING, reconciling), (STALLED, stalled))
+        ]
 
 
 def _kept_cache_condition(previous: ServiceBuildStatus) -> list[Condition]:
@@ -107,15 +177,9 @@ def _kept_cache_condition(previous: ServiceBuildStatus) -> list[Condition]:
     return [kept] if kept is not None else []
 
 
-def _cache_condition(stamp: _Stamp, value: ConditionValue | None) -> list[Condition]:
-    """A success decides CacheExported; no condition when the build had no cache to export."""
-    return [] if value is None else [stamp.condition(CACHE_EXPORTED, value)]
-
-
-def _cache_export(outcome: Outcome) -> ConditionValue | None:
+def _cache_export(report: BuildReport) -> ConditionValue | None:
     """True or False as the build reported it; None (no condition) when it had no cache to export."""
-    report = outcome.observation.report
-    if report is None or report.cache_exported is None:
+    if report.cache_exported is None:
         return None
     if report.cache_exported:
         return ("True", "CacheExported", "The build cache was exported to the registry.")
@@ -124,146 +188,179 @@ def _cache_export(outcome: Outcome) -> ConditionValue | None:
         "CacheExportFailed",
         (
             "The image was pushed but its build cache was not exported, so the next build may run cold:"
-            " check that the push credentials may write spec.cache.ref and, for a registry served over plain"
-            " HTTP, that its host is in the operator's SERVICEBUILD_INSECURE_REGISTRIES."
+            " check that the push credentials may write spec.cache.ref, and that a registry served over"
+            " plain HTTP is listed in the operator's SERVICEBUILD_INSECURE_REGISTRIES."
         ),
     )
 
 
-def _stalled_status(previous: ServiceBuildStatus, outcome: Outcome, now: str) -> ServiceBuildStatus:
-    observation = outcome.observation
-    reason = "InvalidSpec" if outcome.invalid_spec else observation.reason or "BuildFailed"
-    message = outcome.invalid_spec or observation.message or "The build failed."
-    if outcome.attempt > 1:
-        message = f"Attempt {outcome.attempt} of {outcome.max_attempts}: {message}"
-    hint = f" Logs: kubectl logs job/{observation.job_name} -c buildkit." if observation.job_name else ""
-    detail = f"{message}\n{observation.log_tail}" if observation.log_tail else message
+def _attempt(build: Build) -> int | None:
+    """Shown from the second attempt on; the first is the normal case."""
+    return build.attempt if build.attempt > 1 else None
+
+
+def _base(previous: ServiceBuildStatus, build: Build) -> dict[str, Any]:
+    """The fields every status shares: the build's bookkeeping, and the last success kept."""
+    return {
+        "observed_generation": build.generation,
+        "job_name": build.job_name,
+        "start_time": build.start_time,
+        "output": previous.output,
+        "cache": previous.cache,
+        "source": build.source,
+        "attempt": _attempt(build),
+        "build": build.number if build.number is not None else previous.build,
+        "trigger": build.trigger if build.number is not None else previous.trigger,
+        "last_handled_request": build.request if build.request is not None else previous.last_handled_request,
+        "base_images": previous.base_images,
+    }
+
+
+def _stalled(previous: ServiceBuildStatus, outcome: Stalled, now: datetime) -> ServiceBuildStatus:
+    build, failure = outcome.build, outcome.failure
+    reason = failure.reason
+    message = failure.message
+    if build.attempt > 1:
+        message = f"Attempt {build.attempt} of {outcome.max_attempts}: {message}"
+    hint = f" Logs: kubectl logs job/{build.job_name} -c buildkit." if build.job_name else ""
+    detail = f"{message}\n{outcome.log_tail}" if outcome.log_tail else message
+    stamp = _Stamp(previous, build.generation, now)
     return ServiceBuildStatus(
-        observed_generation=outcome.generation,
+        **_base(previous, build),
         phase=Phase.FAILED,
-        conditions=_conditions(
-            _Stamp(previous, outcome.generation, now),
+        conditions=stamp.standard(
             ready=("False", reason, message),
             reconciling=("False", reason, "Nothing will change until the spec does."),
             stalled=("True", reason, detail),
         )
         + _kept_cache_condition(previous),
         message=message + hint,
-        job_name=observation.job_name,
-        start_time=observation.start_time,
-        completion_time=observation.completion_time,
-        duration_seconds=_seconds_between(observation.start_time, observation.completion_time),
-        output=previous.output,
-        cache=previous.cache,
-        source=outcome.source,
-        failed_step=observation.failed_step,
-        log_tail=observation.log_tail,
-        attempt=_attempt(outcome),
+        completion_time=outcome.completion_time,
+        duration_seconds=_seconds_between(build.start_time, outcome.completion_time),
+        failed_step=failure.failed_step,
+        log_tail=outcome.log_tail,
     )
 
 
-def _succeeded_status(previous: ServiceBuildStatus, outcome: Outcome, now: str) -> ServiceBuildStatus:
-    observation = outcome.observation
-    output = outcome.output
-    if output is None:
-        raise ValueError("a succeeded outcome needs the verified output")
-    report = observation.report
-    cache = previous.cache
-    if report is not None and report.cached_steps is not None and report.total_steps is not None:
-        cache = CacheStats(cached_steps=report.cached_steps, total_steps=report.total_steps)
+def _succeeded(previous: ServiceBuildStatus, outcome: Succeeded, now: datetime) -> ServiceBuildStatus:
+    build, output, report = outcome.build, outcome.output, outcome.report
     message = f"Pushed {output.image} ({output.size})"
-    cache_export = _cache_export(outcome)
+    cache_export = _cache_export(report)
     if cache_export is not None and cache_export[0] == "False":
         message += "; the cache export failed"
-    stamp = _Stamp(previous, outcome.generation, now)
+    stamp = _Stamp(previous, build.generation, now)
+    cache = previous.cache
+    if report.cached_steps is not None and report.total_steps is not None:
+        cache = CacheStats(cached_steps=report.cached_steps, total_steps=report.total_steps)
     return ServiceBuildStatus(
-        observed_generation=outcome.generation,
+        **_base(previous, build)
+        | {"output": output, "cache": cache, "base_images": list(outcome.base_images) or None},
         phase=Phase.SUCCEEDED,
-        conditions=_conditions(
-            stamp,
+        conditions=stamp.standard(
             ready=("True", "BuildSucceeded", message),
             reconciling=("False", "BuildSucceeded", "The image of this generation is built and pushed."),
             stalled=("False", "BuildSucceeded", ""),
         )
-        + _cache_condition(stamp, cache_export),
+        + ([] if cache_export is None else [stamp.condition(CACHE_EXPORTED, cache_export)]),
         message=message,
-        job_name=observation.job_name,
-        start_time=observation.start_time,
-        completion_time=observation.completion_time,
-        duration_seconds=_seconds_between(observation.start_time, observation.completion_time),
-        output=output,
-        cache=cache,
-        source=outcome.source,
-        attempt=_attempt(outcome),
+        completion_time=outcome.completion_time,
+        duration_seconds=_seconds_between(build.start_time, outcome.completion_time),
     )
 
 
-_IN_PROGRESS = {
-    BuildState.ABSENT: (Phase.PENDING, "JobCreating", "Creating the build Job."),
-    BuildState.QUEUED: (Phase.PENDING, "BuildQueued", "The build Job is suspended, waiting for admission."),
-    BuildState.PENDING: (Phase.PENDING, "BuildPending", "The build Job is waiting for its Pod to start."),
-    BuildState.RUNNING: (Phase.BUILDING, "BuildRunning", "BuildKit is building and pushing the image."),
-}
+def _progress(outcome: InProgress | Queued | RetryScheduled) -> tuple[Phase, str, str]:
+    match outcome:
+        case Queued(position=position, why=why):
+            return (
+                Phase.QUEUED,
+                "WaitingForCapacity",
+                f"Waiting for a free build slot, position {position}: {why}.",
+            )
+        case RetryScheduled(build=build, failure=failure, retry_at=retry_at, max_attempts=max_attempts):
+            return (
+                Phase.PENDING,
+                "RetryScheduled",
+                (
+                    f"Attempt {build.attempt} of {max_attempts} failed ({failure.reason}: {failure.message});"
+                    f" the next one starts at {format_time(retry_at)}."
+                ),
+            )
+        case InProgress(progress=progress):
+            return progress.value
 
 
-def _attempt(outcome: Outcome) -> int | None:
-    """Shown from the second attempt on; the first is the normal case."""
-    return outcome.attempt if outcome.attempt > 1 else None
-
-
-def _in_progress(outcome: Outcome) -> tuple[Phase, str, str]:
-    observation = outcome.observation
-    if outcome.waiting is not None:
-        return (
-            Phase.QUEUED,
-            "WaitingForCapacity",
-            f"Waiting for a free build slot, position {outcome.waiting.position}: {outcome.waiting_reason}.",
-        )
-    if outcome.retry_at is not None:
-        failure = f"{observation.reason}: {observation.message}" if observation.reason else "it failed"
-        attempts = f"Attempt {outcome.attempt} of {outcome.max_attempts}"
-        return (
-            Phase.PENDING,
-            "RetryScheduled",
-            f"{attempts} failed ({failure}); the next one starts at {outcome.retry_at}.",
-        )
-    if observation.state == BuildState.SUCCEEDED:
-        return Phase.BUILDING, "VerifyingPush", "Reading the pushed image from the registry."
-    return _IN_PROGRESS.get(observation.state, _IN_PROGRESS[BuildState.RUNNING])
-
-
-def _in_progress_status(previous: ServiceBuildStatus, outcome: Outcome, now: str) -> ServiceBuildStatus:
-    observation = outcome.observation
-    phase, reason, message = _in_progress(outcome)
+def _in_progress(
+    previous: ServiceBuildStatus, outcome: InProgress | Queued | RetryScheduled, now: datetime
+) -> ServiceBuildStatus:
+    phase, reason, message = _progress(outcome)
+    queue = (
+        QueueStatus(position=outcome.position, since=outcome.since) if isinstance(outcome, Queued) else None
+    )
     return ServiceBuildStatus(
-        observed_generation=outcome.generation,
+        **_base(previous, outcome.build),
         phase=phase,
-        conditions=_conditions(
-            _Stamp(previous, outcome.generation, now),
+        conditions=_Stamp(previous, outcome.build.generation, now).standard(
             ready=("False", reason, message),
             reconciling=("True", reason, message),
             stalled=("False", reason, ""),
         )
         + _kept_cache_condition(previous),
         message=message,
-        job_name=observation.job_name,
-        start_time=observation.start_time,
-        output=previous.output,
-        cache=previous.cache,
-        source=outcome.source,
-        queue=outcome.waiting,
-        attempt=_attempt(outcome),
+        queue=queue,
     )
 
 
-def decide(previous: ServiceBuildStatus, outcome: Outcome, now: str) -> ServiceBuildStatus:
+def decide(
+    previous: ServiceBuildStatus, outcome: Outcome, now: datetime, history_limit: int = DEFAULT_HISTORY
+) -> ServiceBuildStatus:
     """The whole new status; timestamps of conditions move only when they flip."""
-    state = outcome.observation.state
-    if outcome.invalid_spec is not None or (state == BuildState.FAILED and outcome.retry_at is None):
-        return _stalled_status(previous, outcome, now)
-    if state == BuildState.SUCCEEDED and outcome.output is not None:
-        return _succeeded_status(previous, outcome, now)
-    return _in_progress_status(previous, outcome, now)
+    match outcome:
+        case Stalled():
+            status = _stalled(previous, outcome, now)
+        case Succeeded():
+            status = _succeeded(previous, outcome, now)
+        case _:
+            status = _in_progress(previous, outcome, now)
+    history = _history(previous, outcome, status, now)[:history_limit]
+    return status.model_copy(update={"history": history or None})
+
+
+def _history(
+    previous: ServiceBuildStatus, outcome: Outcome, status: ServiceBuildStatus, now: datetime
+) -> list[BuildRecord]:
+    """The finished builds, newest first: a build superseded before it ended, and this one once it ended."""
+    records = list(previous.history or ())
+    number = outcome.build.number
+    if previous.build is not None and number not in (None, previous.build) and previous.phase not in _ENDED:
+        records.insert(0, _record(previous, BuildResult.SUPERSEDED, completion_time=now))
+    if number is not None and isinstance(outcome, Succeeded | Stalled):
+        result = BuildResult.SUCCEEDED if isinstance(outcome, Succeeded) else BuildResult.FAILED
+        record = _record(status, result, completion_time=status.completion_time)
+        records = [record, *(other for other in records if other.build != number)]
+    return records
+
+
+def _record(status: ServiceBuildStatus, result: BuildResult, completion_time: datetime | None) -> BuildRecord:
+    """The build a status describes, as its history records it."""
+    source = status.source or SourceStatus()
+    succeeded = result == BuildResult.SUCCEEDED and status.output is not None
+    stalled = status.condition(STALLED)
+    return BuildRecord(
+        build=status.build or 1,
+        trigger=status.trigger or Trigger.CREATED,
+        generation=status.observed_generation or 1,
+        commit=source.commit,
+        context_digest=source.context_digest,
+        start_time=status.start_time,
+        completion_time=completion_time,
+        duration_seconds=_seconds_between(status.start_time, completion_time),
+        result=result,
+        reason=stalled.reason if result == BuildResult.FAILED and stalled is not None else None,
+        digest=status.output.digest if succeeded and status.output else None,
+        size_bytes=status.output.size_bytes if succeeded and status.output else None,
+        cached_steps=status.cache.cached_steps if succeeded and status.cache else None,
+        job_name=status.job_name,
+    )
 
 
 def transition_event(previous: ServiceBuildStatus, current: ServiceBuildStatus) -> Event | None:
@@ -275,16 +372,32 @@ def transition_event(previous: ServiceBuildStatus, current: ServiceBuildStatus) 
     if (
         same_generation
         and old_ready is not None
-        and (old_ready.reason, previous.phase)
-        == (
-            new_ready.reason,
-            current.phase,
-        )
+        and (old_ready.reason, previous.phase) == (new_ready.reason, current.phase)
     ):
         return None
     warning = current.condition(STALLED)
     event_type = "Warning" if warning is not None and warning.status == "True" else "Normal"
     return Event(type=event_type, reason=new_ready.reason, message=current.message or new_ready.message)
+
+
+def output_record(
+    image: ImageRef, summary: ImageSummary, report: BuildReport, generation: int
+) -> BuildOutput:
+    """The image as the registry serves it, pinned by digest, with every reference the build pushed."""
+    platforms = [
+        PlatformOutput(platform=p.platform, digest=p.digest, size_bytes=p.size_bytes, layers=p.layers)
+        for p in summary.platforms
+    ]
+    return BuildOutput(
+        image=image.with_digest(summary.digest),
+        digest=summary.digest,
+        size_bytes=summary.size_bytes,
+        size=human_size(summary.size_bytes),
+        layers=summary.layers,
+        generation=generation,
+        platforms=platforms or None,
+        tags=report.image_name.split(",") if report.image_name else [str(image)],
+    )
 
 
 _SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")

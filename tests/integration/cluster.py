@@ -8,10 +8,12 @@ import asyncio
 import base64
 import itertools
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp.web
+import attrs
 import kmock
 
 from servicebuild.api.models import GROUP, PLURAL, VERSION
@@ -52,12 +54,36 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Cluster:
-    """The emulated API plus the bookkeeping a real API server does."""
+@attrs.define(kw_only=True)
+class ApiServer(kmock.KubernetesEmulator):
+    """KMock's emulator with the bookkeeping a real API server does on every write: a uid and a
+    creationTimestamp for a new object, a new resourceVersion for each write. KMock 0.8 does neither,
+    and Kopf needs the versions: it skips the events older than its own patch by their version, and
+    without them handles a new object once per event queued before its first patch."""
 
-    def __init__(self, emulator: kmock.KubernetesEmulator) -> None:
+    _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        creates = request.action == kmock.action.CREATE
+        writes = creates or (request.action == kmock.action.UPDATE and request.name)
+        if writes and request.resource is not None and isinstance(request.data, dict):
+            metadata = request.data.setdefault("metadata", {})
+            metadata["resourceVersion"] = str(next(self._versions))
+            if creates:
+                metadata.setdefault("uid", str(uuid.uuid4()))
+                metadata.setdefault("creationTimestamp", _now())
+        return await super()._handle(request)
+
+    def version(self) -> str:
+        """A new resourceVersion, for a LIST served by hand."""
+        return str(next(self._versions))
+
+
+class Cluster:
+    """The emulated API plus the label selectors a real API server understands."""
+
+    def __init__(self, emulator: ApiServer) -> None:
         self.kmock = emulator
-        self._versions = itertools.count(1)
         for resource, info in _RESOURCES.items():
             emulator.resources[resource] = info
         for resource in (JOBS, PODS):
@@ -73,7 +99,7 @@ class Cluster:
             and not obj.deleted
             and _matches(obj.raw.get("metadata", {}).get("labels") or {}, selector)
         ]
-        return {"metadata": {"resourceVersion": str(next(self._versions))}, "items": items}
+        return {"metadata": {"resourceVersion": self.kmock.version()}, "items": items}
 
     def _path(self, resource: kmock.resource, namespace: str, name: str | None = None) -> str:
         base = (
@@ -85,11 +111,7 @@ class Cluster:
         return f"{path}/{name}" if name else path
 
     async def create(self, resource: kmock.resource, body: dict[str, Any]) -> dict[str, Any]:
-        metadata = body.setdefault("metadata", {})
-        metadata.setdefault("uid", str(uuid.uuid4()))
-        metadata.setdefault("resourceVersion", str(next(self._versions)))
-        metadata.setdefault("creationTimestamp", _now())
-        response = await self.kmock.post(self._path(resource, metadata["namespace"]), json=body)
+        response = await self.kmock.post(self._path(resource, body["metadata"]["namespace"]), json=body)
         response.raise_for_status()
         result: dict[str, Any] = await response.json()
         return result
@@ -185,13 +207,17 @@ class Cluster:
         )
         return generation
 
+    async def patch_metadata(self, namespace: str, name: str, metadata: dict[str, Any]) -> None:
+        """Patch a ServiceBuild's metadata (annotations, labels): no new generation, as for the API server."""
+        await self.patch(SERVICEBUILDS, namespace, name, {"metadata": metadata})
+
     def servicebuild(self, namespace: str, name: str) -> dict[str, Any]:
         body = self.get(SERVICEBUILDS, namespace, name)
         assert body is not None, f"ServiceBuild {namespace}/{name} is gone"
         return body
 
 
-async def eventually(check: Callable[[], Any], *, within: float = 30.0, interval: float = 0.05) -> Any:
+async def eventually(check: Callable[[], Any], *, within: float = 60.0, interval: float = 0.05) -> Any:
     """Poll until `check()` returns something truthy; fail with the last value otherwise."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within

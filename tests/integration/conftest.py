@@ -6,10 +6,11 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import kmock
 import pytest
-from cluster import Cluster
+from cluster import ApiServer, Cluster
 from kubelet import Kubelet
 from operator_process import OperatorProcess, operator_environment
 from outage import SwitchableProxy
@@ -18,7 +19,13 @@ from support.oci_registry import RunningRegistry
 
 
 @pytest.fixture
-def cluster(kmock: kmock.KubernetesEmulator) -> Cluster:
+def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
+    """KMock's pytest fixture builds the emulator of this class."""
+    return {**kmock_options, "cls": ApiServer}
+
+
+@pytest.fixture
+def cluster(kmock: ApiServer) -> Cluster:
     return Cluster(kmock)
 
 

@@ -9,19 +9,19 @@ import asyncio
 import base64
 import csv
 import json
-import uuid
+import re
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import aiohttp
-from cluster import JOBS, PODS, SECRETS, Cluster
+from cluster import CONFIGMAPS, JOBS, PODS, SECRETS, Cluster
 
+from servicebuild.credentials import credentials_from_docker_config
 from servicebuild.imageref import parse_image
 from servicebuild.naming import ANNOTATION_SERVICEBUILD
-from servicebuild.registry import credentials_from_docker_config
-from support.oci_registry import push_image, push_index
+from support.oci_registry import push_image, push_index, tag_digest
 
 Behaviour = Literal["succeed", "fail", "hold", "stuck", "cache-export-fails", "evicted"]
 """succeed; fail with a BuildKit error; hold running until released; stuck pending (image pull
@@ -45,6 +45,9 @@ Dockerfile:7
 --------------------
 ERROR: failed to solve: process "/bin/sh -c make greet" did not complete successfully: exit code: 2
 """
+
+
+_FROM_RE = re.compile(r"^FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.MULTILINE | re.IGNORECASE)
 
 
 def _now() -> str:
@@ -91,6 +94,9 @@ class Kubelet:
     job_completion_delay: float = 2.5
     """Seconds between the build container's end and the Job controller's Complete or Failed condition:
     2-3 s on a real cluster (`shared/buildkit.md`), with `active: 0` and no condition in between."""
+    job_counts_pod_out: bool = True
+    """Whether the Job controller updates the Job (`active: 0`) as soon as its Pod ends, as it does on a
+    real cluster; False leaves the Job untouched until it completes it, so only the Pod tells."""
     completions: set[asyncio.Task[None]] = field(default_factory=set)
     """The Job controller's pending completions."""
 
@@ -104,19 +110,12 @@ class Kubelet:
                 if key not in self.handled:
                     self.handled.add(key)
                     try:
-                        await self._start_job(key, job)
+                        await self._admit_or_queue(job)
                     except aiohttp.ClientResponseError as error:
                         if error.status != 404:
                             raise
                         # Deleted meanwhile (e.g. superseded at once): the controllers let it go.
             await asyncio.sleep(0.05)
-
-    async def _start_job(self, key: tuple[str, str], job: dict[str, Any]) -> None:
-        if "uid" not in job["metadata"]:
-            # The API server gives every object a uid at creation; KMock 0.8 does not.
-            job["metadata"]["uid"] = str(uuid.uuid4())
-            await self.cluster.patch(JOBS, *key, {"metadata": {"uid": job["metadata"]["uid"]}})
-        await self._admit_or_queue(job)
 
     async def _admit_or_queue(self, job: dict[str, Any]) -> None:
         metadata = job["metadata"]
@@ -152,14 +151,18 @@ class Kubelet:
         await self._finish(self.held.pop(job_name), behaviour)
 
     def _pod(self, job: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """The Pod as the Job controller makes it: the template's labels and annotations, plus its own."""
         metadata = job["metadata"]
+        template = job["spec"]["template"].get("metadata") or {}
+        job_labels = {"batch.kubernetes.io/job-name": metadata["name"], "job-name": metadata["name"]}
         return {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
                 "name": f"{metadata['name']}-x7k2p",
                 "namespace": metadata["namespace"],
-                "labels": {"batch.kubernetes.io/job-name": metadata["name"], "job-name": metadata["name"]},
+                "labels": {**(template.get("labels") or {}), **job_labels},
+                "annotations": dict(template.get("annotations") or {}),
             },
             "spec": job["spec"]["template"]["spec"],
             "status": status,
@@ -201,6 +204,27 @@ class Kubelet:
                 return (credentials.username, credentials.password) if credentials else None
         return None
 
+    def _base_image_steps(self, job: dict[str, Any]) -> list[str]:
+        """The `FROM <ref>@<digest>` steps BuildKit prints for the base images of a ConfigMap context's
+        Dockerfile, resolved against the test registries (other registries are not reachable here)."""
+        volumes = job["spec"]["template"]["spec"].get("volumes", [])
+        names = [volume["configMap"]["name"] for volume in volumes if "configMap" in volume]
+        configmap = self.cluster.get(CONFIGMAPS, job["metadata"]["namespace"], names[0]) if names else None
+        dockerfile = ((configmap or {}).get("data") or {}).get("Dockerfile", "")
+        stages = re.findall(
+            r"^FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", dockerfile, re.MULTILINE | re.IGNORECASE
+        )
+        steps = []
+        for index, (ref, stage) in enumerate(stages):
+            if ref == "scratch" or any(ref == earlier for _, earlier in stages[:index]):
+                continue
+            image = parse_image(ref)
+            if not image.registry.startswith(("127.0.0.1:", "localhost:")):
+                continue
+            digest = tag_digest(self.mirrors.get(image.registry, image.registry), image.repository, image.tag)
+            steps.append(f"[{stage or f'stage-{index}'} 1/2] FROM {image}@{digest}")
+        return steps
+
     def _push(self, job: dict[str, Any]) -> str:
         """Push under every name of the `--output`, as BuildKit does; return the digest."""
         names = [parse_image(name) for name in output_names(job)]
@@ -225,7 +249,9 @@ class Kubelet:
             metrics = {"total": 9, "completed": 9, "user_total": 7, "user_cached": 5, "user_completed": 7}
             report = {"digest": digest, "imageName": ",".join(output_names(job)), "cacheMetrics": metrics}
             report["cacheExported"] = behaviour != "cache-export-fails"
-            terminated = {"exitCode": 0, "reason": "Completed", "message": json.dumps(report)}
+            facts = [f"base {step}" for step in await asyncio.to_thread(self._base_image_steps, job)]
+            message = "\n".join([json.dumps(report), *facts]) + "\n"
+            terminated = {"exitCode": 0, "reason": "Completed", "message": message}
         else:
             terminated = {"exitCode": 1, "reason": "Error", "message": self.failure_log}
         pod_status: dict[str, Any] = {"phase": "Succeeded" if succeeded else "Failed"}
@@ -237,15 +263,16 @@ class Kubelet:
         pod_status["containerStatuses"] = [{"name": "buildkit", "state": {"terminated": terminated}}]
         await self.cluster.patch(PODS, namespace, f"{name}-x7k2p", {"status": pod_status}, status=True)
         # The Job controller counts the Pod out at once but marks the Job finished only seconds later.
-        pod = self.cluster.get(PODS, namespace, f"{name}-x7k2p")
-        uncounted = {"succeeded" if succeeded else "failed": [pod["metadata"]["uid"]]} if pod else {}
-        await self.cluster.patch(
-            JOBS,
-            namespace,
-            name,
-            {"status": {"active": 0, "ready": 0, "uncountedTerminatedPods": uncounted}},
-            status=True,
-        )
+        if self.job_counts_pod_out:
+            pod = self.cluster.get(PODS, namespace, f"{name}-x7k2p")
+            uncounted = {"succeeded" if succeeded else "failed": [pod["metadata"]["uid"]]} if pod else {}
+            await self.cluster.patch(
+                JOBS,
+                namespace,
+                name,
+                {"status": {"active": 0, "ready": 0, "uncountedTerminatedPods": uncounted}},
+                status=True,
+            )
         uid = job["metadata"]["uid"]
         completion = asyncio.create_task(self._complete_job(namespace, name, uid, succeeded=succeeded))
         self.completions.add(completion)

@@ -1,12 +1,16 @@
 """The operator as users run it: a `python -m servicebuild` process."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
+
+from support.processes import stop_process
 
 _OPERATOR_PREFIXES = ("SERVICEBUILD_", "KUBERNETES_")
 
@@ -56,16 +60,19 @@ class OperatorProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
 
-    def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.terminate()
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """SIGSTOP until the block ends: what happens meanwhile reaches the operator all at once."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
         try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        return None
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> int | None:
+        """Terminate, then kill after 20 s; the exit code if it had already ended by itself."""
+        return None if self.process is None else stop_process(self.process, timeout=20)
 
     @property
     def running(self) -> bool:

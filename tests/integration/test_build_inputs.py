@@ -17,24 +17,32 @@
 
 import asyncio
 import base64
+import functools
 import json
 import secrets
 from typing import Any
 
-import httpx
+import helpers
 import pytest
 from cluster import CONFIGMAPS, EVENTS, JOBS, PODS, SERVICEBUILDS, Cluster, condition, eventually
+from helpers import (
+    NAMESPACE,
+    after_resyncs,
+    build_context_fixture,
+    ready,
+    served,
+    stalled,
+    status_of,
+    with_condition,
+)
 from kubelet import Kubelet, build_args
 from operator_process import OperatorProcess
 
 from support.git_server import GitHttpServer
-from support.oci_registry import RunningRegistry
+from support.oci_registry import OCI_INDEX, RunningRegistry
 
-NAMESPACE = "shop"
 CONTEXT = "cart-context"
 ALLOWED_BUILDER = "registry.example.com/buildkit:v0.32.2-rootless-patched"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 @pytest.fixture
@@ -46,40 +54,8 @@ def operator_env(operator_env: dict[str, str], oci_registry: RunningRegistry) ->
     }
 
 
-@pytest.fixture(autouse=True)
-async def build_context(cluster: Cluster) -> None:
-    await cluster.create_configmap(NAMESPACE, CONTEXT, {"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "1"})
-
-
-def spec(registry: RunningRegistry, name: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "source": {"configMap": {"name": CONTEXT}},
-        "output": {"image": f"{registry.host}/shop/{name}:1"},
-        **extra,
-    }
-
-
-def with_condition(cluster: Cluster, name: str, condition_type: str, status: str = "True") -> Any:
-    body = cluster.servicebuild(NAMESPACE, name)
-    found = condition(body, condition_type)
-    return body if found and found["status"] == status else None
-
-
-def ready(cluster: Cluster, name: str) -> Any:
-    return with_condition(cluster, name, "Ready")
-
-
-def stalled(cluster: Cluster, name: str) -> Any:
-    return with_condition(cluster, name, "Stalled")
-
-
-def served(
-    registry: RunningRegistry, repository: str, reference: str, accept: str = OCI_MANIFEST
-) -> httpx.Response:
-    """What the registry itself serves: the ground truth for status."""
-    response = httpx.get(f"{registry.url}/v2/{repository}/manifests/{reference}", headers={"Accept": accept})
-    response.raise_for_status()
-    return response
+build_context = build_context_fixture({"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "1"}, name=CONTEXT)
+spec = functools.partial(helpers.spec, context=CONTEXT)
 
 
 async def stalled_without_job(cluster: Cluster, name: str, reason: str, field: str) -> dict[str, Any]:
@@ -348,9 +324,7 @@ async def test_a_build_longer_than_the_pending_timeout_ends_ready(
     kubelet.plan("slow", "hold")
     await cluster.create_servicebuild(NAMESPACE, "slow", spec(oci_registry, "slow", pendingTimeout="1s"))
     job_name = await eventually(lambda: next(iter(kubelet.held), None))
-    await eventually(
-        lambda: cluster.servicebuild(NAMESPACE, "slow").get("status", {}).get("phase") == "Building"
-    )
+    await eventually(lambda: status_of(cluster, "slow").get("phase") == "Building")
     # The build runs past its pending timeout (whole-second timestamps: more than 2 s to be sure).
     await asyncio.sleep(2.5)
 
@@ -376,8 +350,7 @@ async def test_kueue_queue_label_leaves_admission_to_kueue(
     body = await eventually(lambda: queued_reason(cluster, "queued"))
     assert body["status"]["phase"] == "Pending"
     # Two resyncs later the operator still has not resumed the Job: admission is Kueue's.
-    resyncs = operator.log.count("/servicebuilds HTTP")
-    await eventually(lambda: operator.log.count("/servicebuilds HTTP") >= resyncs + 2)
+    await after_resyncs(cluster)
     job = cluster.get(JOBS, NAMESPACE, job_name)
     assert job is not None
     assert job["spec"]["suspend"] is True

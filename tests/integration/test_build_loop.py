@@ -10,19 +10,21 @@
 - the operator killed mid-build and started again makes no duplicate Job and completes the status.
 """
 
+import functools
 from typing import Any
 
-import httpx
+import helpers
 import kmock
 import pytest
 from cluster import JOBS, Cluster, condition, eventually
+from helpers import NAMESPACE, build_context_fixture, ready, served, stalled, status_of
 from kubelet import Kubelet
 from operator_process import OperatorProcess
 from outage import SwitchableProxy
 
 from support.oci_registry import RunningRegistry
 
-NAMESPACE = "shop"
+CONTEXT = "checkout-context"
 DOCKERFILE = """\
 FROM alpine:3.20 AS build
 COPY main.c .
@@ -32,44 +34,9 @@ COPY --from=build /greet /greet
 """
 
 
-@pytest.fixture(autouse=True)
-async def build_context(cluster: Cluster) -> None:
-    """The ConfigMap every ServiceBuild here builds from."""
-    await cluster.create_configmap(
-        NAMESPACE, "checkout-context", {"Dockerfile": DOCKERFILE, "main.c": "int main(){}"}
-    )
-
-
-def spec(registry: RunningRegistry, **extra: Any) -> dict[str, Any]:
-    return {
-        "source": {"configMap": {"name": "checkout-context"}},
-        "output": {"image": f"{registry.host}/shop/checkout:1.4.2"},
-        **extra,
-    }
-
-
-def ready_at(cluster: Cluster, name: str, generation: int) -> dict[str, Any] | None:
-    body = cluster.servicebuild(NAMESPACE, name)
-    ready = condition(body, "Ready")
-    if ready and ready["status"] == "True" and ready.get("observedGeneration") == generation:
-        return body
-    return None
-
-
-def stalled(cluster: Cluster, name: str) -> dict[str, Any] | None:
-    body = cluster.servicebuild(NAMESPACE, name)
-    cond = condition(body, "Stalled")
-    return body if cond and cond["status"] == "True" else None
-
-
-def served_manifest(registry: RunningRegistry, repository: str, tag: str) -> tuple[str, dict[str, Any]]:
-    """The digest and manifest the registry itself serves for a tag: the ground truth."""
-    response = httpx.get(
-        f"{registry.url}/v2/{repository}/manifests/{tag}",
-        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
-    )
-    response.raise_for_status()
-    return response.headers["Docker-Content-Digest"], response.json()
+# The ConfigMap every ServiceBuild here builds from, and their image: `checkout:1.4.2`.
+build_context = build_context_fixture({"Dockerfile": DOCKERFILE, "main.c": "int main(){}"}, name=CONTEXT)
+spec = functools.partial(helpers.spec, name="checkout", context=CONTEXT, tag="1.4.2")
 
 
 async def test_build_ends_ready_with_the_registrys_digest_and_size(
@@ -77,9 +44,10 @@ async def test_build_ends_ready_with_the_registrys_digest_and_size(
 ) -> None:
     await cluster.create_servicebuild(NAMESPACE, "checkout", spec(oci_registry))
 
-    body = await eventually(lambda: ready_at(cluster, "checkout", 1))
+    body = await eventually(lambda: ready(cluster, "checkout", 1))
 
-    digest, manifest = served_manifest(oci_registry, "shop/checkout", "1.4.2")
+    response = served(oci_registry, "shop/checkout", "1.4.2")
+    digest, manifest = response.headers["Docker-Content-Digest"], response.json()
     expected_size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
     status = body["status"]
     assert status["output"]["digest"] == digest
@@ -120,7 +88,7 @@ async def test_spec_change_supersedes_the_running_build(
     cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
 ) -> None:
     await cluster.create_servicebuild(NAMESPACE, "cart", spec(oci_registry))
-    first = await eventually(lambda: ready_at(cluster, "cart", 1))
+    first = await eventually(lambda: ready(cluster, "cart", 1))
     first_output = first["status"]["output"]
 
     kubelet.plan("cart", "hold")
@@ -135,15 +103,20 @@ async def test_spec_change_supersedes_the_running_build(
     third_job = await eventually(lambda: next((name for name in kubelet.held if name != second_job), None))
     await kubelet.release(third_job)
 
-    body = await eventually(lambda: ready_at(cluster, "cart", 3))
+    body = await eventually(lambda: ready(cluster, "cart", 3))
     assert body["status"]["jobName"] == third_job
     assert body["status"]["output"]["generation"] == 3
     assert body["status"]["output"]["digest"] == kubelet.pushed[third_job]
     assert body["status"]["output"]["digest"] != first_output["digest"]
-    generations = sorted(
-        job["metadata"]["labels"]["servicebuild.dev/generation"] for job in cluster.all(JOBS, NAMESPACE)
-    )
-    assert generations == ["1", "3"], "finished Jobs stay for their TTL, the superseded running one is gone"
+
+    def generations() -> list[str]:
+        return sorted(
+            job["metadata"]["labels"]["servicebuild.dev/generation"] for job in cluster.all(JOBS, NAMESPACE)
+        )
+
+    # The superseded running Job is gone, and of the finished ones only the last successful build's stays
+    # (SERVICEBUILD_SUCCESSFUL_JOBS_HISTORY_LIMIT, 1).
+    await eventually(lambda: generations() == ["3"])
 
 
 async def test_failed_build_is_stalled_with_step_and_log_tail(
@@ -200,15 +173,13 @@ async def test_restart_mid_build_makes_no_duplicate_job(
     kubelet.plan("orders", "hold")
     await cluster.create_servicebuild(NAMESPACE, "orders", spec(oci_registry))
     job_name = await eventually(lambda: next(iter(kubelet.held), None))
-    await eventually(
-        lambda: cluster.servicebuild(NAMESPACE, "orders").get("status", {}).get("jobName") == job_name
-    )
+    await eventually(lambda: status_of(cluster, "orders").get("jobName") == job_name)
 
     operator.kill()
     await kubelet.release(job_name)
     operator.start()
 
-    body = await eventually(lambda: ready_at(cluster, "orders", 1))
+    body = await eventually(lambda: ready(cluster, "orders", 1))
     assert body["status"]["output"]["digest"] == kubelet.pushed[job_name]
     assert [job["metadata"]["name"] for job in cluster.all(JOBS, NAMESPACE)] == [job_name]
 
@@ -238,7 +209,7 @@ async def test_registry_outage_during_readback_is_retried_until_ready(
     assert operator.running
 
     registry_proxy.up = True
-    body = await eventually(lambda: ready_at(cluster, "payments", 1), within=60)
+    body = await eventually(lambda: ready(cluster, "payments", 1), within=60)
     assert body["status"]["output"]["digest"] == kubelet.pushed[job_name]
     assert body["status"]["output"]["image"] == f"{image}@{kubelet.pushed[job_name]}"
     assert f"registry {registry_proxy.host} is unreachable" in operator.log
@@ -251,7 +222,7 @@ async def test_api_error_on_job_create_is_retried_without_duplicates(
     cluster.kmock[kmock.action.CREATE, JOBS][:1] << 503
     await cluster.create_servicebuild(NAMESPACE, "search", spec(oci_registry))
 
-    body = await eventually(lambda: ready_at(cluster, "search", 1))
+    body = await eventually(lambda: ready(cluster, "search", 1))
     assert len(cluster.all(JOBS, NAMESPACE)) == 1
     assert body["status"]["jobName"] == cluster.all(JOBS, NAMESPACE)[0]["metadata"]["name"]
     assert "HTTP 503" in operator.log

@@ -11,35 +11,16 @@
 - the watch expiring (410 Gone) on every attempt: Kopf lists again and new ServiceBuilds are still built.
 """
 
-from typing import Any
-
 import kmock
 import pytest
 from cluster import JOBS, PODS, SERVICEBUILDS, Cluster, condition, eventually
+from helpers import NAMESPACE, after_resyncs, build_context_fixture, ready, spec, status_of
 from kubelet import Kubelet
 from operator_process import OperatorProcess
 
 from support.oci_registry import RunningRegistry
 
-NAMESPACE = "shop"
-
-
-@pytest.fixture(autouse=True)
-async def build_context(cluster: Cluster) -> None:
-    await cluster.create_configmap(NAMESPACE, "context", {"Dockerfile": "FROM scratch\n"})
-
-
-def spec(registry: RunningRegistry, name: str) -> dict[str, Any]:
-    return {
-        "source": {"configMap": {"name": "context"}},
-        "output": {"image": f"{registry.host}/shop/{name}:1"},
-    }
-
-
-def ready(cluster: Cluster, name: str) -> Any:
-    body = cluster.servicebuild(NAMESPACE, name)
-    found = condition(body, "Ready")
-    return body if found and found["status"] == "True" else None
+build_context = build_context_fixture({"Dockerfile": "FROM scratch\n"})
 
 
 @pytest.mark.parametrize("moment", ["before-job", "while-running", "finished-unread", "after-ready"])
@@ -70,8 +51,7 @@ async def test_operator_killed_at_any_phase_resumes_the_build(
     assert body["status"]["jobName"] == job["metadata"]["name"]
     assert body["status"]["output"]["digest"] == kubelet.pushed[job["metadata"]["name"]]
     if moment == "after-ready":
-        resyncs = operator.log.count("/servicebuilds HTTP")
-        await eventually(lambda: operator.log.count("/servicebuilds HTTP") >= resyncs + 2)
+        await after_resyncs(cluster)
         assert cluster.servicebuild(NAMESPACE, "cart")["status"] == before, (
             "nothing to redo, nothing rewritten"
         )
@@ -84,9 +64,7 @@ async def test_transient_failures_end_stalled_when_the_attempts_run_out(
     kubelet.plan("flaky", "evicted", "evicted", "evicted", "succeed")
     await cluster.create_servicebuild(NAMESPACE, "flaky", spec(oci_registry, "flaky"))
 
-    await eventually(
-        lambda: cluster.servicebuild(NAMESPACE, "flaky").get("status", {}).get("phase") == "Failed"
-    )
+    await eventually(lambda: status_of(cluster, "flaky").get("phase") == "Failed")
     body = cluster.servicebuild(NAMESPACE, "flaky")
     assert condition(body, "Stalled")["reason"] == "Evicted"
     assert body["status"]["attempt"] == 3
@@ -182,12 +160,9 @@ async def test_job_the_api_server_rejects_is_stalled_with_its_explanation(
     rejection = cluster.kmock[kmock.action.CREATE, JOBS] << 403 << {"kind": "Status", "message": explanation}
     await cluster.create_servicebuild(NAMESPACE, "quota", spec(oci_registry, "quota"))
 
-    await eventually(
-        lambda: cluster.servicebuild(NAMESPACE, "quota").get("status", {}).get("phase") == "Failed"
-    )
+    await eventually(lambda: status_of(cluster, "quota").get("phase") == "Failed")
     stalled = condition(cluster.servicebuild(NAMESPACE, "quota"), "Stalled")
     assert stalled["reason"] == "JobRejected"
     assert explanation in stalled["message"]
-    resyncs = operator.log.count("/servicebuilds HTTP")
-    await eventually(lambda: operator.log.count("/servicebuilds HTTP") >= resyncs + 2)
+    await after_resyncs(cluster)
     assert len(rejection) == 1, "a permanent rejection is not retried"

@@ -14,7 +14,10 @@ We test these aspects:
 - credentials from a Secret's data: a bare token goes out with the username `x-access-token`,
   basic-auth with its own username; an SSH-key-only secret for an HTTP URL is InvalidGitSecret;
 - a stopped server (HTTP and git://), HTTP 503 and 429, and a server that accepts the connection
-  but never answers (the timeout holds) are a transient GitUnavailable.
+  but never answers (the timeout holds) are a transient GitUnavailable;
+- an HTTP server answering 200 with a page that is no git ref list (a sign-on proxy) is a permanent
+  GitError, never read as refs; a renamed repository's redirect is followed, with the credentials,
+  but a redirect to another host gets none of them (dulwich 1.2.6 and later).
 """
 
 import base64
@@ -26,16 +29,15 @@ from pathlib import Path
 
 import pytest
 
+from servicebuild.credentials import GitCredentials, git_credentials_from_secret
 from servicebuild.gitremote import (
     GitAuthFailed,
-    GitCredentials,
     GitError,
     GitRemote,
     GitUnavailable,
     InvalidGitSecret,
     RevisionNotFound,
     SourceNotFound,
-    credentials_from_secret,
 )
 from support.git_server import (
     ANNOTATED_TAG,
@@ -210,7 +212,7 @@ def test_forbidden(git_repositories: GitRepositories) -> None:
 
 def test_token_from_secret_data_goes_out_as_x_access_token(git_server: GitHttpServer) -> None:
     assert git_server.token is not None
-    credentials = credentials_from_secret({"token": b64(git_server.token + "\n")})
+    credentials = git_credentials_from_secret({"token": b64(git_server.token + "\n")})
     requests_before = len(git_server.usernames)
     assert GIT.resolve(git_server.url, BRANCH, credentials) == git_server.commits.feature
     assert set(git_server.usernames[requests_before:]) == {"x-access-token"}
@@ -218,7 +220,7 @@ def test_token_from_secret_data_goes_out_as_x_access_token(git_server: GitHttpSe
 
 def test_basic_auth_secret_data_keeps_its_username(git_server: GitHttpServer) -> None:
     assert git_server.token is not None
-    credentials = credentials_from_secret({"username": b64("builder"), "password": b64(git_server.token)})
+    credentials = git_credentials_from_secret({"username": b64("builder"), "password": b64(git_server.token)})
     requests_before = len(git_server.usernames)
     assert GIT.resolve(git_server.url, None, credentials) == git_server.commits.main
     assert set(git_server.usernames[requests_before:]) == {"builder"}
@@ -289,3 +291,47 @@ def test_a_server_that_never_answers_times_out(silent_port: int, scheme: str) ->
     with pytest.raises(GitUnavailable, match="timed out") as caught:
         GitRemote(timeout=0.5).resolve(url, "main", None)
     assert_unavailable(caught.value, url)
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers that are no git refs, and redirects
+
+
+def test_a_login_page_is_no_ref_list(git_repositories: GitRepositories) -> None:
+    server = start_git_server(git_repositories, token=new_token())
+    server.login_page = True
+    try:
+        with pytest.raises(GitError, match="does not speak git's smart HTTP protocol") as caught:
+            GIT.resolve(server.url, "main", token_credentials(server))
+    finally:
+        server.stop()
+    assert type(caught.value) is GitError
+    assert not caught.value.transient
+    assert "text/html" in str(caught.value)
+    assert server.url in str(caught.value)
+
+
+def test_a_renamed_repository_is_followed(git_repositories: GitRepositories) -> None:
+    server = start_git_server(git_repositories, token=new_token())
+    server.moved["old-name.git"] = "repo.git"
+    old_url = server.repository_url("old-name.git")
+    try:
+        assert GIT.resolve(old_url, BRANCH, token_credentials(server)) == server.commits.feature
+        with pytest.raises(GitAuthFailed, match="no auth secret"):
+            GIT.resolve(old_url, BRANCH, None)
+    finally:
+        server.stop()
+
+
+def test_credentials_never_follow_a_redirect_to_another_host(git_repositories: GitRepositories) -> None:
+    other = start_git_server(git_repositories)
+    server = start_git_server(git_repositories, token=new_token())
+    server.moved["old-name.git"] = other.url
+    try:
+        commit = GIT.resolve(server.repository_url("old-name.git"), BRANCH, token_credentials(server))
+    finally:
+        server.stop()
+        other.stop()
+    assert commit == server.commits.feature
+    assert other.usernames
+    assert set(other.usernames) == {None}

@@ -9,24 +9,19 @@ import asyncio
 
 import kmock
 import pytest
-from cluster import SERVICEBUILDS, Cluster, condition, eventually
+from cluster import SERVICEBUILDS, Cluster, eventually
+from helpers import CONTEXT, NAMESPACE, ready, spec
 from kubelet import Kubelet
 from operator_process import OperatorProcess
 
 from support.oci_registry import RunningRegistry
 
-NAMESPACE = "shop"
 UNRELATED = [f"app-settings-{index}" for index in range(5)]
 
 
 @pytest.fixture
 def operator_env(operator_env: dict[str, str]) -> dict[str, str]:
     return {**operator_env, "SERVICEBUILD_VERBOSE": "false"}
-
-
-def ready(cluster: Cluster, name: str) -> bool:
-    found = condition(cluster.servicebuild(NAMESPACE, name), "Ready")
-    return bool(found and found["status"] == "True")
 
 
 def since_last_start(log: str) -> str:
@@ -38,17 +33,13 @@ async def test_objects_that_need_no_work_cost_no_log_line(
 ) -> None:
     for name in UNRELATED:
         await cluster.create_configmap(NAMESPACE, name, {"key": "value"})
-    await cluster.create_configmap(NAMESPACE, "context", {"Dockerfile": "FROM scratch\n"})
+    await cluster.create_configmap(NAMESPACE, CONTEXT, {"Dockerfile": "FROM scratch\n"})
     for name in ("checkout", "probe"):
-        spec = {
-            "source": {"configMap": {"name": "context"}},
-            "output": {"image": f"{oci_registry.host}/shop/{name}:1"},
-        }
         if name == "probe":
             # In a thread: the emulator runs on this event loop and must answer the operator while it stops.
             await asyncio.to_thread(operator.stop)
             operator.start()
-        await cluster.create_servicebuild(NAMESPACE, name, spec)
+        await cluster.create_servicebuild(NAMESPACE, name, spec(oci_registry, name))
         await eventually(lambda name=name: ready(cluster, name))
     # One resync tick after the probe went Ready: everything has been handled again at least once.
     resyncs = len(cluster.requests(kmock.action.LIST, SERVICEBUILDS))

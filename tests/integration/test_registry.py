@@ -23,13 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from servicebuild.credentials import Credentials
 from servicebuild.imageref import ImageRef, parse_image
+from servicebuild.manifests import ImageSummary, PlatformImage
 from servicebuild.registry import (
-    Credentials,
     DigestMismatch,
-    ImageSummary,
     ManifestNotFound,
-    PlatformImage,
     RegistryAuthDenied,
     RegistryClient,
     RegistryUnavailable,

@@ -7,16 +7,13 @@
 - a spec changed several times during a build coalesces into one next build.
 """
 
-from typing import Any
-
 import pytest
 from cluster import JOBS, Cluster, condition, eventually
+from helpers import NAMESPACE, after_resyncs, build_context_fixture, ready, spec, status_of
 from kubelet import Kubelet
 from operator_process import OperatorProcess
 
 from support.oci_registry import RunningRegistry
-
-NAMESPACE = "shop"
 
 
 @pytest.fixture
@@ -24,28 +21,7 @@ def operator_env(operator_env: dict[str, str]) -> dict[str, str]:
     return {**operator_env, "SERVICEBUILD_MAX_RUNNING_BUILDS": "1", "SERVICEBUILD_RETRY_DELAY_SECONDS": "1"}
 
 
-@pytest.fixture(autouse=True)
-async def build_context(cluster: Cluster) -> None:
-    await cluster.create_configmap(NAMESPACE, "context", {"Dockerfile": "FROM scratch\n"})
-
-
-def spec(registry: RunningRegistry, name: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "source": {"configMap": {"name": "context"}},
-        "output": {"image": f"{registry.host}/shop/{name}:1"},
-        **extra,
-    }
-
-
-def status_of(cluster: Cluster, name: str) -> dict[str, Any]:
-    status: dict[str, Any] = cluster.servicebuild(NAMESPACE, name).get("status", {})
-    return status
-
-
-def ready(cluster: Cluster, name: str, generation: int = 1) -> Any:
-    body = cluster.servicebuild(NAMESPACE, name)
-    found = condition(body, "Ready")
-    return body if found and found["status"] == "True" and found["observedGeneration"] == generation else None
+build_context = build_context_fixture({"Dockerfile": "FROM scratch\n"})
 
 
 def queued_at(cluster: Cluster, name: str, position: int) -> bool:
@@ -71,11 +47,11 @@ async def test_builds_over_the_limit_wait_their_turn(
         [job_name] = kubelet.held
         assert job_name.startswith(running)
         await kubelet.release(job_name)
-        await eventually(lambda name=running: ready(cluster, name))
+        await eventually(lambda name=running: ready(cluster, name, 1))
         await eventually(lambda prefix=following: any(held.startswith(prefix) for held in kubelet.held))
         assert len(kubelet.held) == 1, "one build at a time"
     await kubelet.release(next(iter(kubelet.held)))
-    await eventually(lambda: ready(cluster, "third"))
+    await eventually(lambda: ready(cluster, "third", 1))
     assert "queue" not in status_of(cluster, "third")
     assert len(cluster.all(JOBS, NAMESPACE)) == 3
 
@@ -86,7 +62,7 @@ async def test_evicted_build_is_retried_as_a_new_attempt(
     kubelet.plan("cart", "evicted", "succeed")
     await cluster.create_servicebuild(NAMESPACE, "cart", spec(oci_registry, "cart"))
 
-    body = await eventually(lambda: ready(cluster, "cart"))
+    body = await eventually(lambda: ready(cluster, "cart", 1))
     jobs = cluster.all(JOBS, NAMESPACE)
     assert len(jobs) == 2, "the evicted attempt and the successful one"
     assert body["status"]["attempt"] == 2
@@ -106,8 +82,7 @@ async def test_failed_build_is_not_retried(
 
     await eventually(lambda: condition(cluster.servicebuild(NAMESPACE, "broken"), "Stalled") is not None)
     await eventually(lambda: status_of(cluster, "broken").get("phase") == "Failed")
-    resyncs = operator.log.count("/servicebuilds HTTP")
-    await eventually(lambda: operator.log.count("/servicebuilds HTTP") >= resyncs + 2)
+    await after_resyncs(cluster)
     assert len(cluster.all(JOBS, NAMESPACE)) == 1
     assert "attempt" not in status_of(cluster, "broken")
 
@@ -119,10 +94,16 @@ async def test_spec_changes_during_a_build_coalesce_into_one_next_build(
     await cluster.create_servicebuild(NAMESPACE, "search", spec(oci_registry, "search"))
     await eventually(lambda: kubelet.held)
 
-    for version in ("2", "3", "4"):
-        generation = await cluster.change_spec(NAMESPACE, "search", {"buildArgs": {"VERSION": version}})
+    # Frozen, so that the three changes are all made before the operator looks (a slow machine could
+    # otherwise start a build of generation 2 before the test makes generation 3).
+    with operator.frozen():
+        for version in ("2", "3", "4"):
+            generation = await cluster.change_spec(NAMESPACE, "search", {"buildArgs": {"VERSION": version}})
 
     await eventually(lambda: ready(cluster, "search", generation))
     started = sorted(name for _, name in kubelet.handled)
     assert len(started) == 2, f"the first build and one for generation {generation}: {started}"
-    assert started[1].startswith(f"search-{generation}-")
+    newest = cluster.get(JOBS, NAMESPACE, started[1])
+    assert newest is not None
+    assert newest["metadata"]["labels"]["servicebuild.dev/generation"] == str(generation)
+    assert started[1].startswith("search-2-"), "the second build"

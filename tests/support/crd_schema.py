@@ -137,7 +137,7 @@ def _is_utf8(text: str) -> bool:
 
 
 @cache
-def _re2(pattern: str) -> re.Pattern[str]:
+def re2(pattern: str) -> re.Pattern[str]:
     """The pattern as the API server's Go regexp reads it: `$` ends the text, `\\w` and `\\d` are ASCII."""
     return re.compile(pattern.removesuffix("$") + r"\Z" if pattern.endswith("$") else pattern, re.ASCII)
 
@@ -152,7 +152,7 @@ def _stricter_than_python(schema: dict[str, Any], obj: Any) -> Iterator[str]:
         not_int_or_string = isinstance(value, bool) or not isinstance(value, int | str)
         if node.get("x-kubernetes-int-or-string") and not_int_or_string:
             yield f"{path}: {value!r} is neither an integer nor a string"
-        if "pattern" in node and isinstance(value, str) and not _re2(node["pattern"]).search(value):
+        if "pattern" in node and isinstance(value, str) and not re2(node["pattern"]).search(value):
             yield f"{path}: {value!r} does not match {node['pattern']} (RE2)"
 
 

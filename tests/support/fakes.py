@@ -6,13 +6,14 @@ recorded. They implement the gateway Protocols of `servicebuild.reconciler` and 
 import copy
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from servicebuild import naming
 from servicebuild.api.models import ObjectMeta
-from servicebuild.gitremote import GitCredentials
+from servicebuild.credentials import Credentials, GitCredentials
 from servicebuild.imageref import ImageRef
-from servicebuild.registry import Credentials, ImageSummary
+from servicebuild.manifests import ImageSummary
 
 COMMIT = "9fceb02d0ae598e95dc970b74767f19372d61af8"
 IMAGE_SIZE = 12582912
@@ -36,6 +37,7 @@ class FakeKube:
     """The Kubernetes API as the reconciler sees it."""
 
     now: str
+    """What the API server writes as `creationTimestamp` (RFC 3339)."""
     configmaps: dict[str, dict[str, Any]] = field(default_factory=dict)
     """By name, in any namespace."""
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -43,6 +45,8 @@ class FakeKube:
     jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """By (namespace, Job name): the Job's newest Pod."""
+    logs: dict[tuple[str, str], str] = field(default_factory=dict)
+    """By (namespace, Pod name): the build container's log."""
     created: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[tuple[str, str]] = field(default_factory=list)
     patches: list[dict[str, Any]] = field(default_factory=list)
@@ -79,6 +83,10 @@ class FakeKube:
         pod = self.pods.get((namespace, job_name))
         return copy.deepcopy(pod) if pod is not None else None
 
+    def read_pod_log(self, namespace: str, pod: str, container: str, tail_lines: int) -> str | None:
+        log = self.logs.get((namespace, pod))
+        return None if log is None else "\n".join(log.splitlines()[-tail_lines:])
+
     def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         data = self.secrets.get(name)
         return dict(data) if data is not None else None
@@ -92,12 +100,20 @@ class FakeKube:
         self.patches.append(copy.deepcopy(status))
         self.status = apply_merge_patch(self.status, status)
 
-    def post_event(self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: str) -> None:
+    def post_event(
+        self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: datetime
+    ) -> None:
         self.events.append((event_type, reason, message))
 
 
 class FakeRegistry:
-    """Serves every digest asked for as a three-layer image of IMAGE_SIZE bytes."""
+    """Serves every digest asked for as a three-layer image of IMAGE_SIZE bytes; tags as `tags` say."""
+
+    def __init__(self) -> None:
+        self.tags: dict[str, str] = {}
+
+    def tag_digest(self, image: ImageRef, credentials: Credentials | None) -> str:
+        return self.tags[str(image)]
 
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary:
         return ImageSummary(
@@ -110,7 +126,12 @@ class FakeRegistry:
 
 
 class FakeGit:
-    """Every revision resolves to COMMIT."""
+    """Every revision resolves to `commit` (COMMIT unless a test moves it); `lookups` counts the asking."""
+
+    def __init__(self) -> None:
+        self.commit = COMMIT
+        self.lookups = 0
 
     def resolve(self, url: str, revision: str | None, credentials: GitCredentials | None) -> str:
-        return COMMIT
+        self.lookups += 1
+        return self.commit

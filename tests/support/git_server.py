@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .oci_registry import basic_credentials, free_port
+from .processes import stop_process
 
 GIT = "/usr/bin/git"
 
@@ -104,6 +105,19 @@ def create_repositories(root: Path) -> GitRepositories:
     return GitRepositories(root, commits)
 
 
+def push_commit(repositories: GitRepositories, branch: str, content: str) -> str:
+    """Commit `content` as `app` on `branch` of `repo.git` (made from `main` if new) and push it, as a
+    developer would; return the commit id."""
+    work = repositories.root / f"work-{branch.replace('/', '-')}"
+    if not work.exists():
+        git("clone", "--quiet", str(repositories.root / REPOSITORY), str(work), cwd=repositories.root)
+        git("checkout", "--quiet", "-B", branch, cwd=work)
+    (work / "app").write_text(content)
+    git("commit", "--quiet", "--allow-empty", "-am", content, cwd=work)
+    git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
 class _ServesRepositories:
     """What both servers share: `repo.git`'s URL and commits, given the server's base URL."""
 
@@ -138,8 +152,16 @@ class GitHttpServer(_ServesRepositories):
     protocol_v2: bool
     answer_status: int | None = None
     """When set, every request gets this HTTP status (an outage, a proxy denying access)."""
+    login_page: bool = False
+    """When set, every request gets 200 with an HTML page, as from a single sign-on proxy."""
+    moved: dict[str, str] = field(default_factory=dict)
+    """Renamed repositories: a request under `/<old>/` is redirected (301) to `/<new>/`, as hosts do;
+    `<new>` may be an absolute URL, on another server."""
     usernames: list[str | None] = field(default_factory=list)
     """The basic-auth username of each request that passed the token check (None: anonymous)."""
+    lookups: list[str | None] = field(default_factory=list)
+    """Each ref listing (`GET …/info/refs`, the start of `git ls-remote` or a fetch), by the username
+    it came with."""
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -174,11 +196,21 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
         if owner.answer_status is not None:
             self._answer(owner.answer_status, {}, b"switched off\n")
             return
+        if owner.login_page:
+            self._answer(200, {"Content-Type": "text/html; charset=utf-8"}, b"<html>Sign in</html>\n")
+            return
+        old, slash, rest = self.path.lstrip("/").partition("/")
+        if old in owner.moved:
+            new = owner.moved[old]
+            self._answer(301, {"Location": f"{'' if '://' in new else '/'}{new}{slash}{rest}"}, b"")
+            return
         username, password = basic_credentials(self.headers.get("Authorization", ""))
         if owner.token is not None and password != owner.token:
             self._answer(401, {"WWW-Authenticate": 'Basic realm="git"'}, b"authentication required\n")
             return
         owner.usernames.append(username)
+        if self.command == "GET" and urllib.parse.urlsplit(self.path).path.endswith("/info/refs"):
+            owner.lookups.append(username)
         self._run_backend(owner, body, username)
 
     def _run_backend(self, owner: GitHttpServer, body: bytes, username: str | None) -> None:
@@ -272,13 +304,7 @@ class GitDaemon(_ServesRepositories):
         return f"git://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
 
 
 def start_git_daemon(repositories: GitRepositories, log_dir: Path) -> GitDaemon:

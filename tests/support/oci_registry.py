@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from .processes import stop_process
+
 REGISTRY_BINARY = "/usr/bin/docker-registry"  # apt-get install docker-registry
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -193,13 +195,7 @@ class RunningRegistry:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
         if self.token_server is not None:
             self.token_server.stop()
 
@@ -401,6 +397,19 @@ def push_index(
         body = _canonical(index)
         digest = _put_manifest(client, repository, tag, body, OCI_INDEX)
         return PushedIndex(repository, tag, digest, index, platforms, attestation)
+
+
+def tag_digest(
+    registry: RunningRegistry | str, repository: str, tag: str, *, auth: tuple[str, str] | None = None
+) -> str:
+    """The digest the registry serves for a tag, as BuildKit resolves a `FROM` reference."""
+    with _client(registry, repository, auth, None) as client:
+        response = client.head(
+            f"/v2/{repository}/manifests/{tag}",
+            headers={"Accept": f"{OCI_INDEX}, {OCI_MANIFEST}, {DOCKER_MANIFEST}"},
+        )
+        response.raise_for_status()
+        return response.headers["Docker-Content-Digest"]
 
 
 def _client(

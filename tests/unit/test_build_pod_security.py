@@ -1,6 +1,6 @@
 """The build Pod's security settings, over every golden build Job.
 
-The golden files are what `render_job` renders for every case of test_render_job.py (`test_golden` fails
+The golden files are what `render_job` renders for every case of support/render.py (`test_golden` fails
 when one differs, `test_every_golden_file_has_a_case` when a case has none), so checking them checks every
 case the renderer is tested with, including the git, secret and scheduling variants.
 
@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from servicebuild.render import job as render
+from support.render import GOLDEN
 
-GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_JOBS = sorted(GOLDEN.glob("*.yaml"))
 BUILD_USER = 1000  # `user` of the moby/buildkit rootless image; written out so a change of the constant shows
 APPARMOR_ANNOTATION_PREFIX = "container.apparmor.security.beta.kubernetes.io/"

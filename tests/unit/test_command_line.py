@@ -6,7 +6,7 @@
   several bad settings give one line each; a JSON value that does not decode is such a line too;
 - unknown arguments exit 2, as argparse does;
 - as a process: `--help` and a bad setting exit before anything loads a kubeconfig, without a traceback.
-- the README's settings table names the same variables as the model.
+- the settings table of docs/settings.md names the same variables as the model.
 """
 
 import json
@@ -239,8 +239,8 @@ def test_a_bad_setting_as_a_process(tmp_path: Path, command: list[str]) -> None:
     assert done.stdout == ""
 
 
-def test_the_readme_table_names_every_setting_and_no_other() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+def test_the_settings_page_table_names_every_setting_and_no_other() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "settings.md").read_text()
+    section = page.split("\n## Variables\n", 1)[1].split("\n## ", 1)[0]
     table = set(re.findall(r"^\| `(SERVICEBUILD_[A-Z_]+)` \|", section, flags=re.MULTILINE))
     assert table == {command_line.env_name(field) for field in Settings.model_fields}

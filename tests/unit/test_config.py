@@ -2,18 +2,23 @@
 
 - comma-separated lists become sets, blanks ignored;
 - the BuildKit image must be an exact tag (no implicit tag, no `latest`);
-- the per-namespace push registries parse from JSON, with `*` for the namespaces not named.
+- the per-namespace push registries parse from JSON, with `*` for the namespaces not named;
+- the webhook receiver's address, as a table: `[host]:port`, IPv6 in brackets, empty is off; anything
+  else (no port, a URL, a port out of range) is refused; an address needs a secret file.
 """
+
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from servicebuild.config import Settings
+from servicebuild.config import Settings, listen_address
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("INSECURE_REGISTRIES", "BUILDKIT_IMAGE", "ALLOWED_PUSH_REGISTRIES", "NAMESPACES"):
+    names = ("INSECURE_REGISTRIES", "BUILDKIT_IMAGE", "ALLOWED_PUSH_REGISTRIES", "NAMESPACES")
+    for name in (*names, "WEBHOOK_ADDRESS", "WEBHOOK_SECRET_FILE"):
         monkeypatch.delenv(f"SERVICEBUILD_{name}", raising=False)
 
 
@@ -48,3 +53,46 @@ def test_push_registries_unrestricted_by_default_and_closed_without_a_wildcard(
     assert Settings().push_registries_of("shop") is None
     monkeypatch.setenv("SERVICEBUILD_ALLOWED_PUSH_REGISTRIES", '{"shop": ["registry.example.com"]}')
     assert Settings().push_registries_of("payments") == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("address", "listen"),
+    [
+        (":8082", (None, 8082)),
+        ("0.0.0.0:8082", ("0.0.0.0", 8082)),  # noqa: S104 - listening on every interface is the point
+        ("127.0.0.1:1", ("127.0.0.1", 1)),
+        ("webhooks.internal:65535", ("webhooks.internal", 65535)),
+        ("[::]:8082", ("::", 8082)),
+        ("[::1]:8082", ("::1", 8082)),
+        ("8082", None),
+        (":0", None),
+        (":65536", None),
+        (":", None),
+        ("127.0.0.1", None),
+        ("http://0.0.0.0:8082", None),
+        ("0.0.0.0:8082/hooks", None),
+        ("::1:8082", None),
+        (" :8082", None),
+    ],
+)
+def test_webhook_address(
+    monkeypatch: pytest.MonkeyPatch, address: str, listen: object, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SERVICEBUILD_WEBHOOK_ADDRESS", address)
+    monkeypatch.setenv("SERVICEBUILD_WEBHOOK_SECRET_FILE", str(tmp_path / "secret"))
+    if listen is None:
+        with pytest.raises(ValidationError, match=r"must be \[host\]:port"):
+            Settings()
+        with pytest.raises(ValueError, match=r"must be \[host\]:port"):
+            listen_address(address)
+        return
+    assert Settings().webhook_listen() == listen
+
+
+def test_webhooks_are_off_by_default_and_need_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().webhook_listen() is None
+    monkeypatch.setenv("SERVICEBUILD_WEBHOOK_ADDRESS", "")
+    assert Settings().webhook_listen() is None
+    monkeypatch.setenv("SERVICEBUILD_WEBHOOK_ADDRESS", ":8082")
+    with pytest.raises(ValidationError, match="needed when SERVICEBUILD_WEBHOOK_ADDRESS is set"):
+        Settings()

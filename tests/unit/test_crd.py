@@ -117,6 +117,8 @@ TIME_FIELDS = {
     ".status.completionTime",
     ".status.conditions[].lastTransitionTime",
     ".status.queue.since",
+    ".status.history[].startTime",
+    ".status.history[].completionTime",
 }
 _NAMED_LIKE_A_TIME = re.compile(r"(Time|Timestamp|At|\.since)$")
 

@@ -59,7 +59,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from servicebuild.failures import Failure, Reason, classify, classify_pending, failed_step, scrub
+from servicebuild import failures
+from servicebuild.failures import Failure, Reason, failed_step, scrub
+from servicebuild.jobs import parse_job, parse_pod
+from support.pods import unschedulable_pod, waiting_pod
+
+
+def classify(job: Any, pod: Any, log: str | None) -> Failure:
+    """`failures.classify` on a Job and Pod as the API returns them (parsed as the operator parses them)."""
+    return failures.classify(parse_job(job), parse_pod(pod), log)
+
+
+def classify_pending(pod: Any) -> Failure:
+    return failures.classify_pending(parse_pod(pod))
+
 
 IMAGE = "registry.example.com/shop/checkout:1.4.2"
 REPO = "https://git.example.com/shop/monorepo.git"
@@ -212,12 +225,6 @@ def termination_message(pod: dict[str, Any] | None) -> str | None:
             message: str | None = status["state"].get("terminated", {}).get("message")
             return message
     return None
-
-
-def waiting_pod(container: str, reason: str, message: str, *, init: bool = False) -> dict[str, Any]:
-    statuses = [{"name": container, "state": {"waiting": {"reason": reason, "message": message}}}]
-    key = "initContainerStatuses" if init else "containerStatuses"
-    return {"status": {"phase": "Pending", key: statuses}}
 
 
 FROM_LOG: dict[str, tuple[str, Reason, tuple[str, ...]]] = {
@@ -626,19 +633,7 @@ def test_an_oom_kill_wins_over_the_step_error_it_caused() -> None:
     assert failure.failed_step == "[build 3/4] RUN make"
 
 
-UNSCHEDULABLE = {
-    "status": {
-        "phase": "Pending",
-        "conditions": [
-            {
-                "type": "PodScheduled",
-                "status": "False",
-                "reason": "Unschedulable",
-                "message": "0/3 nodes are available: 3 Insufficient memory.",
-            }
-        ],
-    }
-}
+UNSCHEDULABLE = unschedulable_pod("0/3 nodes are available: 3 Insufficient memory.")
 
 PENDING: dict[str, tuple[dict[str, Any] | None, Reason, tuple[str, ...]]] = {
     "unschedulable": (
@@ -706,7 +701,15 @@ def test_every_reason_but_the_operators_own_is_reachable() -> None:
     reached = {reason for _, reason, _ in FROM_LOG.values()}
     reached |= {reason for _, _, reason, _ in FROM_STATES.values()}
     reached |= {reason for _, reason, _ in PENDING.values()}
-    assert set(Reason) - reached == {Reason.INVALID_SPEC, Reason.REPORT_MISSING}
+    operators_own = {
+        Reason.INVALID_SPEC,
+        Reason.REPORT_MISSING,
+        Reason.REGISTRY_NOT_ALLOWED,
+        Reason.SECRET_NOT_FOUND,
+        Reason.INVALID_PUSH_SECRET,
+        Reason.JOB_REJECTED,
+    }
+    assert set(Reason) - reached == operators_own
 
 
 def test_long_errors_are_cut_for_the_condition() -> None:

@@ -40,6 +40,7 @@ import re
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -58,10 +59,12 @@ from servicebuild.api.models import (
     Phase,
     ServiceBuildSpec,
     ServiceBuildStatus,
+    parse_servicebuild,
     status_to_dict,
 )
 from servicebuild.config import Settings
 from servicebuild.reconciler import Reconciler, Result
+from servicebuild.times import format_time
 from support.crd_schema import FORMATS, INT64, crd_errors, object_schema, schema_nodes
 from support.fakes import COMMIT, FakeGit, FakeKube, FakeRegistry
 
@@ -79,8 +82,8 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-NOW = "2026-11-28T10:15:00Z"
-LATER = "2026-11-28T18:15:00Z"
+NOW = datetime(2026, 11, 28, 10, 15, tzinfo=UTC)
+LATER = NOW + timedelta(hours=8)
 GIT_URL = "https://git.example.com/shop/monorepo.git"
 IMAGE = "registry.example.com/shop/checkout:1.4.2"
 ALLOWED_BUILDER = "registry.example.com/mirror/buildkit:v0.32.2-rootless"
@@ -701,9 +704,9 @@ def reconcile_once(
     meta: dict[str, Any], spec: Any, operator: Settings
 ) -> tuple[FakeKube, Reconciler, Ending]:
     """Reconcile a new ServiceBuild once, and check it ended building or stalled."""
-    kube = FakeKube(now=NOW, configmaps=CONFIGMAPS, secrets=SECRETS)
+    kube = FakeKube(now=format_time(NOW), configmaps=CONFIGMAPS, secrets=SECRETS)
     reconciler = Reconciler(kube, FakeRegistry(), FakeGit(), operator)
-    result = reconciler.reconcile({"metadata": meta, "spec": spec}, NOW)
+    result = reconciler.reconcile(parse_servicebuild({"metadata": meta, "spec": spec}), NOW)
     assert result.written
     assert len(kube.patches) == 1
     status = _check_status(kube, result, meta["generation"])
@@ -788,7 +791,7 @@ def test_reconciling_again_changes_nothing(meta: dict[str, Any], spec: Any, oper
     later = [NOW, LATER] if outcome.stalled_reason else [NOW]
     for now in later:
         body = {"metadata": meta, "spec": spec, "status": copy.deepcopy(kube.status)}
-        again = reconciler.reconcile(body, now)
+        again = reconciler.reconcile(parse_servicebuild(body), now)
         assert not again.written
         assert again.status == outcome.status
         assert (kube.patches, kube.events, kube.created, kube.deleted) == written

@@ -1,31 +1,25 @@
-"""The git gateway's parts that need no server: auth secrets, URLs, picking a commit among refs.
+"""The git gateway's parts that need no server: URLs it refuses, picking a commit among refs.
+
+The auth secret's parsing is tested in test_credentials.py, the URL forms in test_giturl.py.
 
 We test these aspects:
-- a Secret's data: `token` (username `x-access-token` unless `username` is given),
-  `username` + `password` (kubernetes.io/basic-auth), `ssh-privatekey` (kubernetes.io/ssh-auth),
-  token and key together; a trailing newline is dropped from a token or password but kept in a private
-  key; other keys such as `known_hosts` are ignored, whatever they hold;
-- secrets the gateway cannot use (no usable key, `password` without `username`, bad base64,
-  non-UTF-8, empty values) → InvalidGitSecret whose message names keys, never values;
-- GitCredentials never shows the password or the private key in repr, str or f-strings;
-- URLs in messages lose their userinfo, query and fragment (http, https, ssh, scp-style, IPv6);
 - picking the commit among advertised refs: HEAD, branch before tag, the peeled value of an
   annotated tag, full ref names, an unborn HEAD;
 - SSH remotes: a full commit id is returned as is, a branch or tag is SshResolutionUnsupported;
-  URLs that are no git remote (file://, local paths, ftp://) are UnsupportedSource, before any I/O;
+  URLs that are no git remote (file://, local paths, ftp://, git+ssh://, scp-style without a user,
+  ssh:// without a repository path, a fragment) are UnsupportedSource, with a full commit id too,
+  before any I/O, and the message shows no credentials;
 - which errors are transient, and their reasons.
 """
 
-import base64
 import secrets
 
 import pytest
 
+from servicebuild.credentials import GitCredentials
 from servicebuild.gitremote import (
-    DEFAULT_USERNAME,
     SSH_NEEDS_COMMIT,
     GitAuthFailed,
-    GitCredentials,
     GitError,
     GitRemote,
     GitUnavailable,
@@ -34,153 +28,15 @@ from servicebuild.gitremote import (
     SourceNotFound,
     SshResolutionUnsupported,
     UnsupportedSource,
-    credentials_from_secret,
-    is_full_commit,
-    redact_url,
     select_commit,
 )
+from servicebuild.giturl import is_full_commit, parse_git_url
 
-TOKEN = f"ghp_{secrets.token_hex(12)}"
 PASSWORD = f"pw-{secrets.token_hex(8)}"
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n-----END OPENSSH PRIVATE KEY-----\n"
-KNOWN_HOSTS = "git.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample\n"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OTHER = "89abcdef0123456789abcdef0123456789abcdef"
 TAG_OBJECT = "fedcba9876543210fedcba9876543210fedcba98"
-
-
-def b64(value: str | bytes) -> str:
-    return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
-
-
-# ---------------------------------------------------------------------------------------------
-# Secret data
-
-
-@pytest.mark.parametrize(
-    ("data", "expected"),
-    [
-        pytest.param(
-            {"token": b64(TOKEN)},
-            GitCredentials(username=DEFAULT_USERNAME, password=TOKEN),
-            id="token",
-        ),
-        pytest.param(
-            {"token": b64(TOKEN + "\n")},
-            GitCredentials(username=DEFAULT_USERNAME, password=TOKEN),
-            id="token-with-echo-newline",
-        ),
-        pytest.param(
-            {"token": b64(TOKEN), "username": b64("oauth2")},
-            GitCredentials(username="oauth2", password=TOKEN),
-            id="token-with-username",
-        ),
-        pytest.param(
-            {"username": b64("builder"), "password": b64(PASSWORD + "\r\n")},
-            GitCredentials(username="builder", password=PASSWORD),
-            id="basic-auth",
-        ),
-        pytest.param(
-            {"ssh-privatekey": b64(KEY)},
-            GitCredentials(ssh_private_key=KEY),
-            id="ssh-auth",
-        ),
-        pytest.param(
-            {"ssh-privatekey": b64(KEY), "known_hosts": b64(KNOWN_HOSTS)},
-            GitCredentials(ssh_private_key=KEY),
-            id="ssh-auth-ignoring-known-hosts",
-        ),
-        pytest.param(
-            {"ssh-privatekey": b64(KEY), "known_hosts": ""},
-            GitCredentials(ssh_private_key=KEY),
-            id="ssh-auth-ignoring-empty-known-hosts",
-        ),
-        pytest.param(
-            {"token": b64(TOKEN), "known_hosts": "not base64!", "config": b64(b"\xff")},
-            GitCredentials(username=DEFAULT_USERNAME, password=TOKEN),
-            id="token-ignoring-unusable-other-keys",
-        ),
-        pytest.param(
-            {"token": b64(TOKEN), "ssh-privatekey": b64(KEY)},
-            GitCredentials(username=DEFAULT_USERNAME, password=TOKEN, ssh_private_key=KEY),
-            id="token-and-key",
-        ),
-    ],
-)
-def test_credentials_from_secret(data: dict[str, str], expected: GitCredentials) -> None:
-    assert credentials_from_secret(data) == expected
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        pytest.param({}, r"it has: none", id="empty"),
-        pytest.param({"username": b64("builder")}, r"'token'.*it has: username$", id="username-only"),
-        pytest.param(
-            {"known_hosts": b64(KNOWN_HOSTS), "config": b64("x")},
-            r"it has: config, known_hosts$",
-            id="known-hosts-only",
-        ),
-        pytest.param({"password": b64(PASSWORD)}, r"'password' but no 'username'", id="password-only"),
-        pytest.param({"token": "not base64!"}, r"'token' is not base64", id="bad-base64"),
-        pytest.param(
-            {"token": b64(b"\xff\xfe" + TOKEN.encode())}, r"'token' is not base64 of UTF-8", id="binary"
-        ),
-        pytest.param({"token": b64("\n")}, r"'token' is empty", id="empty-token"),
-    ],
-)
-def test_unusable_secrets(data: dict[str, str], message: str) -> None:
-    with pytest.raises(InvalidGitSecret, match=message) as caught:
-        credentials_from_secret(data)
-    error = caught.value
-    assert error.reason == "InvalidGitSecret"
-    assert not error.transient
-    for secret in (TOKEN, PASSWORD, KEY, "b3BlbnNzaC1rZXktdjE=", "not base64!", *data.values()):
-        if secret:
-            assert secret not in str(error)
-
-
-def test_credentials_hide_secrets() -> None:
-    credentials = GitCredentials(username="builder", password=PASSWORD, ssh_private_key=KEY)
-    for text in (
-        repr(credentials),
-        str(credentials),
-        f"{credentials}",
-        f"{credentials!r}",
-        repr([credentials]),
-    ):
-        assert PASSWORD not in text
-        assert "b3BlbnNzaC1rZXktdjE=" not in text
-        assert "builder" in text
-        assert "<redacted>" in text
-    assert repr(GitCredentials()) == "GitCredentials(username=None, password=None, ssh_private_key=None)"
-
-
-# ---------------------------------------------------------------------------------------------
-# URLs in messages
-
-
-@pytest.mark.parametrize(
-    ("url", "shown"),
-    [
-        ("https://git.example.com/shop/monorepo.git", "https://git.example.com/shop/monorepo.git"),
-        (
-            f"https://x-access-token:{TOKEN}@git.example.com/shop/monorepo.git",
-            "https://git.example.com/shop/monorepo.git",
-        ),
-        (f"https://{TOKEN}@git.example.com:8443/shop/repo.git", "https://git.example.com:8443/shop/repo.git"),
-        (f"http://user:{PASSWORD}@with@127.0.0.1:8080/repo.git", "http://127.0.0.1:8080/repo.git"),
-        ("https://user:p%40ss@git.example.com/repo.git", "https://git.example.com/repo.git"),
-        (f"https://git.example.com/repo.git?private_token={TOKEN}", "https://git.example.com/repo.git"),
-        ("https://git.example.com/repo.git#main:services/checkout", "https://git.example.com/repo.git"),
-        ("https://user:pw@[::1]:3000/repo.git", "https://[::1]:3000/repo.git"),
-        ("ssh://git@git.example.com:2222/shop/repo.git", "ssh://git.example.com:2222/shop/repo.git"),
-        ("git@github.com:shop/repo.git", "github.com:shop/repo.git"),
-        ("git://git.example.com/repo.git", "git://git.example.com/repo.git"),
-    ],
-)
-def test_redact_url(url: str, shown: str) -> None:
-    assert redact_url(url) == shown
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,8 +95,8 @@ def test_is_full_commit(revision: str, full: bool) -> None:
 
 SSH_URLS = [
     "ssh://git@git.example.com/shop/repo.git",
+    "ssh://git.example.com:2222/shop/repo.git",
     "git@github.com:shop/repo.git",
-    "git+ssh://host/repo.git",
 ]
 
 
@@ -256,7 +112,7 @@ def test_ssh_branch_or_tag_is_unsupported(url: str, revision: str | None) -> Non
         GitRemote(timeout=1.0).resolve(url, revision, GitCredentials(ssh_private_key=KEY))
     assert SSH_NEEDS_COMMIT == "an SSH source needs spec.source.git.revision to be a full commit id"
     assert str(caught.value).endswith(SSH_NEEDS_COMMIT)
-    assert redact_url(url) in str(caught.value)
+    assert parse_git_url(url).display in str(caught.value)
     assert not caught.value.transient
     assert KEY not in str(caught.value)
 
@@ -270,13 +126,19 @@ def test_ssh_branch_or_tag_is_unsupported(url: str, revision: str | None) -> Non
         "ftp://host/repo.git",
         "https://host",
         "repo.git",
+        "git+ssh://host/repo.git",
+        "github.com:shop/repo.git",
+        "ssh://git@git.example.com",
+        f"https://user:{PASSWORD}@git.example.com/repo.git#main",
     ],
 )
-def test_urls_that_are_no_git_remote(url: str) -> None:
-    with pytest.raises(UnsupportedSource) as caught:
-        GitRemote(timeout=1.0).resolve(url, "main", None)
+@pytest.mark.parametrize("revision", ["main", COMMIT])
+def test_urls_that_are_no_git_remote(url: str, revision: str) -> None:
+    with pytest.raises(UnsupportedSource, match="is not an http") as caught:
+        GitRemote(timeout=1.0).resolve(url, revision, None)
     assert caught.value.reason == "UnsupportedSource"
     assert not caught.value.transient
+    assert PASSWORD not in str(caught.value)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import kopf
 
 from servicebuild import handlers
 from servicebuild.config import Settings
+from servicebuild.reconciler import Reconciler
+from support.fakes import FakeGit, FakeKube, FakeRegistry
 
 NAMESPACE = "shop"
 
@@ -40,7 +42,8 @@ class IndexChangingKube:
 async def test_the_index_may_change_while_the_servicebuilds_are_reconciled() -> None:
     live = {"checkout", "cart"}
     kube = IndexChangingKube(live)
-    runtime = handlers.Runtime(settings=Settings(), kube=kube, reconciler=None)  # type: ignore[arg-type]
+    reconciler = Reconciler(FakeKube(now="2026-11-28T10:00:00Z"), FakeRegistry(), FakeGit(), Settings())
+    runtime = handlers.Runtime(settings=Settings(), kube=kube, reconciler=reconciler)  # type: ignore[arg-type]
 
     await handlers.context_configmap_event(
         namespace=NAMESPACE,

@@ -2,19 +2,23 @@
 
 We test these aspects:
 - every shell script in the repository (*.sh, and files with a sh or bash shebang) passes shellcheck;
-- `kubectl kustomize` renders the deploy base, every overlay, the CRD folder and the e2e samples;
+- `kubectl kustomize` renders the deploy base, every overlay, each optional component applied to the base
+  (tests/unit/kustomizations/; every component has one), the CRD folder and the e2e samples;
 - every rendered built-in object is valid against the Kubernetes schemas (kubernetes-validate, strict),
   at the oldest Kubernetes the build Jobs support and at the newest the package knows;
 - the base deploys the generated CRD from crds/, unchanged;
-- every ServiceBuild in e2e/samples and in the README is valid against the CRD as the API server
-  checks it (schema, unknown fields, CEL rules) and against the pydantic model, and the samples'
-  ConfigMap context holds every file the Dockerfile copies;
+- every ServiceBuild in e2e/samples and in the documentation (README.md and docs/) is valid against
+  the CRD as the API server checks it (schema, unknown fields, CEL rules) and against the pydantic
+  model; the README shows a minimal one and the reference several; the samples' ConfigMap context holds
+  every file the Dockerfile copies;
 - the operator Deployment: one replica, Recreate, a liveness probe on Kopf's endpoint, requests and
   limits, a restricted securityContext with a read-only root filesystem and a writable /tmp, and the
   user the image creates;
 - the ClusterRoleBinding gives the ClusterRole to the operator's ServiceAccount (its rules are derived from
   the code and checked in test_rbac.py);
 - the kind overlay runs the locally loaded image and reaches the samples' registry over plain HTTP;
+- the webhooks component: a Service on 8082 to the operator's `webhooks` port, which the receiver's
+  address names; the secret a file from a Secret volume, never a literal or an environment variable;
 - every FROM in the repository's Dockerfiles names an exact version tag.
 """
 
@@ -31,15 +35,15 @@ import pytest
 import yaml
 
 from servicebuild.api.models import ServiceBuildSpec
+from servicebuild.config import listen_address
+from support import docs, kustomizations
 from support.crd_schema import crd_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "servicebuilds.servicebuild.dev.yaml"
-KUSTOMIZATIONS = sorted(
-    [path.parent for path in (ROOT / "deploy").glob("**/kustomization.yaml")]
-    + [ROOT / "crds", ROOT / "e2e" / "samples"]
-)
+KUSTOMIZATIONS = sorted([*kustomizations.kustomizations(), ROOT / "crds", ROOT / "e2e" / "samples"])
 OVERLAYS = sorted((ROOT / "deploy" / "overlays").iterdir())
+WITH_WEBHOOKS = kustomizations.APPLIED_COMPONENTS / "webhooks"
 # The build Jobs set appArmorProfile in the securityContext, a field of Kubernetes 1.30 and later.
 KUBERNETES_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
 
@@ -118,6 +122,19 @@ def test_kustomization_renders(directory):
     assert render(directory)
 
 
+def test_every_component_is_rendered_applied_to_the_base() -> None:
+    components = kustomizations.components()
+    assert ROOT / "deploy" / "components" / "webhooks" in components
+    applied = set()
+    for directory in kustomizations.applied_components():
+        kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+        assert [(directory / path).resolve() for path in kustomization["resources"]] == [
+            ROOT / "deploy" / "base"
+        ]
+        applied |= {(directory / path).resolve() for path in kustomization["components"]}
+    assert applied == set(components)
+
+
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=relative)
 def test_rendered_objects_are_valid_kubernetes(directory, version):
@@ -150,21 +167,29 @@ def test_samples_include_a_default_and_a_non_default_target():
     assert any(targets)
 
 
-def readme_servicebuilds() -> list[dict[str, Any]]:
-    """The ServiceBuild examples users copy from the README."""
-    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
-    documents = [doc for block in blocks for doc in yaml.safe_load_all(block)]
-    return [doc for doc in documents if isinstance(doc, dict) and doc.get("kind") == "ServiceBuild"]
+def documented_servicebuilds() -> list[Any]:
+    """The ServiceBuild examples users copy from the README and docs/, named by page and name."""
+    return [
+        pytest.param(servicebuild, id=f"{docs.relative(page)}:{servicebuild['metadata']['name']}")
+        for page in docs.pages()
+        for servicebuild in docs.servicebuilds(page)
+    ]
 
 
-def test_readme_shows_a_servicebuild():
-    assert readme_servicebuilds()
+def test_readme_shows_a_minimal_servicebuild():
+    """The first build of the README: a source and an output, nothing else."""
+    specs = [servicebuild["spec"] for servicebuild in docs.servicebuilds(docs.README)]
+    assert {"source", "output"} in [set(spec) for spec in specs]
+
+
+def test_the_reference_shows_servicebuilds():
+    assert len(docs.servicebuilds(docs.DOCS / "servicebuild.md")) > 1
 
 
 @pytest.mark.parametrize(
     "servicebuild",
-    samples() + readme_servicebuilds(),
-    ids=lambda servicebuild: servicebuild["metadata"]["name"],
+    [pytest.param(sample, id=sample["metadata"]["name"]) for sample in samples()]
+    + documented_servicebuilds(),
 )
 def test_every_sample_servicebuild_is_valid_against_the_crd_and_the_model(servicebuild):
     assert crd_errors(servicebuild) == []
@@ -184,7 +209,9 @@ def test_sample_context_holds_every_file_its_dockerfile_copies():
                 assert fnmatch.filter(files, source), f"{source} is not a key of the ConfigMap"
 
 
-@pytest.mark.parametrize("directory", [ROOT / "deploy" / "base", *OVERLAYS], ids=relative)
+@pytest.mark.parametrize(
+    "directory", [ROOT / "deploy" / "base", *OVERLAYS, *kustomizations.applied_components()], ids=relative
+)
 def test_operator_deployment_is_single_and_restricted(directory):
     spec = deployment(directory)["spec"]
     assert spec["replicas"] == 1
@@ -242,6 +269,31 @@ def test_kind_overlay_runs_the_loaded_image_and_reaches_the_sample_registry():
     assert pushed_to == {"kind-registry:5000"}
     assert pushed_to <= insecure
     assert 'OPERATOR_IMAGE="servicebuild-operator:dev"' in (ROOT / "e2e" / "lib.sh").read_text()
+
+
+def test_the_webhooks_component_serves_the_receiver_with_the_secret_from_a_secret():
+    (service,) = objects(WITH_WEBHOOKS, "Service")
+    operator = deployment(WITH_WEBHOOKS)
+    pod = operator["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    env = {item["name"]: item for item in container["env"]}
+
+    assert service["metadata"]["namespace"] == operator["metadata"]["namespace"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (8082, "webhooks")
+    assert listen_address(env["SERVICEBUILD_WEBHOOK_ADDRESS"]["value"]) == (None, ports["webhooks"])
+
+    secret_file = Path(env["SERVICEBUILD_WEBHOOK_SECRET_FILE"]["value"])
+    (mount,) = [
+        mount for mount in container["volumeMounts"] if secret_file.parent == Path(mount["mountPath"])
+    ]
+    assert mount["readOnly"] is True
+    (volume,) = [volume for volume in pod["spec"]["volumes"] if volume["name"] == mount["name"]]
+    assert volume["secret"]["items"] == [{"key": "secret", "path": secret_file.name}]
+    assert not any("secretKeyRef" in item.get("valueFrom", {}) for item in container["env"])
+    assert {item["name"] for item in container["env"]} >= {"SERVICEBUILD_LIVENESS_ENDPOINT", "POD_ID"}
 
 
 def test_build_namespace_of_the_samples_allows_rootless_buildkit():

@@ -18,7 +18,8 @@ We test these aspects:
   difference and, for a missing one, the code that needs it;
 - no wildcard, no resourceNames or nonResourceURLs, Secrets only read by name (never listed or watched);
 - every rule has a comment right above it saying why;
-- every kustomization in deploy/ renders the same rules as rbac.yaml (an overlay cannot widen them);
+- every kustomization in deploy/ renders the same rules as rbac.yaml (an overlay cannot widen them), and
+  so does the base with each optional component;
 - the mapping from a client method to a permission, as a table (the client's naming convention: read → get,
   list → list or watch, create, patch, replace → update, delete, delete_collection → deletecollection).
 """
@@ -45,12 +46,13 @@ from servicebuild import kube
 from servicebuild.api.models import GROUP, KIND, PLURAL, VERSION, ServiceBuild
 from servicebuild.config import Settings
 from servicebuild.render.job import BuildInputs, render_job
+from support import kustomizations
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "operator" / "servicebuild"
 KUBE_PY = PACKAGE / "kube.py"
 RBAC_YAML = ROOT / "deploy" / "base" / "rbac.yaml"
-KUSTOMIZATIONS = sorted(path.parent for path in (ROOT / "deploy").glob("**/kustomization.yaml"))
+KUSTOMIZATIONS = kustomizations.kustomizations()
 
 Permission = tuple[str, str, str]
 """(apiGroup, resource or resource/subresource, verb), as one RBAC rule grants it; "" is the core group."""

@@ -12,10 +12,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from servicebuild.api.models import ServiceBuildStatus
+from servicebuild.api.models import ServiceBuildStatus, parse_servicebuild
 from servicebuild.config import Settings
-from servicebuild.reconciler import Reconciler
+from servicebuild.reconciler import Reconciler, Result
 from support.fakes import FakeGit, FakeKube, FakeRegistry
+from support.pods import pod_body
 
 NAMESPACE = "shop"
 START = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
@@ -41,13 +42,28 @@ def at(seconds: float) -> str:
 class World:
     """One ServiceBuild, its Jobs and their Pods, as the Job controller and the kubelet leave them."""
 
-    def __init__(self, settings: Settings = SETTINGS) -> None:
+    def __init__(self, settings: Settings = SETTINGS, spec: dict[str, Any] = SPEC) -> None:
         self.kube = FakeKube(now=at(0), configmaps={"ctx": {"data": {"Dockerfile": "FROM scratch\n"}}})
-        self.reconciler = Reconciler(self.kube, FakeRegistry(), FakeGit(), settings)
+        self.registry, self.git = FakeRegistry(), FakeGit()
+        self.reconciler = Reconciler(self.kube, self.registry, self.git, settings)
+        self.spec = spec
+        self.generation = 1
+        self.annotations: dict[str, str] = {}
+
+    def change_spec(self, **fields: Any) -> None:
+        """A user edits the spec; the API server bumps the generation."""
+        self.spec = {**self.spec, **fields}
+        self.generation += 1
 
     def reconcile(self, seconds: float) -> ServiceBuildStatus:
-        body = {"metadata": {**METADATA, "generation": 1}, "spec": SPEC, "status": self.kube.status}
-        return self.reconciler.reconcile(body, at(seconds)).status
+        return self.reconcile_result(seconds).status
+
+    def reconcile_result(self, seconds: float) -> Result:
+        return self.reconciler.reconcile(self.servicebuild(), START + timedelta(seconds=seconds))
+
+    def servicebuild(self) -> Any:
+        metadata = {**METADATA, "generation": self.generation, "annotations": self.annotations}
+        return parse_servicebuild({"metadata": metadata, "spec": self.spec, "status": self.kube.status})
 
     @property
     def job_name(self) -> str:
@@ -56,21 +72,33 @@ class World:
     def start(self, seconds: float) -> None:
         """The Job controller starts the Job and the kubelet the build container."""
         self.kube.jobs[(NAMESPACE, self.job_name)]["status"] = {"startTime": at(seconds), "active": 1}
-        self.kube.pods[(NAMESPACE, self.job_name)] = _pod("Running", {"running": {"startedAt": at(seconds)}})
+        running = {"running": {"startedAt": at(seconds)}}
+        self.kube.pods[(NAMESPACE, self.job_name)] = pod_body("Running", running)
 
     def end(
         self, seconds: float, terminated: dict[str, Any], pod_status: dict[str, Any] | None = None
     ) -> None:
         """The build container terminates; the Job controller counts the Pod out but adds no condition yet."""
         phase = "Succeeded" if terminated["exitCode"] == 0 else "Failed"
-        pod = _pod(phase, {"terminated": {**terminated, "finishedAt": at(seconds)}})
+        pod = pod_body(phase, {"terminated": {**terminated, "finishedAt": at(seconds)}})
         pod["status"] |= pod_status or {}
+        pod["metadata"] = {"name": f"{self.job_name}-pod"}
         self.kube.pods[(NAMESPACE, self.job_name)] = pod
         self.kube.jobs[(NAMESPACE, self.job_name)]["status"]["active"] = 0
 
+    def complete(self, seconds: float) -> None:
+        """The Job controller finishes the Job, as the Pod ended."""
+        job = self.kube.jobs[(NAMESPACE, self.job_name)]
+        ended = self.kube.pods[(NAMESPACE, self.job_name)]["status"]["phase"]
+        kind = "Complete" if ended == "Succeeded" else "Failed"
+        job["status"]["conditions"] = [{"type": kind, "status": "True", "lastTransitionTime": at(seconds)}]
 
-def _pod(phase: str, state: dict[str, Any]) -> dict[str, Any]:
-    return {"status": {"phase": phase, "containerStatuses": [{"name": "buildkit", "state": state}]}}
+    def build(self, seconds: float, message: str | None = None) -> ServiceBuildStatus:
+        """The Job the operator just created runs and succeeds; the operator sees it end."""
+        self.start(seconds)
+        self.end(seconds + 5, {"exitCode": 0, "reason": "Completed", "message": message or _report()})
+        self.complete(seconds + 6)
+        return self.reconcile(seconds + 7)
 
 
 def _report() -> str:
@@ -95,7 +123,7 @@ def test_a_long_build_is_ready_as_soon_as_its_container_ends() -> None:
     assert _condition(status, "Ready") == ("True", "BuildSucceeded")
     assert status.output is not None
     assert status.output.digest == DIGEST
-    assert status.completion_time == at(720)
+    assert status.completion_time == START + timedelta(seconds=720)
     assert status.duration_seconds == 719
     assert world.kube.deleted == [], "the build's Job is kept, never stopped as pending"
 
@@ -117,7 +145,7 @@ def test_a_pod_that_never_starts_its_build_still_times_out_pending() -> None:
     world = World()
     world.reconcile(0)
     world.kube.jobs[(NAMESPACE, world.job_name)]["status"] = {"startTime": at(1), "active": 1}
-    world.kube.pods[(NAMESPACE, world.job_name)] = _pod(
+    world.kube.pods[(NAMESPACE, world.job_name)] = pod_body(
         "Pending", {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied"}}
     )
     assert world.reconcile(600).phase == "Pending"
@@ -148,3 +176,32 @@ def test_a_transient_failure_is_retried_after_the_delay_by_the_clock_given() -> 
     assert world.job_name != first_job
     assert retrying.attempt == 2
     assert _condition(retrying, "Reconciling") == ("True", "BuildPending")
+
+
+def test_a_new_generation_whose_configmap_is_missing_stops_the_older_build() -> None:
+    world = World()
+    world.reconcile(0)
+    world.start(1)
+    older = world.job_name
+
+    world.change_spec(source={"configMap": {"name": "gone"}})
+    status = world.reconcile(5)
+
+    assert _condition(status, "Stalled") == ("True", "SourceNotFound")
+    assert world.kube.deleted == [(NAMESPACE, older)], "the spec that asked for the older build is gone"
+
+
+def test_a_permanent_failure_of_a_retry_counts_the_attempts_it_may_have() -> None:
+    world = World(Settings(retry_delay_seconds=0))
+    world.reconcile(0)
+    world.start(1)
+    evicted = {"reason": "Evicted", "message": "The node was low on resource: memory."}
+    world.end(10, {"exitCode": 137, "reason": "Error"}, evicted)
+    world.reconcile(11)
+    world.start(12)
+    world.end(20, {"exitCode": 1, "reason": "Error", "message": BUILD_FAILURE_LOG})
+
+    status = world.reconcile(21)
+
+    assert status.attempt == 2
+    assert (status.message or "").startswith("Attempt 2 of 3: "), status.message

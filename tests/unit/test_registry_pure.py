@@ -1,12 +1,6 @@
-"""The registry gateway's pure parts: push-secret parsing and manifest sizes.
+"""The registry gateway's pure parts: manifest sizes. Push secrets are tested in test_credentials.py.
 
 We test these aspects:
-- `.dockerconfigjson`: `auth` (base64 user:password) and `username`/`password` entries; keys
-  written as host, host:port, https://host, http://host/v1/; the Docker Hub key
-  `https://index.docker.io/v1/` serves `docker.io`; a port is part of the host; an exact key
-  wins over one that only normalises to the registry; no entry → None;
-- malformed documents and entries → InvalidPushSecret whose message holds no secret;
-- Credentials never show the password in repr, str or f-strings;
 - a manifest's size is config + layers (the design's example: 597 + 319,617); malformed sizes
   are InvalidManifest;
 - an index: platforms with variants, attestation manifests and unknown/unknown entries skipped,
@@ -14,122 +8,28 @@ We test these aspects:
 - which errors are transient.
 """
 
-import base64
-import json
 from typing import Any
 
 import pytest
 
-from servicebuild.registry import (
+from servicebuild import registry
+from servicebuild.manifests import (
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
-    Credentials,
-    DigestMismatch,
     ImageSummary,
     InvalidManifest,
-    InvalidPushSecret,
-    ManifestNotFound,
     PlatformImage,
-    RegistryAuthDenied,
-    RegistryUnavailable,
-    credentials_from_docker_config,
     manifest_size,
     platform_manifests,
     summarize,
 )
-
-SECRET = "hunter2-very-secret"  # noqa: S105 (a made-up password that must never show)
-
-
-def basic(user: str, password: str) -> str:
-    return base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def config(auths: dict[str, Any]) -> str:
-    return json.dumps({"auths": auths})
-
-
-@pytest.mark.parametrize(
-    ("auths", "registry", "expected"),
-    [
-        ({"reg.example.com": {"auth": basic("ci", SECRET)}}, "reg.example.com", ("ci", SECRET)),
-        ({"reg.example.com": {"username": "ci", "password": SECRET}}, "reg.example.com", ("ci", SECRET)),
-        ({"reg.example.com": {"auth": basic("ci", "pa:ss")}}, "reg.example.com", ("ci", "pa:ss")),
-        ({"https://reg.example.com": {"auth": basic("ci", SECRET)}}, "reg.example.com", ("ci", SECRET)),
-        (
-            {"http://reg.example.com:5000/v1/": {"auth": basic("ci", SECRET)}},
-            "reg.example.com:5000",
-            ("ci", SECRET),
-        ),
-        ({"Reg.Example.com": {"auth": basic("ci", SECRET)}}, "reg.example.com", ("ci", SECRET)),
-        ({"https://index.docker.io/v1/": {"auth": basic("hub", SECRET)}}, "docker.io", ("hub", SECRET)),
-        ({"docker.io": {"auth": basic("hub", SECRET)}}, "registry-1.docker.io", ("hub", SECRET)),
-        (
-            {
-                "https://reg.example.com": {"auth": basic("other", "x")},
-                "reg.example.com": {"auth": basic("ci", "y")},
-            },
-            "reg.example.com",
-            ("ci", "y"),
-        ),
-        # An empty `auth` falls back to username/password, as docker does.
-        (
-            {"reg.example.com": {"auth": "", "username": "ci", "password": SECRET}},
-            "reg.example.com",
-            ("ci", SECRET),
-        ),
-        ({"reg.example.com:5000": {"auth": basic("ci", SECRET)}}, "reg.example.com", None),
-        ({"reg.example.com": {"auth": basic("ci", SECRET)}}, "reg.example.com:5000", None),
-        ({"other.example.com": {"auth": basic("ci", SECRET)}}, "reg.example.com", None),
-        ({"https://index.docker.io/v1/": {"auth": basic("hub", SECRET)}}, "ghcr.io", None),
-        ({}, "reg.example.com", None),
-    ],
+from servicebuild.registry import (
+    DigestMismatch,
+    ManifestNotFound,
+    RegistryAuthDenied,
+    RegistryUnavailable,
 )
-def test_credentials_from_docker_config(
-    auths: dict[str, Any], registry: str, expected: tuple[str, str] | None
-) -> None:
-    found = credentials_from_docker_config(config(auths), registry)
-    assert found == (Credentials(*expected) if expected else None)
-
-
-def test_credentials_from_bytes() -> None:
-    document = config({"reg.example.com": {"auth": basic("ci", SECRET)}}).encode()
-    assert credentials_from_docker_config(document, "reg.example.com") == Credentials("ci", SECRET)
-
-
-@pytest.mark.parametrize(
-    ("document", "problem"),
-    [
-        (f'{{"auths": {{"reg.example.com": {{"password": "{SECRET}"', "not valid JSON"),
-        (b"\xff\xfe" + SECRET.encode(), "not valid JSON"),
-        (json.dumps({"reg.example.com": {"auth": basic("ci", SECRET)}}), "no 'auths'"),
-        (json.dumps([SECRET]), "no 'auths'"),
-        (config({"reg.example.com": SECRET}), "not an object"),
-        (config({"reg.example.com": {"auth": f"{SECRET}!!"}}), "not base64"),
-        (config({"reg.example.com": {"auth": base64.b64encode(SECRET.encode()).decode()}}), "not base64"),
-        (config({"reg.example.com": {"password": SECRET}}), "neither"),
-        (config({"reg.example.com": {"identitytoken": SECRET}}), "neither"),
-    ],
-)
-def test_malformed_push_secret(document: str | bytes, problem: str) -> None:
-    with pytest.raises(InvalidPushSecret) as invalid:
-        credentials_from_docker_config(document, "reg.example.com")
-
-    assert problem in str(invalid.value)
-    assert SECRET not in str(invalid.value)
-    assert SECRET not in repr(invalid.value)
-    # No chained exception carries the document into a traceback either.
-    assert invalid.value.__cause__ is None
-    assert invalid.value.__suppress_context__ or invalid.value.__context__ is None
-    assert not invalid.value.transient
-
-
-def test_credentials_never_show_the_password() -> None:
-    credentials = Credentials("ci", SECRET)
-    for shown in (repr(credentials), str(credentials), f"{credentials}", repr([credentials])):
-        assert SECRET not in shown
-        assert "ci" in shown
 
 
 def manifest(config_size: int, *layer_sizes: int, media_type: str = OCI_MANIFEST) -> dict[str, Any]:
@@ -243,8 +143,7 @@ def test_only_unavailability_is_transient() -> None:
     for permanent in (
         RegistryAuthDenied,
         ManifestNotFound,
-        InvalidPushSecret,
         DigestMismatch,
-        InvalidManifest,
+        registry.InvalidManifest,
     ):
         assert not permanent("x").transient

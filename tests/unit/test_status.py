@@ -1,6 +1,6 @@
 """We test these aspects:
 
-- the status for each observed state: phase, Ready/Reconciling/Stalled with reasons, bookkeeping;
+- the status for each outcome: phase, Ready/Reconciling/Stalled with reasons, bookkeeping;
 - `observedGeneration` on the status and on every condition;
 - Reconciling and Stalled are never both true (kstatus reads them in that order);
 - `lastTransitionTime` moves only when a condition's status flips;
@@ -13,20 +13,39 @@
 - what was built (`status.source`) follows the outcome;
 - a build waiting for a slot is Queued with its position; a transient failure with attempts left is
   RetryScheduled, not Stalled; the attempt shows from the second one on;
+- the output record: the registry's digest pinned in the image, every pushed reference;
 - the merge patch that turns the old status into the new one, and human sizes.
 """
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from servicebuild.api.models import BuildOutput, Phase, QueueStatus, ServiceBuildStatus, SourceStatus
-from servicebuild.observe import BuildState, Observation
+from servicebuild.failures import Failure
+from servicebuild.imageref import parse_image
+from servicebuild.manifests import ImageSummary, PlatformImage
 from servicebuild.report import BuildReport
-from servicebuild.status import Outcome, decide, human_size, merge_patch, transition_event
+from servicebuild.status import (
+    Build,
+    InProgress,
+    Outcome,
+    Progress,
+    Queued,
+    RetryScheduled,
+    Stalled,
+    Succeeded,
+    decide,
+    human_size,
+    merge_patch,
+    output_record,
+    transition_event,
+)
 
-T0, T1, T2 = "2026-11-28T10:00:00Z", "2026-11-28T10:00:05Z", "2026-11-28T10:00:41Z"
+T0 = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
+T1, T2 = T0 + timedelta(seconds=5), T0 + timedelta(seconds=41)
 DIGEST = "sha256:" + "cd" * 32
 OUTPUT = BuildOutput(
     image=f"r.io/shop/checkout:1@{DIGEST}",
@@ -37,27 +56,31 @@ OUTPUT = BuildOutput(
     generation=1,
 )
 EMPTY = ServiceBuildStatus()
+REPORT = BuildReport(digest=DIGEST, image_name=None, cached_steps=4, total_steps=5)
+JOB = "checkout-1-abcde"
+BUILD_FAILURE = Failure("BuildFailed", "Build failed at [build 3/4] RUN make", "[build 3/4] RUN make")
 
-PENDING = Observation(BuildState.PENDING, job_name="checkout-1-abcde")
-RUNNING = Observation(BuildState.RUNNING, job_name="checkout-1-abcde", start_time=T0)
-QUEUED = Observation(BuildState.QUEUED, job_name="checkout-1-abcde")
-SUCCEEDED = Observation(
-    BuildState.SUCCEEDED,
-    job_name="checkout-1-abcde",
-    start_time=T0,
-    completion_time=T2,
-    report=BuildReport(digest=DIGEST, image_name=None, cached_steps=4, total_steps=5),
-)
-FAILED = Observation(
-    BuildState.FAILED,
-    job_name="checkout-1-abcde",
-    start_time=T0,
-    completion_time=T2,
-    reason="BuildFailed",
-    message="Build failed at [build 3/4] RUN make",
-    failed_step="[build 3/4] RUN make",
-    log_tail="line 1\nline 2",
-)
+
+def started(generation: int = 1, **fields: Any) -> Build:
+    return Build(generation, job_name=JOB, start_time=T0, **fields)
+
+
+def pending(generation: int = 1) -> InProgress:
+    return InProgress(Build(generation, job_name=JOB), Progress.POD_PENDING)
+
+
+def running(generation: int = 1, **fields: Any) -> InProgress:
+    return InProgress(started(generation, **fields), Progress.RUNNING)
+
+
+def succeeded(generation: int = 1, report: BuildReport = REPORT, **fields: Any) -> Succeeded:
+    return Succeeded(started(generation, **fields), OUTPUT, report, T2)
+
+
+def failed(generation: int = 1, **fields: Any) -> Stalled:
+    return Stalled(
+        started(generation, **fields), BUILD_FAILURE, log_tail="line 1\nline 2", completion_time=T2
+    )
 
 
 def conditions(status: ServiceBuildStatus) -> dict[str, tuple[str, str]]:
@@ -66,7 +89,7 @@ def conditions(status: ServiceBuildStatus) -> dict[str, tuple[str, str]]:
 
 TABLE: dict[str, tuple[Outcome, Phase, dict[str, tuple[str, str]]]] = {
     "job created": (
-        Outcome(1, PENDING),
+        pending(),
         Phase.PENDING,
         {
             "Ready": ("False", "BuildPending"),
@@ -75,7 +98,7 @@ TABLE: dict[str, tuple[Outcome, Phase, dict[str, tuple[str, str]]]] = {
         },
     ),
     "queued": (
-        Outcome(1, QUEUED),
+        InProgress(Build(1, job_name=JOB), Progress.AWAITING_ADMISSION),
         Phase.PENDING,
         {
             "Ready": ("False", "BuildQueued"),
@@ -84,7 +107,7 @@ TABLE: dict[str, tuple[Outcome, Phase, dict[str, tuple[str, str]]]] = {
         },
     ),
     "running": (
-        Outcome(1, RUNNING),
+        running(),
         Phase.BUILDING,
         {
             "Ready": ("False", "BuildRunning"),
@@ -93,7 +116,7 @@ TABLE: dict[str, tuple[Outcome, Phase, dict[str, tuple[str, str]]]] = {
         },
     ),
     "succeeded, not yet read back": (
-        Outcome(1, SUCCEEDED),
+        InProgress(started(), Progress.VERIFYING_PUSH),
         Phase.BUILDING,
         {
             "Ready": ("False", "VerifyingPush"),
@@ -102,7 +125,7 @@ TABLE: dict[str, tuple[Outcome, Phase, dict[str, tuple[str, str]]]] = {
         },
     ),
     "succeeded": (
-        Outcome(1, SUCCEEDED, output=OUTPUT),
+        succeeded(),
         Phase.SUCCEEDED,
         {
             "Ready": ("True", "BuildSucceeded"),
@@ -111,7 +134,7 @@ TABLE: dict[str, tuple[Outcome, Phase, dict[str, tuple[str, str]]]] = {
         },
     ),
     "failed": (
-        Outcome(1, FAILED),
+        failed(),
         Phase.FAILED,
         {
             "Ready": ("False", "BuildFailed"),
@@ -120,11 +143,7 @@ TABLE: dict[str, tuple[Outcome, Phase, dict[str, tuple[str, str]]]] = {
         },
     ),
     "invalid spec": (
-        Outcome(
-            1,
-            Observation(BuildState.ABSENT),
-            invalid_spec="spec.output.image: 'X' is not in the expected format",
-        ),
+        Stalled(Build(1), Failure("InvalidSpec", "spec.output.image: 'X' is not in the expected format")),
         Phase.FAILED,
         {
             "Ready": ("False", "InvalidSpec"),
@@ -147,7 +166,7 @@ def test_status_per_outcome(outcome: Outcome, phase: Phase, expected: dict[str, 
 
 
 def test_success_records_output_cache_times_and_duration() -> None:
-    status = decide(EMPTY, Outcome(1, SUCCEEDED, output=OUTPUT), T2)
+    status = decide(EMPTY, succeeded(), T2)
     assert status.output == OUTPUT
     assert status.cache is not None
     assert (status.cache.cached_steps, status.cache.total_steps) == (4, 5)
@@ -158,21 +177,21 @@ def test_success_records_output_cache_times_and_duration() -> None:
 
 
 def test_failure_keeps_previous_output_and_reports_step_and_log() -> None:
-    succeeded = decide(EMPTY, Outcome(1, SUCCEEDED, output=OUTPUT), T1)
-    failed = decide(succeeded, Outcome(2, FAILED), T2)
-    assert failed.output == OUTPUT
-    assert failed.failed_step == "[build 3/4] RUN make"
-    assert failed.log_tail == "line 1\nline 2"
-    stalled = failed.condition("Stalled")
+    built = decide(EMPTY, succeeded(), T1)
+    stalled_status = decide(built, failed(2), T2)
+    assert stalled_status.output == OUTPUT
+    assert stalled_status.failed_step == "[build 3/4] RUN make"
+    assert stalled_status.log_tail == "line 1\nline 2"
+    stalled = stalled_status.condition("Stalled")
     assert stalled is not None
     assert "line 2" in stalled.message
-    assert failed.message is not None
-    assert "kubectl logs job/checkout-1-abcde" in failed.message
+    assert stalled_status.message is not None
+    assert "kubectl logs job/checkout-1-abcde" in stalled_status.message
 
 
 def test_new_build_keeps_previous_output_until_it_succeeds() -> None:
-    succeeded = decide(EMPTY, Outcome(1, SUCCEEDED, output=OUTPUT), T1)
-    rebuilding = decide(succeeded, Outcome(2, RUNNING), T2)
+    built = decide(EMPTY, succeeded(), T1)
+    rebuilding = decide(built, running(2), T2)
     assert rebuilding.output == OUTPUT
     assert rebuilding.observed_generation == 2
     ready = rebuilding.condition("Ready")
@@ -181,33 +200,32 @@ def test_new_build_keeps_previous_output_until_it_succeeds() -> None:
 
 
 def test_transition_time_moves_only_when_status_flips() -> None:
-    pending = decide(EMPTY, Outcome(1, PENDING), T0)
-    running = decide(pending, Outcome(1, RUNNING), T1)
-    done = decide(running, Outcome(1, SUCCEEDED, output=OUTPUT), T2)
+    waiting = decide(EMPTY, pending(), T0)
+    building = decide(waiting, running(), T1)
+    done = decide(building, succeeded(), T2)
 
-    def times(status: ServiceBuildStatus) -> dict[str, str]:
+    def times(status: ServiceBuildStatus) -> dict[str, datetime]:
         return {c.type: c.last_transition_time for c in status.conditions}
 
-    assert times(running) == {"Ready": T0, "Reconciling": T0, "Stalled": T0}
+    assert times(building) == {"Ready": T0, "Reconciling": T0, "Stalled": T0}
     assert times(done) == {"Ready": T2, "Reconciling": T2, "Stalled": T0}
 
 
 def test_one_event_per_transition() -> None:
-    pending = decide(EMPTY, Outcome(1, PENDING), T0)
-    running = decide(pending, Outcome(1, RUNNING), T1)
-    failed = decide(running, Outcome(1, FAILED), T2)
-    first = transition_event(EMPTY, pending)
+    waiting = decide(EMPTY, pending(), T0)
+    building = decide(waiting, running(), T1)
+    stalled = decide(building, failed(), T2)
+    first = transition_event(EMPTY, waiting)
     assert first is not None
     assert (first.type, first.reason) == ("Normal", "BuildPending")
-    assert transition_event(pending, pending) is None
-    failure = transition_event(running, failed)
+    assert transition_event(waiting, waiting) is None
+    failure = transition_event(building, stalled)
     assert failure is not None
     assert (failure.type, failure.reason) == ("Warning", "BuildFailed")
 
 
-def with_cache_export(*, exported: bool | None) -> Observation:
-    assert SUCCEEDED.report is not None
-    return replace(SUCCEEDED, report=replace(SUCCEEDED.report, cache_exported=exported))
+def with_cache_export(*, exported: bool | None, generation: int = 1) -> Succeeded:
+    return succeeded(generation, report=replace(REPORT, cache_exported=exported))
 
 
 @pytest.mark.parametrize(
@@ -218,7 +236,7 @@ def with_cache_export(*, exported: bool | None) -> Observation:
 def test_cache_export_condition_follows_the_report(
     exported: bool | None, expected: tuple[str, str] | None
 ) -> None:
-    status = decide(EMPTY, Outcome(1, with_cache_export(exported=exported), output=OUTPUT), T2)
+    status = decide(EMPTY, with_cache_export(exported=exported), T2)
     assert conditions(status).get("CacheExported") == expected
     ready = status.condition("Ready")
     assert ready is not None
@@ -228,7 +246,7 @@ def test_cache_export_condition_follows_the_report(
 
 
 def test_a_failed_cache_export_names_both_causes() -> None:
-    status = decide(EMPTY, Outcome(1, with_cache_export(exported=False), output=OUTPUT), T2)
+    status = decide(EMPTY, with_cache_export(exported=False), T2)
     cache = status.condition("CacheExported")
     assert cache is not None
     assert "spec.cache.ref" in cache.message
@@ -237,31 +255,28 @@ def test_a_failed_cache_export_names_both_causes() -> None:
 
 
 def test_cache_export_condition_is_kept_until_the_next_success_decides_it() -> None:
-    failed_export = decide(EMPTY, Outcome(1, with_cache_export(exported=False), output=OUTPUT), T1)
-    rebuilding = decide(failed_export, Outcome(2, RUNNING), T2)
-    failed = decide(rebuilding, Outcome(2, FAILED), T2)
+    failed_export = decide(EMPTY, with_cache_export(exported=False), T1)
+    rebuilding = decide(failed_export, running(2), T2)
+    stalled = decide(rebuilding, failed(2), T2)
     assert conditions(rebuilding)["CacheExported"] == ("False", "CacheExportFailed")
-    assert conditions(failed)["CacheExported"] == ("False", "CacheExportFailed")
-    exported = decide(failed, Outcome(2, with_cache_export(exported=True), output=OUTPUT), T2)
+    assert conditions(stalled)["CacheExported"] == ("False", "CacheExportFailed")
+    exported = decide(stalled, with_cache_export(exported=True, generation=2), T2)
     assert conditions(exported)["CacheExported"] == ("True", "CacheExported")
-    without_cache = decide(exported, Outcome(3, with_cache_export(exported=None), output=OUTPUT), T2)
+    without_cache = decide(exported, with_cache_export(exported=None, generation=3), T2)
     assert "CacheExported" not in conditions(without_cache)
 
 
 def test_status_source_is_what_the_outcome_built() -> None:
     commit = SourceStatus(commit="a" * 40)
-    assert decide(EMPTY, Outcome(1, RUNNING, source=commit), T1).source == commit
-    assert decide(EMPTY, Outcome(1, SUCCEEDED, output=OUTPUT, source=commit), T2).source == commit
-    assert decide(EMPTY, Outcome(1, FAILED, source=commit), T2).source == commit
+    assert decide(EMPTY, running(source=commit), T1).source == commit
+    assert decide(EMPTY, succeeded(source=commit), T2).source == commit
+    assert decide(EMPTY, failed(source=commit), T2).source == commit
 
 
 def test_waiting_for_a_slot_is_queued_with_its_position() -> None:
-    waiting = QueueStatus(position=3, since=T0)
-    status = decide(
-        EMPTY, Outcome(1, Observation(BuildState.ABSENT), waiting=waiting, waiting_reason="full"), T1
-    )
+    status = decide(EMPTY, Queued(Build(1), position=3, since=T0, why="full"), T1)
     assert status.phase == Phase.QUEUED
-    assert status.queue == waiting
+    assert status.queue == QueueStatus(position=3, since=T0)
     assert conditions(status) == {
         "Ready": ("False", "WaitingForCapacity"),
         "Reconciling": ("True", "WaitingForCapacity"),
@@ -269,26 +284,40 @@ def test_waiting_for_a_slot_is_queued_with_its_position() -> None:
     }
     assert status.message is not None
     assert "position 3" in status.message
-    assert decide(status, Outcome(1, PENDING), T2).queue is None, "a started build leaves the queue"
+    assert decide(status, pending(), T2).queue is None, "a started build leaves the queue"
 
 
 def test_transient_failure_with_attempts_left_is_retried_not_stalled() -> None:
-    evicted = replace(FAILED, reason="Evicted", message="The node ran out of memory.", transient=True)
-    retrying = decide(EMPTY, Outcome(1, evicted, attempt=1, max_attempts=3, retry_at=T2), T1)
+    evicted = Failure("Evicted", "The node ran out of memory.")
+    retrying = decide(EMPTY, RetryScheduled(started(), evicted, retry_at=T2, max_attempts=3), T1)
     assert retrying.phase == Phase.PENDING
     assert conditions(retrying)["Reconciling"] == ("True", "RetryScheduled")
     assert conditions(retrying)["Stalled"] == ("False", "RetryScheduled")
     assert retrying.message is not None
     assert "Attempt 1 of 3 failed (Evicted" in retrying.message
-    assert T2 in retrying.message
+    assert "2026-11-28T10:00:41Z" in retrying.message
     assert retrying.attempt is None
 
-    second = decide(retrying, Outcome(1, RUNNING, attempt=2, max_attempts=3), T2)
+    second = decide(retrying, running(attempt=2), T2)
     assert second.attempt == 2
-    exhausted = decide(second, Outcome(1, evicted, attempt=3, max_attempts=3), T2)
+    exhausted = decide(second, Stalled(started(attempt=3), evicted, max_attempts=3), T2)
     assert conditions(exhausted)["Stalled"] == ("True", "Evicted")
     assert exhausted.message is not None
     assert exhausted.message.startswith("Attempt 3 of 3: ")
+
+
+def test_output_record_pins_the_registrys_digest_and_lists_the_pushed_references() -> None:
+    image = parse_image("r.io/shop/checkout:1")
+    platforms = (PlatformImage("linux/amd64", "sha256:" + "a1" * 32, 100, 2),)
+    summary = ImageSummary(DIGEST, "application/vnd.oci.image.index.v1+json", 100, 2, platforms)
+    report = replace(REPORT, image_name="r.io/shop/checkout:1,r.io/shop/checkout:abc")
+    output = output_record(image, summary, report, generation=4)
+    assert output.image == f"r.io/shop/checkout:1@{DIGEST}"
+    assert (output.size_bytes, output.size, output.layers, output.generation) == (100, "100 B", 2, 4)
+    assert output.tags == ["r.io/shop/checkout:1", "r.io/shop/checkout:abc"]
+    assert output.platforms is not None
+    assert output.platforms[0].platform == "linux/amd64"
+    assert output_record(image, replace(summary, platforms=()), REPORT, 4).tags == ["r.io/shop/checkout:1"]
 
 
 def test_merge_patch_removes_sets_and_nests() -> None:

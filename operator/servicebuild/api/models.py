@@ -1,13 +1,25 @@
 """Pydantic models of the ServiceBuild resource: the contract with users and GitOps tools."""
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from servicebuild.imageref import IMAGE_PATTERN, ImageRef, parse_image
+from servicebuild.times import format_time
+from servicebuild.validation import describe_validation_error
 
 GROUP = "servicebuild.dev"
 VERSION = "v1alpha1"
@@ -52,8 +64,16 @@ Duration = Annotated[
     ),
 ]
 
-Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
-"""An RFC 3339 time as Kubernetes writes it, e.g. `2026-11-28T10:15:00Z`; the API server checks the format."""
+Timestamp = Annotated[
+    AwareDatetime,
+    PlainSerializer(format_time, return_type=str),
+    Field(json_schema_extra={"format": "date-time"}),
+]
+"""An RFC 3339 time as Kubernetes writes it, e.g. `2026-11-28T10:15:00Z`; the API server checks the format.
+An aware `datetime` inside the operator."""
+
+PollInterval = Annotated[str, Field(pattern=DURATION_PATTERN, min_length=2, max_length=32)]
+"""A Go duration such as `5m`; `0s` turns polling off."""
 
 _URL_CHARS = r'[!-"$-~]'
 """Printable ASCII but `#` (BuildKit's ref separator); spelled out so that the API server's RE2 and
@@ -69,7 +89,7 @@ REVISION_RULE = (
     "!self.contains('..') && !self.endsWith('.') && !self.endsWith('/') && !self.endsWith('.lock')"
 )
 REVISION_MESSAGE = "must be a branch, tag or commit name (no '..', not ending in '.', '/' or '.lock')"
-_PLACEHOLDER = r"\{(commit|shortCommit|generation|timestamp)\}"
+_PLACEHOLDER = r"\{(commit|shortCommit|generation|build|timestamp)\}"
 TAG_TEMPLATE_PATTERN = rf"^([A-Za-z0-9_]|{_PLACEHOLDER})([A-Za-z0-9_.-]|{_PLACEHOLDER})*$"
 """A tag (not starting with `.` or `-`) with optional placeholders: {commit}, {shortCommit},
 {generation}, {timestamp}."""
@@ -117,7 +137,9 @@ class ConfigMapSource(_Model):
 
     archive: Annotated[str, Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+\.(tar\.gz|tgz)$")] | None = None
     """A `binaryData` key holding the whole context as a `.tar.gz` or `.tgz` archive, for contexts with
-    folders: it is unpacked instead of copying the keys as files. Default: none, each key is a file."""
+    folders: it is unpacked instead of copying the keys as files. Default: none, each key is a file.
+
+    See docs/servicebuild.md#contexts-with-folders in the operator's repository."""
 
 
 class GitSource(_Model):
@@ -142,16 +164,29 @@ class GitSource(_Model):
         | None
     ) = None
     """A branch, tag or commit; default: the repository's default branch. The operator resolves it to a commit
-    when the build starts and builds exactly that commit. With an SSH URL it must be a full commit id: the
-    operator does not contact SSH remotes."""
+    when the build starts and builds exactly that commit, once per spec generation unless `pollInterval`
+    has it resolved again. With an SSH URL it must be a full commit id: the operator does not contact SSH
+    remotes.
+
+    See docs/servicebuild.md#revision-resolution in the operator's repository."""
 
     context_dir: RelativePath | None = None
     """The build context's folder inside the repository (for monorepos); default: the repository root."""
 
+    poll_interval: PollInterval | None = None
+    """How often the operator resolves the revision (a branch, the default branch or a tag) again and builds
+    a new commit, e.g. `5m`; default: never (`0s` too): the revision is resolved once per spec generation.
+    At least the operator's `SERVICEBUILD_MIN_POLL_INTERVAL` (1m by default); not for SSH URLs, which the
+    operator does not contact, nor for a full commit id, which cannot move.
+
+    See docs/servicebuild.md#following-a-branch in the operator's repository."""
+
     auth_secret: ResourceName | None = None
     """A Secret in the same namespace with the credentials; default: none (a public repository). HTTPS:
     the key `token`, or `username` and `password`. SSH: the key `ssh-privatekey` (not passphrase-protected).
-    Only the key the build uses is mounted into the build Pod."""
+    Only the key the build uses is mounted into the build Pod.
+
+    See docs/servicebuild.md#git-credentials in the operator's repository."""
 
     @field_validator("revision")
     @classmethod
@@ -179,7 +214,9 @@ class Source(_Model):
     """A git repository; BuildKit fetches it itself, with no clone step in the Job."""
 
     config_map: ConfigMapSource | None = None
-    """A small build context kept in a ConfigMap (at most 1 MiB): each key is a file."""
+    """A small build context kept in a ConfigMap (at most 1 MiB): each key is a file.
+
+    See docs/servicebuild.md#configmap in the operator's repository."""
 
     @model_validator(mode="after")
     def exactly_one(self) -> "Source":
@@ -204,8 +241,10 @@ class Output(_Model):
         Field(max_length=MAX_LIST_ITEMS, json_schema_extra={"x-kubernetes-list-type": "set"}),
     ] = Field(default_factory=list)
     """Up to 16 more tags pushed with the same image; default: none. Placeholders make unique, sortable tags:
-    `{commit}` and `{shortCommit}` (its first 12 characters; git sources only), `{generation}` and
-    `{timestamp}` (UTC `YYYYMMDDhhmmss` when the Job is created)."""
+    `{commit}` and `{shortCommit}` (its first 12 characters; git sources only), `{generation}`, `{build}`
+    (the build's number, `status.build`) and `{timestamp}` (UTC `YYYYMMDDhhmmss` when the Job is created).
+
+    See docs/servicebuild.md#output-and-tags in the operator's repository."""
 
     @field_validator("tags")
     @classmethod
@@ -313,6 +352,19 @@ class Resources(_Model):
         return normalised
 
 
+class Triggers(_Model):
+    """What else, besides a change of the spec or of its ConfigMap, starts a build."""
+
+    base_images: bool = False
+    """Rebuild when a base image the last build used gets a new digest under its tag (checked every
+    `SERVICEBUILD_BASE_IMAGE_POLL_INTERVAL`, 30m by default); default: false.
+
+    See docs/servicebuild.md#base-image-updates in the operator's repository."""
+
+
+MAX_HISTORY = 50
+
+
 class ServiceBuildSpec(_Model):
     """The desired build of one service image."""
 
@@ -329,7 +381,9 @@ class ServiceBuildSpec(_Model):
     )
 
     source: Source
-    """Where the build context comes from: exactly one of `git` and `configMap`."""
+    """Where the build context comes from: exactly one of `git` and `configMap`.
+
+    See docs/servicebuild.md#source in the operator's repository."""
 
     dockerfile: RelativePath = "Dockerfile"
     """The Dockerfile's path inside the build context (inside `contextDir` for git); default: `Dockerfile`."""
@@ -350,7 +404,9 @@ class ServiceBuildSpec(_Model):
 
     cache: Cache = Field(default_factory=Cache)
     """The registry-backed layer cache; default: on, `mode: max`, in the output repository with the tag
-    `buildcache`."""
+    `buildcache`.
+
+    See docs/servicebuild.md#cache in the operator's repository."""
 
     secrets: Annotated[
         list[BuildSecret],
@@ -360,14 +416,18 @@ class ServiceBuildSpec(_Model):
         ),
     ] = Field(default_factory=list)
     """Up to 16 build secrets, visible only to `RUN --mount=type=secret` steps; default: none. Their values
-    never reach the Job spec, the image, the logs or the status."""
+    never reach the Job spec, the image, the logs or the status.
+
+    See docs/servicebuild.md#build-secrets in the operator's repository."""
 
     platforms: Annotated[
         list[Annotated[str, Field(max_length=64, pattern=PLATFORM_PATTERN)]],
         Field(max_length=8, json_schema_extra={"x-kubernetes-list-type": "set"}),
     ] = Field(default_factory=list)
     """Build one multi-platform image (an index) for these platforms, e.g. `linux/amd64` and `linux/arm64`;
-    default: the build node's platform. Foreign platforms need QEMU (binfmt) on the build nodes."""
+    default: the build node's platform. Foreign platforms need QEMU (binfmt) on the build nodes.
+
+    See docs/servicebuild.md#platforms in the operator's repository."""
 
     resources: Resources | None = None
     """Resources of the build container; default: requests `cpu: 500m` and `memory: 1Gi`, limit `memory: 4Gi`.
@@ -395,11 +455,15 @@ class ServiceBuildSpec(_Model):
 
     queue_name: LabelValue | None = None
     """A Kueue LocalQueue: the Job is labelled `kueue.x-k8s.io/queue-name` and waits, suspended by Kueue,
-    until it is admitted; default: none."""
+    until it is admitted; default: none.
+
+    See docs/servicebuild.md#resources-and-scheduling in the operator's repository."""
 
     builder_image: ImageReference | None = None
     """Another rootless BuildKit image for this build, one the operator's
-    `SERVICEBUILD_ALLOWED_BUILDER_IMAGES` names; default: the operator's `SERVICEBUILD_BUILDKIT_IMAGE`."""
+    `SERVICEBUILD_ALLOWED_BUILDER_IMAGES` names; default: the operator's `SERVICEBUILD_BUILDKIT_IMAGE`.
+
+    See docs/servicebuild.md#builder-image in the operator's repository."""
 
     timeout: Duration = "30m"
     """How long a build may run before it is stopped and reported as failed, e.g. `45m` or `1h30m`; default:
@@ -407,7 +471,16 @@ class ServiceBuildSpec(_Model):
 
     pending_timeout: Duration = "10m"
     """How long the build Pod may wait to start (unschedulable, image pull failing) before the build is
-    reported as failed; default: `10m`."""
+    reported as failed; default: `10m`.
+
+    See docs/servicebuild.md#timeouts in the operator's repository."""
+
+    triggers: Triggers = Field(default_factory=Triggers)
+    """What else starts a build besides a change of the spec or of its ConfigMap; every trigger is off
+    by default."""
+
+    history_limit: Annotated[int, Field(ge=1, le=MAX_HISTORY)] = 10
+    """How many finished builds `status.history` keeps, newest first; default: 10, at most 50."""
 
     @field_validator("timeout", "pending_timeout")
     @classmethod
@@ -484,7 +557,10 @@ class Condition(_StatusModel):
     status: ConditionStatus
     """Whether the condition holds: `True`, `False` or `Unknown`."""
     reason: str
-    """Why the condition is as it is, in CamelCase: stable for tools to match on."""
+    """Why the condition is as it is, in CamelCase: stable for tools to match on.
+
+    See docs/servicebuild.md#phases-and-conditions and docs/failure-reasons.md in the operator's
+    repository."""
     message: str = ""
     """Why the condition is as it is, for humans; may be empty."""
     observed_generation: int | None = None
@@ -513,6 +589,67 @@ class SourceStatus(_StatusModel):
     """The git commit the revision resolved to (git sources)."""
     context_digest: str | None = None
     """The `sha256:` digest of the ConfigMap's data (ConfigMap sources); a change of it starts a new build."""
+
+
+class Trigger(StrEnum):
+    """Why a build happened."""
+
+    CREATED = "Created"
+    SPEC_CHANGED = "SpecChanged"
+    SOURCE_CHANGED = "SourceChanged"
+    """The ConfigMap the context comes from changed."""
+    NEW_COMMIT = "NewCommit"
+    BASE_IMAGE_CHANGED = "BaseImageChanged"
+    REQUESTED = "Requested"
+    """The `servicebuild.dev/requested-at` annotation changed."""
+
+
+class BuildResult(StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUPERSEDED = "Superseded"
+
+
+class BaseImage(_StatusModel):
+    """A base image a stage of the target used, as BuildKit resolved it."""
+
+    ref: str
+    """The reference the Dockerfile names, e.g. `docker.io/library/python:3.12-slim`."""
+    digest: str
+    """The digest BuildKit pulled for it."""
+
+
+class BuildRecord(_StatusModel):
+    """One finished build, for `status.history`."""
+
+    build: int
+    """The build's number."""
+    trigger: Trigger
+    """Why it happened."""
+    generation: int
+    """The spec generation it built."""
+    commit: str | None = None
+    """The git commit it built (git sources)."""
+    context_digest: str | None = None
+    """The ConfigMap content it built (ConfigMap sources)."""
+    start_time: Timestamp | None = None
+    """When its Job started."""
+    completion_time: Timestamp | None = None
+    """When it ended."""
+    duration_seconds: int | None = None
+    """How long it ran."""
+    result: BuildResult
+    """`Succeeded`, `Failed`, or `Superseded` (stopped for a newer build)."""
+    reason: str | None = None
+    """Why it failed, as the Stalled condition said."""
+    digest: str | None = None
+    """The image it pushed, when it succeeded."""
+    size_bytes: int | None = None
+    """The image's size, when it succeeded."""
+    cached_steps: int | None = None
+    """How many of its steps came from the cache."""
+    job_name: str | None = None
+    """Its Job; kept for the last builds (see the operator's Job history settings)."""
 
 
 class BuildOutput(_StatusModel):
@@ -562,10 +699,14 @@ class ServiceBuildStatus(_StatusModel):
     on the latest spec."""
     phase: Phase | None = None
     """Where the build is, in one word: `Queued` (waiting for a free build slot), `Pending` (the Job is being
-    created, waits for Kueue or its Pod, or a retry is scheduled), `Building`, `Succeeded` or `Failed`."""
+    created, waits for Kueue or its Pod, or a retry is scheduled), `Building`, `Succeeded` or `Failed`.
+
+    See docs/servicebuild.md#phases-and-conditions in the operator's repository."""
     conditions: list[Condition] = Field(default_factory=list)
     """The standard conditions `Ready`, `Reconciling` and `Stalled`, and `CacheExported` after a successful
-    build with a cache."""
+    build with a cache.
+
+    See docs/servicebuild.md#phases-and-conditions in the operator's repository."""
     message: str | None = None
     """A human-readable summary of the last transition."""
     job_name: str | None = None
@@ -585,6 +726,16 @@ class ServiceBuildStatus(_StatusModel):
     """The last lines of the failed build's log."""
     queue: QueueStatus | None = None
     """Set while the build waits for a free slot."""
+    build: int | None = None
+    """The number of the current (or last) build; each build of this ServiceBuild gets the next one."""
+    trigger: Trigger | None = None
+    """Why the current (or last) build happened."""
+    last_handled_request: str | None = None
+    """The value of the `servicebuild.dev/requested-at` annotation the operator last started a build for."""
+    base_images: list[BaseImage] | None = None
+    """The base images the last successful build used, with their digests."""
+    history: list[BuildRecord] | None = None
+    """The last finished builds, newest first (`spec.historyLimit`)."""
     attempt: int | None = None
     """Which attempt at building this generation the status describes; set from the second attempt on, as
     transient failures (an evicted Pod, an unreachable registry) are retried."""
@@ -605,6 +756,12 @@ class ObjectMeta(_StatusModel):
     namespace: str
     uid: str
     generation: int = 1
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(namespace, name): how the operator's locks and build slots know a ServiceBuild."""
+        return (self.namespace, self.name)
 
 
 class ServiceBuild(_StatusModel):
@@ -613,3 +770,31 @@ class ServiceBuild(_StatusModel):
     metadata: ObjectMeta
     spec: ServiceBuildSpec
     status: ServiceBuildStatus = Field(default_factory=ServiceBuildStatus)
+
+
+class InvalidServiceBuild(_StatusModel):
+    """A ServiceBuild whose spec the model rejects: what the operator can still act on, and why."""
+
+    metadata: ObjectMeta
+    status: ServiceBuildStatus
+    problem: str
+    """Which fields are wrong and how, each named by its path (`spec.output.image: ...`)."""
+
+
+def parse_servicebuild(body: Mapping[str, Any]) -> ServiceBuild | InvalidServiceBuild:
+    """The object as the API server returned it, parsed once: nothing further in reads the raw body.
+
+    A status the operator cannot read (another version's, or edited by hand) counts as empty and is
+    rewritten; a spec it cannot read is an `InvalidServiceBuild`.
+    """
+    metadata = ObjectMeta.model_validate(body["metadata"])
+    try:
+        status = ServiceBuildStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        status = ServiceBuildStatus()
+    try:
+        spec = ServiceBuildSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        problem = describe_validation_error(exc, prefix="spec")
+        return InvalidServiceBuild(metadata=metadata, status=status, problem=problem)
+    return ServiceBuild(metadata=metadata, spec=spec, status=status)

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from servicebuild import naming
+from servicebuild import naming, report_budget
 from servicebuild.api.models import (
     GROUP,
     KIND,
@@ -36,6 +36,7 @@ from servicebuild.api.models import (
     ServiceBuildSpec,
 )
 from servicebuild.config import Settings
+from servicebuild.giturl import parse_git_url
 from servicebuild.imageref import ImageRef, parse_image
 
 BUILD_CONTAINER = "buildkit"
@@ -89,38 +90,10 @@ ENV_METADATA_FILE = "BUILD_METADATA_FILE"
 ENV_CACHE_METRICS_FILE = "BUILD_CACHE_METRICS_FILE"
 ENV_REPORT_FILE = "BUILD_REPORT_FILE"
 ENV_CACHE_EXPORT = "BUILD_CACHE_EXPORT"
-MAX_REPORTED_NAME = 2800
-"""Longest `imageName` the wrapper reports: longer lists of tags are left out (empty) to stay under
-the termination message's 4096 bytes."""
-
-WRAPPER_SCRIPT = r"""set -u
-# Build and push. A failure keeps its exit code and writes no report: Kubernetes then puts the log tail
-# (FallbackToLogsOnError) into the termination message.
-buildctl-daemonless.sh "$@" || exit $?
-# Success: one JSON line with the pushed digest, the image names, buildctl's cache metrics line and
-# whether the registry cache was exported (buildctl writes cache.manifest only then).
-digest=$(sed -n 's/^ *"containerimage\.digest": *"\([^"]*\)".*/\1/p' "$BUILD_METADATA_FILE")
-name=$(sed -n 's/^ *"image\.name": *"\([^"]*\)".*/\1/p' "$BUILD_METADATA_FILE")
-[ "${#name}" -le 2800 ] || name=
-metrics=$(tail -n 1 "$BUILD_CACHE_METRICS_FILE" 2>/dev/null)
-case $metrics in "{"*"}") ;; *) metrics=null ;; esac
-[ "${#metrics}" -le 1024 ] || metrics=null
-exported=null
-if [ "${BUILD_CACHE_EXPORT:-false}" = true ]; then
-  exported=false
-  [ -z "$(sed -n '/^ *"cache\.manifest":/p' "$BUILD_METADATA_FILE")" ] || exported=true
-fi
-printf '{"digest":"%s","imageName":"%s","cacheMetrics":%s,"cacheExported":%s}\n' \
-  "$digest" "$name" "$metrics" "$exported" >"$BUILD_REPORT_FILE"
-"""
-"""The build container's shell: plain POSIX sh (busybox in the BuildKit image), no jq, no python.
-
-It never sees an argument as shell text: the buildctl arguments arrive as positional parameters and
-the file paths as environment variables. The report stays below the 4096-byte termination message
-cap: a 71-character digest, image names cut at 2800 (all pushed references, comma-separated, as
-BuildKit reports them), a metrics line cut at 1024, and `cacheExported` (`true`/`false`; `null` when
-the cache is disabled).
-"""
+WRAPPER_SCRIPT = report_budget.WRAPPER_SCRIPT
+"""The build container's shell (`servicebuild.report_budget`): plain POSIX sh (busybox in the BuildKit
+image), no jq, no python. It never sees an argument as shell text: the buildctl arguments arrive as
+positional parameters and the file paths as environment variables."""
 
 BUILD_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "500m", "memory": "1Gi"},
@@ -177,7 +150,11 @@ class BuildInputs:
     git_auth: GitAuth | None = None
     """Which key of `spec.source.git.authSecret` to use (`ssh` = key `ssh-privatekey`)."""
     attempt: int = 1
-    """Which attempt at this generation (retries after transient failures get their own Job)."""
+    """Which attempt at this build (retries after transient failures get their own Job)."""
+    build: int = 1
+    """The build's number (`status.build`), for the Job's name and the `{build}` tag placeholder."""
+    trigger: str | None = None
+    """Why the build happens (a `Trigger`), recorded on the Job."""
 
     def __post_init__(self) -> None:
         if not _TIMESTAMP_RE.fullmatch(self.timestamp):
@@ -193,12 +170,13 @@ class BuildInputs:
 def expand_tags(spec: ServiceBuildSpec, inputs: BuildInputs, generation: int) -> list[str]:
     """Every reference the build pushes: `output.image` first, then each `output.tags` template expanded.
 
-    Placeholders: `{commit}`, `{shortCommit}` (its first 12 characters), `{generation}`, `{timestamp}`.
+    Placeholders: `{commit}`, `{shortCommit}` (its first 12 characters), `{generation}`, `{build}`,
+    `{timestamp}`.
     Duplicates are dropped, order kept. Raise ValueError naming the field when a template needs a commit
     that was not resolved or expands beyond the 128 characters a tag may have.
     """
     output = spec.output.ref
-    values = {"generation": str(generation), "timestamp": inputs.timestamp}
+    values = {"generation": str(generation), "build": str(inputs.build), "timestamp": inputs.timestamp}
     if inputs.commit is not None:
         values |= {"commit": inputs.commit, "shortCommit": inputs.commit[:12]}
     references = [str(output)]
@@ -260,7 +238,7 @@ def _frontend_args(spec: ServiceBuildSpec, inputs: BuildInputs) -> list[str]:
     if spec.platforms:
         args += ["--opt", f"platform={','.join(spec.platforms)}"]
     if git is not None:
-        args += ["--opt", f"label:{OCI_SOURCE}={_public_url(_git_url(git))}"]
+        args += ["--opt", f"label:{OCI_SOURCE}={parse_git_url(git.url).public}"]
         if inputs.commit is not None:
             args += ["--opt", f"label:{OCI_REVISION}={inputs.commit}"]
     return args
@@ -297,7 +275,7 @@ def _session_args(spec: ServiceBuildSpec, inputs: BuildInputs) -> list[str]:
     git = spec.source.git
     args = []
     if git is not None and inputs.git_auth in {"token", "password"}:
-        secret_id = f"{GIT_AUTH_TOKEN_SECRET}.{_git_host(git.url)}"
+        secret_id = f"{GIT_AUTH_TOKEN_SECRET}.{parse_git_url(git.url).host}"
         source = f"{GIT_AUTH_DIR}/{GIT_AUTH_KEYS[inputs.git_auth]}"
         args += ["--secret", _csv(f"id={secret_id}", f"src={source}")]
     for secret in spec.secrets:
@@ -322,55 +300,14 @@ def _attributes(image: ImageRef, settings: Settings, *attributes: str) -> str:
     return _csv(*attributes)
 
 
-_SCP_RE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^@/:]+):(?P<path>.*)$")
-
-
-def _split_url(url: str) -> tuple[str, str, str, str]:
-    """(scheme, userinfo, host[:port], rest) of a git URL; scp-style `user@host:path` as scheme `ssh`."""
-    if "://" in url:
-        scheme, _, remainder = url.partition("://")
-        authority, slash, path = remainder.partition("/")
-        userinfo, at, host = authority.rpartition("@")
-        return scheme, userinfo if at else "", host, slash + path
-    match = _SCP_RE.match(url)
-    if match is None:  # the model's pattern admits no other form
-        raise ValueError(f"{url!r} is not a git URL")
-    return "scp", match.group("user") or "", match.group("host"), match.group("path")
-
-
-def _git_url(git: GitSource) -> str:
-    """The repository URL as BuildKit must get it: an HTTP(S) URL names a git repository only when its
-    path ends in `.git` (`frontend/dockerfile/dfgitutil/git_ref.go`); `repo.git/` would be downloaded
-    as a plain HTTP context, so the trailing slash goes."""
-    if _split_url(git.url)[0] in {"http", "https"}:
-        return git.url.removesuffix("/")
-    return git.url
-
-
 def _git_context(git: GitSource, inputs: BuildInputs) -> str:
     """`<url>#<commit or revision>:<contextDir>` (`util/gitutil/git_url.go`); the resolved commit wins."""
-    url = _git_url(git)
+    url = parse_git_url(git.url).buildkit_url
     ref = inputs.commit or git.revision or ""
     subdir = git.context_dir or ""
     if not ref and not subdir:
         return url
     return f"{url}#{ref}:{subdir}" if subdir else f"{url}#{ref}"
-
-
-def _git_host(url: str) -> str:
-    """The host (with its port) BuildKit scopes `GIT_AUTH_TOKEN.<host>` to: Go's `url.Parse(remote).Host`."""
-    return _split_url(url)[2]
-
-
-def _public_url(url: str) -> str:
-    """The repository URL without user information, for the `org.opencontainers.image.source` label.
-
-    scp-style `git@host:org/repo.git` becomes `ssh://host/org/repo.git`.
-    """
-    scheme, _, host, rest = _split_url(url)
-    if scheme == "scp":  # `git@host:org/repo.git`
-        return f"ssh://{host}/{rest.removeprefix('/')}"
-    return f"{scheme}://{host}{rest}"
 
 
 def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> dict[str, Any]:
@@ -382,7 +319,9 @@ def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> 
     job_labels = dict(labels)
     if spec.queue_name is not None:
         job_labels[LABEL_QUEUE_NAME] = spec.queue_name
-    annotations = {naming.ANNOTATION_SERVICEBUILD: meta.name}
+    annotations = {naming.ANNOTATION_SERVICEBUILD: meta.name, naming.ANNOTATION_BUILD: str(inputs.build)}
+    if inputs.trigger is not None:
+        annotations[naming.ANNOTATION_TRIGGER] = inputs.trigger
     if inputs.commit is not None:
         annotations[naming.ANNOTATION_COMMIT] = inputs.commit
     if inputs.context_digest is not None:
@@ -394,7 +333,10 @@ def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> 
         "kind": "Job",
         "metadata": {
             "name": naming.job_name(
-                meta.name, meta.uid, meta.generation, inputs.context_digest, inputs.attempt
+                meta.name,
+                meta.uid,
+                inputs.build,
+                naming.build_key(inputs.build, meta.generation, inputs.context_digest, inputs.attempt),
             ),
             "namespace": meta.namespace,
             "labels": job_labels,
@@ -415,7 +357,9 @@ def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> 
             "activeDeadlineSeconds": spec.timeout_seconds,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {
-                "metadata": {"labels": labels},
+                # The ServiceBuild's name on the Pod too: the operator watches build Pods and reconciles
+                # their ServiceBuild as soon as the build container ends.
+                "metadata": {"labels": labels, "annotations": {naming.ANNOTATION_SERVICEBUILD: meta.name}},
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,

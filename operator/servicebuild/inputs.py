@@ -1,0 +1,224 @@
+"""What a build reads besides its spec: the ConfigMap context, the Secrets it names, the git commit its
+revision resolves to. Read through the Kubernetes and git gateways; every problem a user must fix is a
+`Problem` naming the spec field, every passing one a transient gateway error."""
+
+import contextlib
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from servicebuild import naming, policy
+from servicebuild.api.models import BaseImage, ObjectMeta, ServiceBuild, ServiceBuildSpec
+from servicebuild.config import Settings
+from servicebuild.credentials import (
+    DOCKER_CONFIG_KEY,
+    Credentials,
+    GitCredentials,
+    git_credentials_from_secret,
+    push_credentials,
+    secret_values,
+)
+from servicebuild.failures import Failure, Reason
+from servicebuild.gitremote import GitError
+from servicebuild.giturl import parse_git_url
+from servicebuild.naming import ANNOTATION_SOURCE_PUSHED_AT
+from servicebuild.polling import (
+    BaseImageDigests,
+    CommitCache,
+    HostPace,
+    LookupKey,
+    credentials_fingerprint,
+    next_poll,
+)
+from servicebuild.registry import RegistryError
+from servicebuild.render.job import BuildInputs, GitAuth
+from servicebuild.times import parse_time
+
+
+class SourceGateway(Protocol):
+    """The part of the Kubernetes gateway that reads a build's inputs."""
+
+    def get_secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+
+class GitGateway(Protocol):
+    def resolve(self, url: str, revision: str | None, credentials: GitCredentials | None) -> str: ...
+
+
+class Problem(Exception):  # noqa: N818 - an outcome for the user to act on, not an error of the operator
+    """Something only a change of the spec, or of the objects it names, can fix."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.failure = Failure(reason, message)
+
+
+@dataclass(frozen=True)
+class Polled:
+    """The newest commit of a polled revision, and when to look again."""
+
+    commit: str
+    next_poll: datetime
+
+
+class InputReader:
+    """Reads and checks what one build needs, for the reconciler."""
+
+    def __init__(self, kube: SourceGateway, git: GitGateway, settings: Settings) -> None:
+        self.kube = kube
+        self.git = git
+        self.settings = settings
+        self.commits = CommitCache()
+        self.pace = HostPace(settings.git_lookups_per_host_per_second)
+        self.base_images = BaseImageDigests()
+
+    def polled_commit(self, servicebuild: ServiceBuild, now: datetime) -> Polled | None:
+        """The newest commit of a revision the spec polls, looked up at most once per interval for all the
+        ServiceBuilds of a namespace polling it with the same credentials; None without polling.
+
+        A push a webhook announced (the `servicebuild.dev/source-pushed-at` annotation) makes a lookup
+        older than it stale at once.
+        """
+        meta, spec = servicebuild.metadata, servicebuild.spec
+        git = spec.source.git
+        interval = policy.poll_interval(spec)
+        if git is None or interval is None:
+            return None
+        problem = policy.poll_problem(spec, self.settings)
+        if problem is not None:
+            raise Problem(problem.reason, problem.message)
+        credentials, fingerprint = self._git_credentials(meta, spec)
+        key = LookupKey(meta.namespace, git.url, git.revision, fingerprint)
+        pushed = parse_time(meta.annotations.get(ANNOTATION_SOURCE_PUSHED_AT))
+        fresh_after = max(now - interval, pushed or now - interval)
+        lookup = self.commits.latest(
+            key,
+            lambda given: self._resolve(git.url, git.revision, given),
+            credentials,
+            fresh_after=fresh_after,
+            now=now,
+        )
+        return Polled(lookup.commit, next_poll(lookup.at, interval, f"{meta.namespace}/{meta.name}"))
+
+    def latest_base_images(self, servicebuild: ServiceBuild) -> tuple[BaseImage, ...] | None:
+        """The digests the last build's base images have now, as the last check found them; None unless
+        the spec follows its base images. A reference not checked yet keeps the digest the build used."""
+        status, spec = servicebuild.status, servicebuild.spec
+        if not spec.triggers.base_images or not status.base_images:
+            return None
+        credentials = self.push_fingerprint(servicebuild)
+        return tuple(
+            BaseImage(ref=image.ref, digest=self.base_images.get(image.ref, credentials) or image.digest)
+            for image in status.base_images
+        )
+
+    def push_fingerprint(self, servicebuild: ServiceBuild) -> str:
+        """Which credentials reach the registries (the push Secret's), without holding them."""
+        name = servicebuild.spec.output.push_secret
+        data = self.kube.get_secret_data(servicebuild.metadata.namespace, name) if name else None
+        return credentials_fingerprint(name, data)
+
+    def context_digest(self, meta: ObjectMeta, spec: ServiceBuildSpec) -> str | None:
+        """The digest of a ConfigMap context: a change of the ConfigMap's data is a new build."""
+        source = spec.source.config_map
+        if source is None:
+            return None
+        configmap = self.kube.get_configmap(meta.namespace, source.name)
+        if configmap is None:
+            raise Problem(
+                Reason.SOURCE_NOT_FOUND,
+                f"spec.source.configMap.name: ConfigMap {source.name!r} does not exist.",
+            )
+        data = configmap.get("data") or {}
+        binary_data = configmap.get("binaryData") or {}
+        if source.archive is not None and source.archive not in binary_data:
+            message = f"ConfigMap {source.name!r} has no binaryData key {source.archive!r}."
+            raise Problem(Reason.SOURCE_NOT_FOUND, f"spec.source.configMap.archive: {message}")
+        return naming.context_digest(data, binary_data)
+
+    def build_inputs(self, servicebuild: ServiceBuild, inputs: BuildInputs) -> BuildInputs:
+        """Check what the build needs (allowlists, Secrets) and complete `inputs` with the commit to build."""
+        meta, spec = servicebuild.metadata, servicebuild.spec
+        problem = policy.builder_image_problem(spec, self.settings) or policy.push_registry_problem(
+            meta.namespace, spec, self.settings
+        )
+        if problem is not None:
+            raise Problem(problem.reason, problem.message)
+        if spec.output.push_secret is not None:
+            self._secret_data(meta, "spec.output.pushSecret", spec.output.push_secret, (DOCKER_CONFIG_KEY,))
+        for index, secret in enumerate(spec.secrets):
+            field = f"spec.secrets[{index}].secretRef"
+            self._secret_data(meta, field, secret.secret_ref.name, (secret.secret_ref.key,))
+        return self._git_inputs(meta, spec, inputs)
+
+    def push_credentials(self, meta: ObjectMeta, spec: ServiceBuildSpec) -> Credentials | None:
+        """The push Secret's credentials for the output registry; None without a push Secret."""
+        secret_name = spec.output.push_secret
+        if secret_name is None:
+            return None
+        data = self._secret_data(meta, "spec.output.pushSecret", secret_name, (DOCKER_CONFIG_KEY,))
+        try:
+            return push_credentials(data, spec.output.ref.registry, name=secret_name)
+        except RegistryError as exc:
+            raise Problem(Reason.INVALID_PUSH_SECRET, f"spec.output.pushSecret: {exc}") from exc
+
+    def secret_values(self, servicebuild: ServiceBuild) -> list[str]:
+        """The values of every Secret the spec hands to the build (a Secret gone since is skipped)."""
+        spec, namespace = servicebuild.spec, servicebuild.metadata.namespace
+        git_auth = spec.source.git.auth_secret if spec.source.git else None
+        names = [secret.secret_ref.name for secret in spec.secrets]
+        names += [name for name in (spec.output.push_secret, git_auth) if name]
+        values: list[str] = []
+        for name in dict.fromkeys(names):
+            values += secret_values(self.kube.get_secret_data(namespace, name) or {})
+        return values
+
+    def _git_inputs(self, meta: ObjectMeta, spec: ServiceBuildSpec, inputs: BuildInputs) -> BuildInputs:
+        """The commit the Job will build (resolved now unless polling did), with the auth secret if any."""
+        git = spec.source.git
+        if git is None:
+            return inputs
+        credentials, _ = self._git_credentials(meta, spec)
+        if git.auth_secret is not None:
+            data = self._secret_data(meta, "spec.source.git.authSecret", git.auth_secret, ())
+            method: GitAuth = (
+                "ssh" if "ssh-privatekey" in data else "token" if "token" in data else "password"
+            )
+            inputs = replace(inputs, git_auth=method)
+        commit = inputs.commit or self._resolve(git.url, git.revision, credentials)
+        return replace(inputs, commit=commit)
+
+    def _git_credentials(self, meta: ObjectMeta, spec: ServiceBuildSpec) -> tuple[GitCredentials | None, str]:
+        """The auth Secret's credentials, and their fingerprint; (None, "") without one."""
+        git = spec.source.git
+        if git is None or git.auth_secret is None:
+            return None, ""
+        data = self._secret_data(meta, "spec.source.git.authSecret", git.auth_secret, ())
+        try:
+            credentials = git_credentials_from_secret(data)
+        except GitError as exc:
+            raise Problem(exc.reason, f"spec.source.git.authSecret: {exc}") from exc
+        return credentials, credentials_fingerprint(git.auth_secret, data)
+
+    def _resolve(self, url: str, revision: str | None, credentials: GitCredentials | None) -> str:
+        """One lookup of the remote, at the pace its host allows."""
+        with contextlib.suppress(ValueError):  # not a URL the git gateway reads: it says so itself
+            self.pace.wait(parse_git_url(url).host.lower())
+        try:
+            return self.git.resolve(url, revision, credentials)
+        except GitError as exc:
+            if exc.transient:
+                raise
+            raise Problem(exc.reason, f"spec.source.git: {exc}") from exc
+
+    def _secret_data(self, meta: ObjectMeta, field: str, name: str, keys: tuple[str, ...]) -> dict[str, str]:
+        data = self.kube.get_secret_data(meta.namespace, name)
+        if data is None:
+            raise Problem(
+                Reason.SECRET_NOT_FOUND, f"{field}: Secret {name!r} does not exist in {meta.namespace}."
+            )
+        missing = [key for key in keys if key not in data]
+        if missing:
+            raise Problem(Reason.SECRET_NOT_FOUND, f"{field}: Secret {name!r} has no key {missing[0]!r}.")
+        return data
