@@ -1,6 +1,6 @@
 """Dockerfile analysis: findings about how a Dockerfile builds its target, from its text, the target,
 the build arguments and the build context (file paths, the text of a few small files, the
-`.dockerignore`). Pure: no I/O, no clock; not yet wired into the reconciler or the status (#14).
+`.dockerignore`). Pure: no I/O, no clock; `servicebuild.findings` puts its findings in the status.
 
 `analyze` is the entry point. `syntax` reads instructions as BuildKit's parser does and expands
 words as its lexer does; `stages` builds the stage graph a target reaches; `ignore` matches
@@ -12,4 +12,16 @@ libraries were tried on which hard cases and why none was taken.
 from servicebuild.dockerfile.rules import MAX_FINDINGS, BuildContext, Finding, Rule, Severity, analyze
 from servicebuild.dockerfile.syntax import DockerfileError
 
-__all__ = ["MAX_FINDINGS", "BuildContext", "DockerfileError", "Finding", "Rule", "Severity", "analyze"]
+RULE_NAMES = frozenset(rule.value for rule in Rule)
+"""The operator's own rules, as findings name them; BuildKit's build checks are others."""
+
+__all__ = [
+    "MAX_FINDINGS",
+    "RULE_NAMES",
+    "BuildContext",
+    "DockerfileError",
+    "Finding",
+    "Rule",
+    "Severity",
+    "analyze",
+]
