@@ -47,6 +47,8 @@ class Reason(StrEnum):
     SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a password
     INVALID_PUSH_SECRET = "InvalidPushSecret"  # noqa: S105 - a reason, not a password
     JOB_REJECTED = "JobRejected"
+    DOCKERFILE_CHECK_FAILED = "DockerfileCheckFailed"
+    """An `error` finding with `spec.checks.policy: Fail`."""
     BUILD_FAILED = "BuildFailed"
     """Anything not recognised; the message quotes BuildKit."""
 

@@ -37,6 +37,7 @@ from servicebuild.credentials import (
     Credentials,
 )
 from servicebuild.failures import Failure, Reason
+from servicebuild.findings import blocking_failure, with_build_checks
 from servicebuild.gitremote import GitError
 from servicebuild.imageref import ImageRef, parse_image
 from servicebuild.inputs import GitGateway, InputReader, Problem
@@ -303,14 +304,19 @@ class Reconciler:
 
     def _start(self, servicebuild: ServiceBuild, due: DueBuild, now: datetime) -> Outcome:
         """Create the due build's Job when a build slot is free, else wait in the queue."""
-        meta = servicebuild.metadata
+        meta, spec = servicebuild.metadata, servicebuild.spec
+        checked = replace(due.build, findings=self.inputs.dockerfile_findings(servicebuild))
+        blocked = blocking_failure(checked.findings or (), spec.checks, spec.dockerfile)
+        if blocked is not None:
+            self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
+            return Stalled(checked, blocked)
         wave = self.waves.admit(now) if due.trigger in plan.TRIGGERED else None
         if wave is not None:
-            return Queued(due.build, 1, due.since, WAVE_REASON, until=wave)
+            return Queued(checked, 1, due.since, WAVE_REASON, until=wave)
         answer = self.slots.update(meta.key, Waiting(due.job_name, due.since))
         if not answer.admitted:
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
-            return Queued(due.build, answer.position, due.since, answer.reason)
+            return Queued(checked, answer.position, due.since, answer.reason)
         try:
             seed = BuildInputs(
                 timestamp=compact_time(now),
@@ -325,7 +331,7 @@ class Reconciler:
         except Problem as problem:
             # The older build must not push either: the spec that asked for it is gone.
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
-            return Stalled(due.build, problem.failure, max_attempts=self.settings.max_build_attempts)
+            return Stalled(checked, problem.failure, max_attempts=self.settings.max_build_attempts)
         except (KubeError, RegistryError, GitError):
             self.slots.update(meta.key, Idle())
             raise
@@ -333,7 +339,7 @@ class Reconciler:
         self._stop_builds(meta, keep=due.job_name, unless_stopped=due.others_stopped)
         source = SourceStatus(commit=inputs.commit, context_digest=inputs.context_digest)
         build = replace(
-            due.build,
+            checked,
             job_name=due.job_name,
             source=source if inputs.commit or inputs.context_digest else None,
         )
@@ -379,7 +385,14 @@ class Reconciler:
         base_images = tuple(
             dict.fromkeys(BaseImage(ref=image.ref, digest=image.digest) for image in facts.base_images)
         )
-        return Succeeded(build, output, report, observation.completion_time, base_images=base_images)
+        findings = with_build_checks(servicebuild.status.findings or (), facts.warnings, spec.checks)
+        return Succeeded(
+            replace(build, findings=findings),
+            output,
+            report,
+            observation.completion_time,
+            base_images=base_images,
+        )
 
     def _all_facts(self, meta: ObjectMeta, observation: Observation) -> BuildFacts:
         """The build's facts, those the termination message had no room for read from the end of the build

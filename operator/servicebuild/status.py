@@ -14,6 +14,7 @@ from servicebuild.api.models import (
     CacheStats,
     Condition,
     ConditionStatus,
+    Finding,
     Phase,
     PlatformOutput,
     QueueStatus,
@@ -22,6 +23,7 @@ from servicebuild.api.models import (
     Trigger,
 )
 from servicebuild.failures import Failure
+from servicebuild.findings import DOCKERFILE_CLEAN, clean_condition
 from servicebuild.imageref import ImageRef
 from servicebuild.manifests import ImageSummary
 from servicebuild.report import BuildReport
@@ -61,6 +63,8 @@ class Build:
     trigger: Trigger | None = None
     request: str | None = None
     """The `requested-at` annotation's value this build handles, if any."""
+    findings: tuple[Finding, ...] | None = None
+    """What its Dockerfile gets wrong, when this outcome decided it; None keeps the status's findings."""
 
 
 class Progress(Enum):
@@ -177,6 +181,14 @@ def _kept_cache_condition(previous: ServiceBuildStatus) -> list[Condition]:
     return [kept] if kept is not None else []
 
 
+def _dockerfile_condition(stamp: _Stamp, build: Build) -> list[Condition]:
+    """DockerfileClean sums up the findings: decided with them, else kept as it was."""
+    if build.findings is not None:
+        return [stamp.condition(DOCKERFILE_CLEAN, clean_condition(build.findings))]
+    kept = stamp.previous.condition(DOCKERFILE_CLEAN)
+    return [kept] if kept is not None else []
+
+
 def _cache_export(report: BuildReport) -> ConditionValue | None:
     """True or False as the build reported it; None (no condition) when it had no cache to export."""
     if report.cache_exported is None:
@@ -213,6 +225,7 @@ def _base(previous: ServiceBuildStatus, build: Build) -> dict[str, Any]:
         "trigger": build.trigger if build.number is not None else previous.trigger,
         "last_handled_request": build.request if build.request is not None else previous.last_handled_request,
         "base_images": previous.base_images,
+        "findings": previous.findings if build.findings is None else list(build.findings) or None,
     }
 
 
@@ -233,7 +246,8 @@ def _stalled(previous: ServiceBuildStatus, outcome: Stalled, now: datetime) -> S
             reconciling=("False", reason, "Nothing will change until the spec does."),
             stalled=("True", reason, detail),
         )
-        + _kept_cache_condition(previous),
+        + _kept_cache_condition(previous)
+        + _dockerfile_condition(stamp, build),
         message=message + hint,
         completion_time=outcome.completion_time,
         duration_seconds=_seconds_between(build.start_time, outcome.completion_time),
@@ -261,7 +275,8 @@ def _succeeded(previous: ServiceBuildStatus, outcome: Succeeded, now: datetime) 
             reconciling=("False", "BuildSucceeded", "The image of this generation is built and pushed."),
             stalled=("False", "BuildSucceeded", ""),
         )
-        + ([] if cache_export is None else [stamp.condition(CACHE_EXPORTED, cache_export)]),
+        + ([] if cache_export is None else [stamp.condition(CACHE_EXPORTED, cache_export)])
+        + _dockerfile_condition(stamp, build),
         message=message,
         completion_time=outcome.completion_time,
         duration_seconds=_seconds_between(build.start_time, outcome.completion_time),
@@ -296,15 +311,17 @@ def _in_progress(
     queue = (
         QueueStatus(position=outcome.position, since=outcome.since) if isinstance(outcome, Queued) else None
     )
+    stamp = _Stamp(previous, outcome.build.generation, now)
     return ServiceBuildStatus(
         **_base(previous, outcome.build),
         phase=phase,
-        conditions=_Stamp(previous, outcome.build.generation, now).standard(
+        conditions=stamp.standard(
             ready=("False", reason, message),
             reconciling=("True", reason, message),
             stalled=("False", reason, ""),
         )
-        + _kept_cache_condition(previous),
+        + _kept_cache_condition(previous)
+        + _dockerfile_condition(stamp, outcome.build),
         message=message,
         queue=queue,
     )

@@ -2,7 +2,8 @@
 
 What it writes is what the real parts write: a real image (or multi-platform index) pushed under
 every name the Job's `--output` lists, the Pod's termination message in the wrapper's report
-format (or a BuildKit log tail on failure), and the Job conditions of the Job controller.
+format with its build facts (base images, the FromAsCasing build check when the Dockerfile triggers
+it), or a BuildKit log tail on failure, and the Job conditions of the Job controller.
 """
 
 import asyncio
@@ -28,6 +29,7 @@ Behaviour = Literal["succeed", "fail", "hold", "stuck", "cache-export-fails", "e
 failing); succeed but report that the cache export failed; the Pod evicted for node pressure."""
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+DOCKERFILE_CHECK = "BUILDKIT_DOCKERFILE_CHECK"
 
 BUILDKIT_FAILURE_LOG = """\
 #9 [build 3/4] RUN make greet
@@ -204,13 +206,35 @@ class Kubelet:
                 return (credentials.username, credentials.password) if credentials else None
         return None
 
-    def _base_image_steps(self, job: dict[str, Any]) -> list[str]:
-        """The `FROM <ref>@<digest>` steps BuildKit prints for the base images of a ConfigMap context's
-        Dockerfile, resolved against the test registries (other registries are not reachable here)."""
+    def _dockerfile(self, job: dict[str, Any]) -> str:
+        """The Dockerfile of a ConfigMap context (one key per file); empty for other sources."""
         volumes = job["spec"]["template"]["spec"].get("volumes", [])
         names = [volume["configMap"]["name"] for volume in volumes if "configMap" in volume]
         configmap = self.cluster.get(CONFIGMAPS, job["metadata"]["namespace"], names[0]) if names else None
-        dockerfile = ((configmap or {}).get("data") or {}).get("Dockerfile", "")
+        dockerfile: str = ((configmap or {}).get("data") or {}).get("Dockerfile", "")
+        return dockerfile
+
+    def _check_warnings(self, job: dict[str, Any]) -> list[str]:
+        """The build checks BuildKit reports for the Dockerfile, as `checks-plain.log` in the shared samples
+        words them (`#1 WARN: <Rule>: <message> (line N)`); FromAsCasing only, less the skipped checks."""
+        skipped: list[str] = []
+        for argument in build_args(job):
+            if argument.startswith(f"build-arg:{DOCKERFILE_CHECK}=skip="):
+                skipped = argument.partition("=skip=")[2].split(",")
+        warnings = []
+        for number, line in enumerate(self._dockerfile(job).splitlines(), start=1):
+            words = line.split()
+            if len(words) >= 4 and words[0].upper() == "FROM" and words[-2].upper() == "AS":
+                from_word, as_word = words[0], words[-2]
+                if from_word.isupper() != as_word.isupper() and "FromAsCasing" not in skipped:
+                    message = f"'{as_word}' and '{from_word}' keywords' casing do not match"
+                    warnings.append(f"FromAsCasing: {message} (line {number})")
+        return warnings
+
+    def _base_image_steps(self, job: dict[str, Any]) -> list[str]:
+        """The `FROM <ref>@<digest>` steps BuildKit prints for the base images of a ConfigMap context's
+        Dockerfile, resolved against the test registries (other registries are not reachable here)."""
+        dockerfile = self._dockerfile(job)
         stages = re.findall(
             r"^FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", dockerfile, re.MULTILINE | re.IGNORECASE
         )
@@ -250,6 +274,7 @@ class Kubelet:
             report = {"digest": digest, "imageName": ",".join(output_names(job)), "cacheMetrics": metrics}
             report["cacheExported"] = behaviour != "cache-export-fails"
             facts = [f"base {step}" for step in await asyncio.to_thread(self._base_image_steps, job)]
+            facts += [f"warn {warning}" for warning in self._check_warnings(job)]
             message = "\n".join([json.dumps(report), *facts]) + "\n"
             terminated = {"exitCode": 0, "reason": "Completed", "message": message}
         else:

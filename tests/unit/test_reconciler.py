@@ -5,7 +5,10 @@
   once, a failure is reported at once, and neither is ever judged a `PendingTimeout`, however long the
   build ran;
 - a transient failure schedules the next attempt after the retry delay, measured with the `now` the
-  reconciler is given: before it the status says when, from it on the next attempt's Job exists.
+  reconciler is given: before it the status says when, from it on the next attempt's Job exists;
+- a ConfigMap context's findings: with `checks.policy: Fail` a secret copied into the image stalls as
+  DockerfileCheckFailed before any Job; with `Warn` the Job is created, the findings and DockerfileClean
+  are in the status from the start, BuildKit's checks from the report join them, and Ready is True.
 """
 
 import json
@@ -205,3 +208,42 @@ def test_a_permanent_failure_of_a_retry_counts_the_attempts_it_may_have() -> Non
 
     assert status.attempt == 2
     assert (status.message or "").startswith("Attempt 2 of 3: "), status.message
+
+
+LEAKY_CONTEXT = {
+    "data": {
+        "Dockerfile": "FROM node:22-slim as app\nWORKDIR /app\nCOPY . .\nUSER node\n",
+        "server.js": "",
+        ".env": "API_TOKEN=x",
+    }
+}
+
+
+def test_policy_fail_stops_a_secret_in_the_image_before_any_job() -> None:
+    world = World(spec={**SPEC, "checks": {"policy": "Fail"}})
+    world.kube.configmaps["ctx"] = LEAKY_CONTEXT
+
+    status = world.reconcile(0)
+
+    assert _condition(status, "Stalled") == ("True", "DockerfileCheckFailed")
+    assert "SecretInImage" in (status.message or "")
+    assert "Dockerfile line 3" in (status.message or "")
+    assert _condition(status, "DockerfileClean") == ("False", "SecretInImage")
+    assert [(f.rule, f.line) for f in status.findings or ()] == [("SecretInImage", 3)]
+    assert world.kube.created == []
+
+
+def test_findings_warn_then_join_buildkits_checks_and_never_touch_ready() -> None:
+    world = World()
+    world.kube.configmaps["ctx"] = LEAKY_CONTEXT
+
+    started = world.reconcile(0)
+    assert _condition(started, "DockerfileClean") == ("False", "SecretInImage")
+    assert len(world.kube.created) == 1, "policy Warn builds anyway"
+
+    checks = "warn FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)\n"
+    status = world.build(1, message=_report() + "\n" + checks)
+
+    assert _condition(status, "Ready") == ("True", "BuildSucceeded")
+    assert [(f.rule, f.line) for f in status.findings or ()] == [("SecretInImage", 3), ("FromAsCasing", 1)]
+    assert _condition(status, "DockerfileClean") == ("False", "SecretInImage")

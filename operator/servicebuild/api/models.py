@@ -99,6 +99,7 @@ PLATFORM_PATTERN = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"
 MAX_LIST_ITEMS = 16
 SHORT_COMMIT_LENGTH = 12
+MAX_FINDINGS = 50
 AFFINITY_KINDS = frozenset({"nodeAffinity", "podAffinity", "podAntiAffinity"})
 
 
@@ -372,6 +373,38 @@ class Triggers(_Model):
     See docs/servicebuild.md#base-image-updates in the operator's repository."""
 
 
+class CheckPolicy(StrEnum):
+    WARN = "Warn"
+    FAIL = "Fail"
+
+
+CHECK_RULE_PATTERN = r"^[A-Z][A-Za-z0-9]*$"
+"""A rule's name as findings and BuildKit's build checks spell it, e.g. `RunsAsRoot`, `FromAsCasing`."""
+
+
+class Checks(_Model):
+    """What the Dockerfile findings may do to a build, and which rules to leave out."""
+
+    policy: CheckPolicy = CheckPolicy.WARN
+    """`Warn` reports findings in `status.findings` and the condition `DockerfileClean`, and builds anyway;
+    `Fail` stops the build on an `error` finding (for a ConfigMap source before any Job exists), as
+    `Stalled` with the reason `DockerfileCheckFailed`. Default: `Warn`.
+
+    See docs/dockerfile-findings.md in the operator's repository."""
+
+    skip: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=64, pattern=CHECK_RULE_PATTERN)]],
+        Field(max_length=32, json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = Field(default_factory=list)
+    """Up to 32 rules not to report, the operator's own (`RunsAsRoot`) or BuildKit's build checks
+    (`FromAsCasing`, passed to BuildKit as `BUILDKIT_DOCKERFILE_CHECK=skip=…`); default: none."""
+
+    @field_validator("skip")
+    @classmethod
+    def rules_are_unique(cls, skip: list[str]) -> list[str]:
+        return _unique(skip)
+
+
 MAX_HISTORY = 50
 
 
@@ -492,6 +525,12 @@ class ServiceBuildSpec(_Model):
     history_limit: Annotated[int, Field(ge=1, le=MAX_HISTORY)] = 10
     """How many finished builds `status.history` keeps, newest first; default: 10, at most 50."""
 
+    checks: Checks = Field(default_factory=Checks)
+    """The Dockerfile findings: whether an `error` finding stops the build, and rules to skip; default:
+    findings are reported, never block.
+
+    See docs/dockerfile-findings.md in the operator's repository."""
+
     @field_validator("timeout", "pending_timeout")
     @classmethod
     def duration_is_positive(cls, value: str) -> str:
@@ -563,7 +602,8 @@ class Condition(_StatusModel):
     """A standard Kubernetes condition (metav1.Condition)."""
 
     type: str
-    """What the condition is about: `Ready`, `Reconciling`, `Stalled` or `CacheExported`."""
+    """What the condition is about: `Ready`, `Reconciling`, `Stalled`, `CacheExported` or
+    `DockerfileClean`."""
     status: ConditionStatus
     """Whether the condition holds: `True`, `False` or `Unknown`."""
     reason: str
@@ -714,6 +754,28 @@ class CacheStats(_StatusModel):
         return f"{self.cached_steps}/{self.total_steps}"
 
 
+class FindingSeverity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Finding(_StatusModel):
+    """Something about the Dockerfile, its target or its build context worth changing, and how."""
+
+    rule: str
+    """The rule, e.g. `SecretInImage`, or a BuildKit build check such as `FromAsCasing`."""
+    severity: FindingSeverity
+    """`error` (with `spec.checks.policy: Fail` it stops the build), `warning` or `info`."""
+    stage: str | None = None
+    """The stage as BuildKit's output names it (its name, or `stage-<index>`); unset for a BuildKit
+    check, which names only the line."""
+    line: int | None = None
+    """The Dockerfile line of the instruction to change."""
+    message: str
+    """What is wrong and the fix, in one or two sentences."""
+
+
 class ServiceBuildStatus(_StatusModel):
     """What the operator observed and did; written only by the operator."""
 
@@ -726,8 +788,8 @@ class ServiceBuildStatus(_StatusModel):
 
     See docs/servicebuild.md#phases-and-conditions in the operator's repository."""
     conditions: list[Condition] = Field(default_factory=list)
-    """The standard conditions `Ready`, `Reconciling` and `Stalled`, and `CacheExported` after a successful
-    build with a cache.
+    """The standard conditions `Ready`, `Reconciling` and `Stalled`; `CacheExported` after a successful
+    build with a cache; `DockerfileClean` once the Dockerfile was checked.
 
     See docs/servicebuild.md#phases-and-conditions in the operator's repository."""
     message: str | None = None
@@ -766,6 +828,12 @@ class ServiceBuildStatus(_StatusModel):
     """The base images the last successful build used, with their digests."""
     history: list[BuildRecord] | None = None
     """The last finished builds, newest first (`spec.historyLimit`)."""
+    findings: Annotated[list[Finding], Field(max_length=MAX_FINDINGS)] | None = None
+    """What the current (or last) build's Dockerfile gets wrong, worst first, at most 50: the operator's own
+    rules and BuildKit's build checks, less `spec.checks.skip`. Summed up by the condition
+    `DockerfileClean`.
+
+    See docs/dockerfile-findings.md in the operator's repository."""
     attempt: int | None = None
     """Which attempt at building this generation the status describes; set from the second attempt on, as
     transient failures (an evicted Pod, an unreachable registry) are retried."""

@@ -37,10 +37,13 @@ from servicebuild.api.models import (
     ServiceBuildSpec,
 )
 from servicebuild.config import Settings
+from servicebuild.dockerfile import RULE_NAMES
 from servicebuild.giturl import parse_git_url
 from servicebuild.imageref import ImageRef, parse_image
 
 BUILD_CONTAINER = "buildkit"
+DOCKERFILE_CHECK_ARG = "BUILDKIT_DOCKERFILE_CHECK"
+"""The build argument that configures BuildKit's build checks (`skip=Rule1,Rule2`)."""
 CONTEXT_CONTAINER = "context"
 
 BUILDKITD_VOLUME = "buildkitd"
@@ -236,6 +239,10 @@ def _frontend_args(spec: ServiceBuildSpec, inputs: BuildInputs) -> list[str]:
         args += ["--opt", f"target={spec.target}"]
     for key, value in sorted(spec.build_args.items()):
         args += ["--opt", f"build-arg:{key}={value}"]
+    skipped_checks = [rule for rule in spec.checks.skip if rule not in RULE_NAMES]
+    if skipped_checks:
+        # BuildKit's own syntax (`# check=skip=…` as a build argument); the operator's rules stay out of it.
+        args += ["--opt", f"build-arg:{DOCKERFILE_CHECK_ARG}=skip={','.join(skipped_checks)}"]
     if spec.platforms:
         args += ["--opt", f"platform={','.join(spec.platforms)}"]
     if git is not None:
