@@ -18,13 +18,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from servicebuild import naming, plan
+from servicebuild import imagehistory, naming, plan
 from servicebuild.admission import BuildSlots, Claim, Idle, Key, Running, Waiting, Waves
 from servicebuild.api.models import (
     BaseImage,
     InvalidServiceBuild,
     ObjectMeta,
     ServiceBuild,
+    ServiceBuildSpec,
     ServiceBuildStatus,
     SourceStatus,
     status_to_dict,
@@ -35,6 +36,7 @@ from servicebuild.credentials import (
 )
 from servicebuild.failures import Failure, Reason
 from servicebuild.gitremote import GitError
+from servicebuild.imagehistory import LayerBreakdown
 from servicebuild.imageref import ImageRef, parse_image
 from servicebuild.inputs import GitGateway, InputReader, Problem
 from servicebuild.jobs import BuildJob, BuildPod, parse_job, parse_pod
@@ -89,6 +91,9 @@ class KubeGateway(Protocol):
 class RegistryGateway(Protocol):
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary: ...
     def tag_digest(self, image: ImageRef, credentials: Credentials | None) -> str: ...
+    def manifest_and_config(
+        self, image: ImageRef, digest: str, credentials: Credentials | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -327,12 +332,36 @@ class Reconciler:
                 raise
             failure = Failure(type(exc).__name__, f"Reading the pushed image back failed: {exc}")
             return Stalled(build, failure, completion_time=observation.completion_time)
-        output = output_record(spec.output.ref, summary, report, meta.generation)
+        context = self.inputs.context_files(meta, spec, observation.context_digest)
+        layers = self._layers(spec.output.ref, summary, credentials, _instructions(spec, context))
+        output = output_record(spec.output.ref, summary, report, meta.generation, layers)
         facts = self._all_facts(meta, observation)
         base_images = tuple(
             dict.fromkeys(BaseImage(ref=image.ref, digest=image.digest) for image in facts.base_images)
         )
         return Succeeded(build, output, report, observation.completion_time, base_images=base_images)
+
+    def _layers(
+        self,
+        image: ImageRef,
+        summary: ImageSummary,
+        credentials: Credentials | None,
+        instructions: list[str] | None,
+    ) -> dict[str, LayerBreakdown]:
+        """Where the bytes of each image (each platform's of an index) are, from its config's history; an
+        image whose history cannot be read is left out: the build succeeded all the same."""
+        found = {}
+        for digest in [platform.digest for platform in summary.platforms] or [summary.digest]:
+            try:
+                manifest, config = self.registry.manifest_and_config(image, digest, credentials)
+                found[digest] = imagehistory.breakdown(config, manifest, instructions)
+            except RegistryError as exc:
+                if exc.transient:
+                    raise
+                logger.warning("Reading the layers of %s@%s failed: %s", image.name, digest, exc)
+            except imagehistory.InvalidImage as exc:
+                logger.warning("The layers of %s@%s are not known: %s", image.name, digest, exc)
+        return found
 
     def _all_facts(self, meta: ObjectMeta, observation: Observation) -> BuildFacts:
         """The build's facts, those the termination message had no room for read from the end of the build
@@ -395,6 +424,14 @@ class Reconciler:
                     "Posting the %s event failed (the status holds the same): %s", event.reason, exc
                 )
         return Result(status=status, written=True)
+
+
+def _instructions(spec: ServiceBuildSpec, context: dict[str, bytes] | None) -> list[str] | None:
+    """The target stage's instructions, from the Dockerfile of the context the build used, when known."""
+    dockerfile = (context or {}).get(spec.dockerfile)
+    if dockerfile is None:
+        return None
+    return imagehistory.target_instructions(dockerfile.decode(errors="replace"), spec.target)
 
 
 def _claim(outcome: Outcome | None) -> Claim | None:

@@ -14,6 +14,7 @@ from servicebuild.api.models import (
     CacheStats,
     Condition,
     ConditionStatus,
+    LayerOutput,
     Phase,
     PlatformOutput,
     QueueStatus,
@@ -22,6 +23,7 @@ from servicebuild.api.models import (
     Trigger,
 )
 from servicebuild.failures import Failure
+from servicebuild.imagehistory import LayerBreakdown
 from servicebuild.imageref import ImageRef
 from servicebuild.manifests import ImageSummary
 from servicebuild.report import BuildReport
@@ -381,14 +383,28 @@ def transition_event(previous: ServiceBuildStatus, current: ServiceBuildStatus) 
 
 
 def output_record(
-    image: ImageRef, summary: ImageSummary, report: BuildReport, generation: int
+    image: ImageRef,
+    summary: ImageSummary,
+    report: BuildReport,
+    generation: int,
+    layers: Mapping[str, LayerBreakdown] | None = None,
 ) -> BuildOutput:
-    """The image as the registry serves it, pinned by digest, with every reference the build pushed."""
+    """The image as the registry serves it, pinned by digest, with every reference the build pushed, and
+    where its bytes are (`layers`, by image manifest digest, where they were read)."""
+    layers = layers or {}
     platforms = [
-        PlatformOutput(platform=p.platform, digest=p.digest, size_bytes=p.size_bytes, layers=p.layers)
+        PlatformOutput(
+            platform=p.platform,
+            digest=p.digest,
+            size_bytes=p.size_bytes,
+            layers=p.layers,
+            **_layer_bytes(layers.get(p.digest)),
+        )
         for p in summary.platforms
     ]
+    one_image = summary.digest if not platforms else platforms[0].digest if len(platforms) == 1 else None
     return BuildOutput(
+        **_layer_bytes(layers.get(one_image) if one_image else None),
         image=image.with_digest(summary.digest),
         digest=summary.digest,
         size_bytes=summary.size_bytes,
@@ -398,6 +414,19 @@ def output_record(
         platforms=platforms or None,
         tags=report.image_name.split(",") if report.image_name else [str(image)],
     )
+
+
+def _layer_bytes(layers: LayerBreakdown | None) -> dict[str, Any]:
+    if layers is None:
+        return {}
+    return {
+        "base_bytes": layers.base_bytes,
+        "added_bytes": layers.added_bytes,
+        "largest_layers": [
+            LayerOutput(size_bytes=layer.size_bytes, instruction=layer.instruction)
+            for layer in layers.largest
+        ],
+    }
 
 
 _SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")

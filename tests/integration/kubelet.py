@@ -21,7 +21,7 @@ from cluster import CONFIGMAPS, JOBS, PODS, SECRETS, Cluster
 from servicebuild.credentials import credentials_from_docker_config
 from servicebuild.imageref import parse_image
 from servicebuild.naming import ANNOTATION_SERVICEBUILD
-from support.oci_registry import push_image, push_index, tag_digest
+from support.oci_registry import buildkit_history, push_image, push_index, tag_digest
 
 Behaviour = Literal["succeed", "fail", "hold", "stuck", "cache-export-fails", "evicted"]
 """succeed; fail with a BuildKit error; hold running until released; stuck pending (image pull
@@ -207,10 +207,7 @@ class Kubelet:
     def _base_image_steps(self, job: dict[str, Any]) -> list[str]:
         """The `FROM <ref>@<digest>` steps BuildKit prints for the base images of a ConfigMap context's
         Dockerfile, resolved against the test registries (other registries are not reachable here)."""
-        volumes = job["spec"]["template"]["spec"].get("volumes", [])
-        names = [volume["configMap"]["name"] for volume in volumes if "configMap" in volume]
-        configmap = self.cluster.get(CONFIGMAPS, job["metadata"]["namespace"], names[0]) if names else None
-        dockerfile = ((configmap or {}).get("data") or {}).get("Dockerfile", "")
+        dockerfile = self._dockerfile(job)
         stages = re.findall(
             r"^FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", dockerfile, re.MULTILINE | re.IGNORECASE
         )
@@ -225,18 +222,32 @@ class Kubelet:
             steps.append(f"[{stage or f'stage-{index}'} 1/2] FROM {image}@{digest}")
         return steps
 
+    def _dockerfile(self, job: dict[str, Any]) -> str:
+        """The Dockerfile of a ConfigMap context, as the Job's init container copies it."""
+        volumes = job["spec"]["template"]["spec"].get("volumes", [])
+        names = [volume["configMap"]["name"] for volume in volumes if "configMap" in volume]
+        configmap = self.cluster.get(CONFIGMAPS, job["metadata"]["namespace"], names[0]) if names else None
+        return str(((configmap or {}).get("data") or {}).get("Dockerfile", ""))
+
     def _push(self, job: dict[str, Any]) -> str:
         """Push under every name of the `--output`, as BuildKit does; return the digest."""
         names = [parse_image(name) for name in output_names(job)]
         auth = self._push_credentials(job)
+        dockerfile = self._dockerfile(job)
         digest = ""
         for image in names:
             registry = self.mirrors.get(image.registry, image.registry)
             if platforms(job):
-                digest = push_index(registry, image.repository, image.tag, auth=auth).digest
+                history = buildkit_history(dockerfile, 2)
+                digest = push_index(registry, image.repository, image.tag, auth=auth, history=history).digest
             else:
-                layers = [f"{job['metadata']['name']}: layer {index}\n".encode() for index in range(3)]
-                digest = push_image(registry, image.repository, image.tag, layers, auth=auth).digest
+                layers = [
+                    f"{job['metadata']['name']}: layer {index}\n".encode() * (index + 1) for index in range(3)
+                ]
+                history = buildkit_history(dockerfile, len(layers))
+                digest = push_image(
+                    registry, image.repository, image.tag, layers, auth=auth, history=history
+                ).digest
         return digest
 
     async def _finish(self, job: dict[str, Any], behaviour: Behaviour) -> None:

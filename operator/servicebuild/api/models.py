@@ -569,7 +569,31 @@ class Condition(_StatusModel):
     """When `status` last changed (RFC 3339)."""
 
 
-class PlatformOutput(_StatusModel):
+class LayerOutput(_StatusModel):
+    """One layer of the image and what made it."""
+
+    size_bytes: int
+    """The layer's compressed size, as the registry serves it."""
+    instruction: str
+    """The instruction that made it, from the image's history; as the Dockerfile writes it when the target
+    stage's instructions were known (ConfigMap sources), else as BuildKit recorded it (which drops
+    `--from=`)."""
+
+
+class _LayerBytes(_StatusModel):
+    """Where an image's bytes are."""
+
+    base_bytes: int | None = None
+    """The layers of the target stage's base image (everything before the stage's own instructions); only
+    when the target stage's instructions are known and agree with the image's history."""
+    added_bytes: int | None = None
+    """The layers the target stage's own instructions added; `sizeBytes` is the config plus `baseBytes`
+    plus `addedBytes`."""
+    largest_layers: Annotated[list[LayerOutput], Field(max_length=5)] | None = None
+    """The largest layers, at most 5, largest first, each with the instruction that made it."""
+
+
+class PlatformOutput(_LayerBytes):
     """One platform's image inside a multi-platform index."""
 
     platform: str
@@ -652,8 +676,10 @@ class BuildRecord(_StatusModel):
     """Its Job; kept for the last builds (see the operator's Job history settings)."""
 
 
-class BuildOutput(_StatusModel):
-    """The result of the last successful build; kept while a new build runs or fails."""
+class BuildOutput(_LayerBytes):
+    """The result of the last successful build; kept while a new build runs or fails. `baseBytes`,
+    `addedBytes` and `largestLayers` are here for an image of one platform (an index with attestations
+    included), and in each of `platforms` for an index."""
 
     image: str
     """`registry/repository:tag@digest`: pull this to get exactly what was built."""
