@@ -18,10 +18,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from servicebuild import imagehistory, naming, plan
+from servicebuild import cachemiss, imagehistory, naming, plan
 from servicebuild.admission import BuildSlots, Claim, Idle, Key, Running, Waiting, Waves
 from servicebuild.api.models import (
     BaseImage,
+    CacheInputs,
+    FirstMiss,
     InvalidServiceBuild,
     ObjectMeta,
     ServiceBuild,
@@ -339,7 +341,16 @@ class Reconciler:
         base_images = tuple(
             dict.fromkeys(BaseImage(ref=image.ref, digest=image.digest) for image in facts.base_images)
         )
-        return Succeeded(build, output, report, observation.completion_time, base_images=base_images)
+        inputs = cachemiss.cache_inputs(context, spec.build_args)
+        return Succeeded(
+            build,
+            output,
+            report,
+            observation.completion_time,
+            base_images=base_images,
+            first_miss=_first_miss(servicebuild.status, facts.first_miss, inputs, base_images),
+            cache_inputs=inputs,
+        )
 
     def _layers(
         self,
@@ -424,6 +435,16 @@ class Reconciler:
                     "Posting the %s event failed (the status holds the same): %s", event.reason, exc
                 )
         return Result(status=status, written=True)
+
+
+def _first_miss(
+    previous: ServiceBuildStatus, step: str | None, inputs: CacheInputs, base_images: tuple[BaseImage, ...]
+) -> FirstMiss | None:
+    """The first missed step, with what changed since the last successful build (`previous`)."""
+    if step is None:
+        return None
+    before = previous.cache.inputs if previous.cache else None
+    return cachemiss.explain(step, before, inputs, previous.base_images or (), base_images)
 
 
 def _instructions(spec: ServiceBuildSpec, context: dict[str, bytes] | None) -> list[str] | None:

@@ -11,9 +11,11 @@ from servicebuild.api.models import (
     BuildOutput,
     BuildRecord,
     BuildResult,
+    CacheInputs,
     CacheStats,
     Condition,
     ConditionStatus,
+    FirstMiss,
     LayerOutput,
     Phase,
     PlatformOutput,
@@ -115,6 +117,10 @@ class Succeeded:
     completion_time: datetime | None
     base_images: tuple[BaseImage, ...] = ()
     """The base images the build's stages used, as BuildKit resolved them."""
+    first_miss: FirstMiss | None = None
+    """The first step the cache missed, and why where knowable."""
+    cache_inputs: CacheInputs | None = None
+    """What the build read, for the next build's `first_miss` to compare with."""
 
 
 @dataclass(frozen=True)
@@ -253,7 +259,12 @@ def _succeeded(previous: ServiceBuildStatus, outcome: Succeeded, now: datetime) 
     stamp = _Stamp(previous, build.generation, now)
     cache = previous.cache
     if report.cached_steps is not None and report.total_steps is not None:
-        cache = CacheStats(cached_steps=report.cached_steps, total_steps=report.total_steps)
+        cache = CacheStats(
+            cached_steps=report.cached_steps,
+            total_steps=report.total_steps,
+            first_miss=outcome.first_miss,
+            inputs=outcome.cache_inputs,
+        )
     return ServiceBuildStatus(
         **_base(previous, build)
         | {"output": output, "cache": cache, "base_images": list(outcome.base_images) or None},

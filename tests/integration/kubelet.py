@@ -99,6 +99,9 @@ class Kubelet:
     real cluster; False leaves the Job untouched until it completes it, so only the Pod tells."""
     completions: set[asyncio.Task[None]] = field(default_factory=set)
     """The Job controller's pending completions."""
+    first_misses: dict[str, str] = field(default_factory=dict)
+    """Per ServiceBuild name, the first step BuildKit's cache missed in its builds (the wrapper's `miss`
+    fact); none when not given."""
 
     def plan(self, servicebuild: str, *behaviours: Behaviour) -> None:
         self.behaviours[servicebuild].extend(behaviours)
@@ -261,6 +264,8 @@ class Kubelet:
             report = {"digest": digest, "imageName": ",".join(output_names(job)), "cacheMetrics": metrics}
             report["cacheExported"] = behaviour != "cache-export-fails"
             facts = [f"base {step}" for step in await asyncio.to_thread(self._base_image_steps, job)]
+            owner = job["metadata"]["annotations"][ANNOTATION_SERVICEBUILD]
+            facts += [f"miss {self.first_misses[owner]}"] if owner in self.first_misses else []
             message = "\n".join([json.dumps(report), *facts]) + "\n"
             terminated = {"exitCode": 0, "reason": "Completed", "message": message}
         else:

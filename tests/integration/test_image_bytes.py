@@ -4,13 +4,15 @@ We test these aspects:
 - one platform: `status.output` has the base image's bytes, the bytes the target stage added and the
   largest layers, each as the registry serves it, the `COPY` named with the `--from=` BuildKit drops;
 - a multi-platform index with an attestation: each platform's image has its own figures, the attestation
-  none, and the output as a whole none.
+  none, and the output as a whole none;
+- a rebuild after a one-line change of a source file: `status.cache.firstMiss` names the `COPY` that
+  missed and that file, not the unchanged Dockerfile.
 """
 
 from typing import Any
 
-from cluster import Cluster, eventually
-from helpers import NAMESPACE, build_context_fixture, ready, served, spec
+from cluster import CONFIGMAPS, Cluster, eventually
+from helpers import CONTEXT, NAMESPACE, build_context_fixture, ready, served, spec, status_of
 from kubelet import Kubelet
 from operator_process import OperatorProcess
 
@@ -74,3 +76,19 @@ async def test_each_platform_of_an_index_has_its_own_figures(
         )
     assert len(index["manifests"]) == 3  # the two platforms and the attestation, which has no figures
     assert not {"baseBytes", "addedBytes", "largestLayers"} & set(output)
+
+
+async def test_a_rebuild_after_a_one_line_change_names_the_copy_that_missed_and_the_file(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    copy_sources = "[build 2/3] COPY main.c ."
+    kubelet.first_misses["greet"] = copy_sources
+    await cluster.create_servicebuild(NAMESPACE, "greet", spec(oci_registry, "greet"))
+    await eventually(lambda: ready(cluster, "greet", 1))
+    assert status_of(cluster, "greet")["cache"]["firstMiss"] == {"step": copy_sources}  # no build before
+
+    await cluster.patch(CONFIGMAPS, NAMESPACE, CONTEXT, {"data": {"main.c": "int main(){return 1;}"}})
+
+    await eventually(lambda: status_of(cluster, "greet").get("build") == 2 and ready(cluster, "greet", 1))
+    first_miss = status_of(cluster, "greet")["cache"]["firstMiss"]
+    assert first_miss == {"step": copy_sources, "changedFiles": ["main.c"]}

@@ -708,6 +708,29 @@ class QueueStatus(_StatusModel):
     """When it started waiting (RFC 3339); the queue is first come first served by this time."""
 
 
+class FirstMiss(_StatusModel):
+    """The first step of the build, in build order, that the cache did not serve, and why where knowable."""
+
+    step: str
+    """The step as BuildKit names it, e.g. `[build 3/4] COPY util.h util.c calc.c ./`."""
+    changed_files: Annotated[list[str], Field(max_length=5)] | None = None
+    """Context files this `COPY` or `ADD` copies that changed since the last successful build, at most 5
+    (ConfigMap sources)."""
+    changed_build_args: Annotated[list[str], Field(max_length=5)] | None = None
+    """Build arguments whose value changed since the last successful build, at most 5."""
+    changed_base_images: Annotated[list[str], Field(max_length=5)] | None = None
+    """Base images whose digest changed since the last successful build, at most 5."""
+
+
+class CacheInputs(_StatusModel):
+    """Short digests of what the last successful build read, to tell what the next one changed."""
+
+    files: dict[str, str] | None = None
+    """Context file → the first 16 hex digits of its sha256 (ConfigMap sources of at most 100 files)."""
+    build_args: dict[str, str] | None = None
+    """Build argument → the first 16 hex digits of its value's sha256."""
+
+
 class CacheStats(_StatusModel):
     """How much of the last finished build came from the cache."""
 
@@ -715,6 +738,9 @@ class CacheStats(_StatusModel):
     """How many of the build's steps BuildKit served from the cache."""
     total_steps: int
     """How many steps the build had, cached or not (BuildKit's internal steps not counted)."""
+    first_miss: FirstMiss | None = None
+    """The first step the cache missed, in build order; none when every step was cached."""
+    inputs: CacheInputs | None = None
 
 
 class ServiceBuildStatus(_StatusModel):
