@@ -17,7 +17,6 @@ from servicebuild.buildcontext import MAX_UNPACKED_BYTES, context_files, file_di
 def archive(files: dict[str, bytes]) -> str:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.addfile(tarfile.TarInfo("./src"), None)  # a folder entry (type regular but empty) is a file
         for name, content in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(content)
@@ -41,7 +40,7 @@ def test_an_archives_regular_files_are_the_files() -> None:
 
     files = context_files({}, {"context.tar.gz": packed}, "context.tar.gz")
 
-    assert files == {"src": b"", "Dockerfile": b"FROM scratch\n", "src/main.c": b"int main(){}"}
+    assert files == {"Dockerfile": b"FROM scratch\n", "src/main.c": b"int main(){}"}  # the folder is no file
 
 
 def test_an_unreadable_or_oversized_archive_is_none() -> None:
