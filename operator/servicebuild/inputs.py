@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from servicebuild import naming, policy
+from servicebuild import buildcontext, naming, policy
 from servicebuild.api.models import BaseImage, Finding, ObjectMeta, ServiceBuild, ServiceBuildSpec
 from servicebuild.config import Settings
 from servicebuild.credentials import (
@@ -147,6 +147,23 @@ class InputReader:
             return None
         configmap = self.kube.get_configmap(meta.namespace, source.name)
         return configmap_findings(spec, configmap) if configmap is not None else None
+
+    def context_files(
+        self, meta: ObjectMeta, spec: ServiceBuildSpec, digest: str | None
+    ) -> dict[str, bytes] | None:
+        """The files of the ConfigMap context a build used, if the ConfigMap still holds what had `digest`;
+        None for git sources, a ConfigMap changed or gone since, or an archive that cannot be read."""
+        source = spec.source.config_map
+        if source is None or digest is None:
+            return None
+        configmap = self.kube.get_configmap(meta.namespace, source.name)
+        if configmap is None:
+            return None
+        data = configmap.get("data") or {}
+        binary_data = configmap.get("binaryData") or {}
+        if naming.context_digest(data, binary_data) != digest:
+            return None
+        return buildcontext.context_files(data, binary_data, source.archive)
 
     def build_inputs(self, servicebuild: ServiceBuild, inputs: BuildInputs) -> BuildInputs:
         """Check what the build needs (allowlists, Secrets) and complete `inputs` with the commit to build."""

@@ -18,16 +18,19 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from servicebuild import naming, plan
+from servicebuild import cachemiss, imagehistory, naming, plan
 from servicebuild.admission import BuildSlots, Claim, Idle, Key, Running, Waiting, Waves
 from servicebuild.api.models import (
     GROUP,
     KIND,
     VERSION,
     BaseImage,
+    CacheInputs,
+    FirstMiss,
     InvalidServiceBuild,
     ObjectMeta,
     ServiceBuild,
+    ServiceBuildSpec,
     ServiceBuildStatus,
     SourceStatus,
     status_to_dict,
@@ -39,6 +42,7 @@ from servicebuild.credentials import (
 from servicebuild.failures import Failure, Reason
 from servicebuild.findings import blocking_failure, with_build_checks
 from servicebuild.gitremote import GitError
+from servicebuild.imagehistory import LayerBreakdown
 from servicebuild.imageref import ImageRef, parse_image
 from servicebuild.inputs import GitGateway, InputReader, Problem
 from servicebuild.jobs import BuildJob, BuildPod, parse_job, parse_pod
@@ -109,6 +113,9 @@ class KubeGateway(Protocol):
 class RegistryGateway(Protocol):
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary: ...
     def tag_digest(self, image: ImageRef, credentials: Credentials | None) -> str: ...
+    def manifest_and_config(
+        self, image: ImageRef, digest: str, credentials: Credentials | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -380,19 +387,46 @@ class Reconciler:
                 raise
             failure = Failure(type(exc).__name__, f"Reading the pushed image back failed: {exc}")
             return Stalled(build, failure, completion_time=observation.completion_time)
-        output = output_record(spec.output.ref, summary, report, meta.generation)
+        context = self.inputs.context_files(meta, spec, observation.context_digest)
+        layers = self._layers(spec.output.ref, summary, credentials, _instructions(spec, context))
+        output = output_record(spec.output.ref, summary, report, meta.generation, layers)
         facts = self._all_facts(meta, observation)
         base_images = tuple(
             dict.fromkeys(BaseImage(ref=image.ref, digest=image.digest) for image in facts.base_images)
         )
         findings = with_build_checks(servicebuild.status.findings or (), facts.warnings, spec.checks)
+        inputs = cachemiss.cache_inputs(context, spec.build_args)
         return Succeeded(
             replace(build, findings=findings),
             output,
             report,
             observation.completion_time,
             base_images=base_images,
+            first_miss=_first_miss(servicebuild.status, facts.first_miss, inputs, base_images),
+            cache_inputs=inputs,
         )
+
+    def _layers(
+        self,
+        image: ImageRef,
+        summary: ImageSummary,
+        credentials: Credentials | None,
+        instructions: list[str] | None,
+    ) -> dict[str, LayerBreakdown]:
+        """Where the bytes of each image (each platform's of an index) are, from its config's history; an
+        image whose history cannot be read is left out: the build succeeded all the same."""
+        found = {}
+        for digest in [platform.digest for platform in summary.platforms] or [summary.digest]:
+            try:
+                manifest, config = self.registry.manifest_and_config(image, digest, credentials)
+                found[digest] = imagehistory.breakdown(config, manifest, instructions)
+            except RegistryError as exc:
+                if exc.transient:
+                    raise
+                logger.warning("Reading the layers of %s@%s failed: %s", image.name, digest, exc)
+            except imagehistory.InvalidImage as exc:
+                logger.warning("The layers of %s@%s are not known: %s", image.name, digest, exc)
+        return found
 
     def _all_facts(self, meta: ObjectMeta, observation: Observation) -> BuildFacts:
         """The build's facts, those the termination message had no room for read from the end of the build
@@ -471,6 +505,24 @@ class Reconciler:
                     extra=fields,
                 )
         return Result(status=status, written=True)
+
+
+def _first_miss(
+    previous: ServiceBuildStatus, step: str | None, inputs: CacheInputs, base_images: tuple[BaseImage, ...]
+) -> FirstMiss | None:
+    """The first missed step, with what changed since the last successful build (`previous`)."""
+    if step is None:
+        return None
+    before = previous.cache.inputs if previous.cache else None
+    return cachemiss.explain(step, before, inputs, previous.base_images or (), base_images)
+
+
+def _instructions(spec: ServiceBuildSpec, context: dict[str, bytes] | None) -> list[str] | None:
+    """The target stage's instructions, from the Dockerfile of the context the build used, when known."""
+    dockerfile = (context or {}).get(spec.dockerfile)
+    if dockerfile is None:
+        return None
+    return imagehistory.target_instructions(dockerfile.decode(errors="replace"), spec.target)
 
 
 def _claim(outcome: Outcome | None) -> Claim | None:

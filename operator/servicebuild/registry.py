@@ -18,6 +18,7 @@ from servicebuild.manifests import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     INDEX_TYPES,
+    MANIFEST_TYPES,
     OCI_INDEX,
     OCI_MANIFEST,
     ImageSummary,
@@ -89,26 +90,46 @@ class RegistryClient:
         except manifests.InvalidManifest as exc:
             raise InvalidManifest(str(exc)) from None
 
+    def manifest_and_config(
+        self, image: ImageRef, digest: str, credentials: Credentials | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The image manifest `digest` (one platform's, not an index) and the image config it names, whose
+        `history` tells which instruction made each layer."""
+        media_type, manifest = self._fetch(image, digest, credentials)
+        config = manifest.get("config")
+        if media_type not in MANIFEST_TYPES or not isinstance(config, dict):
+            raise InvalidManifest(f"{digest} of {image.name} is not an image manifest")
+        config_digest = str(config.get("digest"))
+        return manifest, self._document(image, f"blobs/{config_digest}", config_digest, credentials)[1]
+
     def _fetch(
         self, image: ImageRef, digest: str, credentials: Credentials | None
     ) -> tuple[str, dict[str, Any]]:
+        response, document = self._document(image, f"manifests/{digest}", digest, credentials)
+        content_type = response.headers.get("content-type", "").split(";")[0].strip()
+        return document.get("mediaType") or content_type, document
+
+    def _document(
+        self, image: ImageRef, path: str, digest: str, credentials: Credentials | None
+    ) -> tuple[httpx.Response, dict[str, Any]]:
+        """A JSON object the registry serves by its digest (a manifest, an image config), checked against
+        the digest."""
         if not _DIGEST_RE.match(digest):
             raise RegistryError(f"{digest!r} is not a sha256 or sha512 digest")
-        response = self._get(image, f"manifests/{digest}", credentials)
+        response = self._get(image, path, credentials)
         algorithm, _, expected = digest.partition(":")
         if hashlib.new(algorithm, response.content).hexdigest() != expected:
             raise DigestMismatch(
-                f"registry {image.api_host} served a manifest for {digest} in repository "
+                f"registry {image.api_host} served {path} in repository "
                 f"{image.repository} whose content has another digest"
             )
         try:
             document = json.loads(response.content)
         except ValueError:
-            raise InvalidManifest(f"manifest {digest} of {image.name} is not JSON") from None
+            raise InvalidManifest(f"{path} of {image.name} is not JSON") from None
         if not isinstance(document, dict):
-            raise InvalidManifest(f"manifest {digest} of {image.name} is not a JSON object")
-        content_type = response.headers.get("content-type", "").split(";")[0].strip()
-        return document.get("mediaType") or content_type, document
+            raise InvalidManifest(f"{path} of {image.name} is not a JSON object")
+        return response, document
 
     def tag_digest(self, image: ImageRef, credentials: Credentials | None) -> str:
         """The digest the registry serves for `image`'s tag now, from a HEAD request (which Docker Hub

@@ -11,10 +11,13 @@ from servicebuild.api.models import (
     BuildOutput,
     BuildRecord,
     BuildResult,
+    CacheInputs,
     CacheStats,
     Condition,
     ConditionStatus,
     Finding,
+    FirstMiss,
+    LayerOutput,
     Phase,
     PlatformOutput,
     QueueStatus,
@@ -24,6 +27,7 @@ from servicebuild.api.models import (
 )
 from servicebuild.failures import Failure
 from servicebuild.findings import DOCKERFILE_CLEAN, clean_condition
+from servicebuild.imagehistory import LayerBreakdown
 from servicebuild.imageref import ImageRef
 from servicebuild.manifests import ImageSummary
 from servicebuild.report import BuildReport
@@ -117,6 +121,10 @@ class Succeeded:
     completion_time: datetime | None
     base_images: tuple[BaseImage, ...] = ()
     """The base images the build's stages used, as BuildKit resolved them."""
+    first_miss: FirstMiss | None = None
+    """The first step the cache missed, and why where knowable."""
+    cache_inputs: CacheInputs | None = None
+    """What the build read, for the next build's `first_miss` to compare with."""
 
 
 @dataclass(frozen=True)
@@ -265,7 +273,12 @@ def _succeeded(previous: ServiceBuildStatus, outcome: Succeeded, now: datetime) 
     stamp = _Stamp(previous, build.generation, now)
     cache = previous.cache
     if report.cached_steps is not None and report.total_steps is not None:
-        cache = CacheStats(cached_steps=report.cached_steps, total_steps=report.total_steps)
+        cache = CacheStats(
+            cached_steps=report.cached_steps,
+            total_steps=report.total_steps,
+            first_miss=outcome.first_miss,
+            inputs=outcome.cache_inputs,
+        )
     return ServiceBuildStatus(
         **_base(previous, build)
         | {"output": output, "cache": cache, "base_images": list(outcome.base_images) or None},
@@ -398,14 +411,28 @@ def transition_event(previous: ServiceBuildStatus, current: ServiceBuildStatus) 
 
 
 def output_record(
-    image: ImageRef, summary: ImageSummary, report: BuildReport, generation: int
+    image: ImageRef,
+    summary: ImageSummary,
+    report: BuildReport,
+    generation: int,
+    layers: Mapping[str, LayerBreakdown] | None = None,
 ) -> BuildOutput:
-    """The image as the registry serves it, pinned by digest, with every reference the build pushed."""
+    """The image as the registry serves it, pinned by digest, with every reference the build pushed, and
+    where its bytes are (`layers`, by image manifest digest, where they were read)."""
+    layers = layers or {}
     platforms = [
-        PlatformOutput(platform=p.platform, digest=p.digest, size_bytes=p.size_bytes, layers=p.layers)
+        PlatformOutput(
+            platform=p.platform,
+            digest=p.digest,
+            size_bytes=p.size_bytes,
+            layers=p.layers,
+            **_layer_bytes(layers.get(p.digest)),
+        )
         for p in summary.platforms
     ]
+    one_image = summary.digest if not platforms else platforms[0].digest if len(platforms) == 1 else None
     return BuildOutput(
+        **_layer_bytes(layers.get(one_image) if one_image else None),
         image=image.with_digest(summary.digest),
         digest=summary.digest,
         size_bytes=summary.size_bytes,
@@ -415,6 +442,19 @@ def output_record(
         platforms=platforms or None,
         tags=report.image_name.split(",") if report.image_name else [str(image)],
     )
+
+
+def _layer_bytes(layers: LayerBreakdown | None) -> dict[str, Any]:
+    if layers is None:
+        return {}
+    return {
+        "base_bytes": layers.base_bytes,
+        "added_bytes": layers.added_bytes,
+        "largest_layers": [
+            LayerOutput(size_bytes=layer.size_bytes, instruction=layer.instruction)
+            for layer in layers.largest
+        ],
+    }
 
 
 _SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")

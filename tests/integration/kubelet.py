@@ -22,7 +22,7 @@ from cluster import CONFIGMAPS, JOBS, PODS, SECRETS, Cluster
 from servicebuild.credentials import credentials_from_docker_config
 from servicebuild.imageref import parse_image
 from servicebuild.naming import ANNOTATION_SERVICEBUILD
-from support.oci_registry import push_image, push_index, tag_digest
+from support.oci_registry import buildkit_history, push_image, push_index, tag_digest
 
 Behaviour = Literal["succeed", "fail", "hold", "stuck", "cache-export-fails", "evicted"]
 """succeed; fail with a BuildKit error; hold running until released; stuck pending (image pull
@@ -101,6 +101,9 @@ class Kubelet:
     real cluster; False leaves the Job untouched until it completes it, so only the Pod tells."""
     completions: set[asyncio.Task[None]] = field(default_factory=set)
     """The Job controller's pending completions."""
+    first_misses: dict[str, str] = field(default_factory=dict)
+    """Per ServiceBuild name, the first step BuildKit's cache missed in its builds (the wrapper's `miss`
+    fact); none when not given."""
 
     def plan(self, servicebuild: str, *behaviours: Behaviour) -> None:
         self.behaviours[servicebuild].extend(behaviours)
@@ -206,14 +209,6 @@ class Kubelet:
                 return (credentials.username, credentials.password) if credentials else None
         return None
 
-    def _dockerfile(self, job: dict[str, Any]) -> str:
-        """The Dockerfile of a ConfigMap context (one key per file); empty for other sources."""
-        volumes = job["spec"]["template"]["spec"].get("volumes", [])
-        names = [volume["configMap"]["name"] for volume in volumes if "configMap" in volume]
-        configmap = self.cluster.get(CONFIGMAPS, job["metadata"]["namespace"], names[0]) if names else None
-        dockerfile: str = ((configmap or {}).get("data") or {}).get("Dockerfile", "")
-        return dockerfile
-
     def _check_warnings(self, job: dict[str, Any]) -> list[str]:
         """The build checks BuildKit reports for the Dockerfile, as `checks-plain.log` in the shared samples
         words them (`#1 WARN: <Rule>: <message> (line N)`); FromAsCasing only, less the skipped checks."""
@@ -249,18 +244,32 @@ class Kubelet:
             steps.append(f"[{stage or f'stage-{index}'} 1/2] FROM {image}@{digest}")
         return steps
 
+    def _dockerfile(self, job: dict[str, Any]) -> str:
+        """The Dockerfile of a ConfigMap context, as the Job's init container copies it."""
+        volumes = job["spec"]["template"]["spec"].get("volumes", [])
+        names = [volume["configMap"]["name"] for volume in volumes if "configMap" in volume]
+        configmap = self.cluster.get(CONFIGMAPS, job["metadata"]["namespace"], names[0]) if names else None
+        return str(((configmap or {}).get("data") or {}).get("Dockerfile", ""))
+
     def _push(self, job: dict[str, Any]) -> str:
         """Push under every name of the `--output`, as BuildKit does; return the digest."""
         names = [parse_image(name) for name in output_names(job)]
         auth = self._push_credentials(job)
+        dockerfile = self._dockerfile(job)
         digest = ""
         for image in names:
             registry = self.mirrors.get(image.registry, image.registry)
             if platforms(job):
-                digest = push_index(registry, image.repository, image.tag, auth=auth).digest
+                history = buildkit_history(dockerfile, 2)
+                digest = push_index(registry, image.repository, image.tag, auth=auth, history=history).digest
             else:
-                layers = [f"{job['metadata']['name']}: layer {index}\n".encode() for index in range(3)]
-                digest = push_image(registry, image.repository, image.tag, layers, auth=auth).digest
+                layers = [
+                    f"{job['metadata']['name']}: layer {index}\n".encode() * (index + 1) for index in range(3)
+                ]
+                history = buildkit_history(dockerfile, len(layers))
+                digest = push_image(
+                    registry, image.repository, image.tag, layers, auth=auth, history=history
+                ).digest
         return digest
 
     async def _finish(self, job: dict[str, Any], behaviour: Behaviour) -> None:
@@ -275,6 +284,8 @@ class Kubelet:
             report["cacheExported"] = behaviour != "cache-export-fails"
             facts = [f"base {step}" for step in await asyncio.to_thread(self._base_image_steps, job)]
             facts += [f"warn {warning}" for warning in self._check_warnings(job)]
+            owner = job["metadata"]["annotations"][ANNOTATION_SERVICEBUILD]
+            facts += [f"miss {self.first_misses[owner]}"] if owner in self.first_misses else []
             message = "\n".join([json.dumps(report), *facts]) + "\n"
             terminated = {"exitCode": 0, "reason": "Completed", "message": message}
         else:

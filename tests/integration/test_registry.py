@@ -7,6 +7,7 @@ We test these aspects:
 - htpasswd (Basic) auth: the right credentials read the manifest, wrong or none are denied;
 - token (Bearer) auth: a token is fetched from the realm with the credentials and reused while
   valid; wrong credentials or an anonymous token without access are denied;
+- an image's manifest and config (with its history) are read back, with auth; an index has no config;
 - an unknown digest is a permanent ManifestNotFound;
 - a stopped registry, a 5xx and a 429 are transient RegistryUnavailable; a host not listed as
   insecure is reached over https (so a plain-http registry is unavailable to it);
@@ -28,6 +29,7 @@ from servicebuild.imageref import ImageRef, parse_image
 from servicebuild.manifests import ImageSummary, PlatformImage
 from servicebuild.registry import (
     DigestMismatch,
+    InvalidManifest,
     ManifestNotFound,
     RegistryAuthDenied,
     RegistryClient,
@@ -84,6 +86,28 @@ def test_single_manifest_is_sized_as_config_plus_layers(
         layers=2,
         platforms=(),
     )
+
+
+def test_manifest_and_config_are_read_with_htpasswd_auth_and_the_config_history(
+    oci_registry_htpasswd: RunningRegistry, unique_repository: str
+) -> None:
+    history = [{"created_by": "base layer"}, {"created_by": "COPY /app /app # buildkit"}]
+    pushed = push_image(oci_registry_htpasswd, unique_repository, "1.0", layers(), history=history)
+
+    with client_for(oci_registry_htpasswd.host) as client:
+        manifest, config = client.manifest_and_config(
+            image_of(oci_registry_htpasswd, unique_repository), pushed.digest, RIGHT
+        )
+
+    assert manifest == pushed.manifest
+    assert config["history"] == history
+
+
+def test_an_index_has_no_config_of_its_own(oci_registry: RunningRegistry, unique_repository: str) -> None:
+    pushed = push_index(oci_registry, unique_repository, "multi")
+
+    with client_for(oci_registry.host) as client, pytest.raises(InvalidManifest):
+        client.manifest_and_config(image_of(oci_registry, unique_repository, "multi"), pushed.digest, None)
 
 
 def test_index_is_sized_per_platform_without_the_attestation(

@@ -124,6 +124,14 @@ class FakeRegistry:
             platforms=(),
         )
 
+    def manifest_and_config(
+        self, image: ImageRef, digest: str, credentials: Credentials | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The three layers of `inspect`'s image: a base layer and two the Dockerfile's `RUN`s made."""
+        sizes = (IMAGE_SIZE // 2, IMAGE_SIZE // 4, IMAGE_SIZE // 8)
+        history = [{"created_by": "base layer"}, *({"created_by": f"RUN step {n}"} for n in (1, 2))]
+        return {"layers": [{"size": size} for size in sizes]}, {"history": history}
+
 
 class FakeGit:
     """Every revision resolves to `commit` (COMMIT unless a test moves it); `lookups` counts the asking."""

@@ -619,7 +619,31 @@ class Condition(_StatusModel):
     """When `status` last changed (RFC 3339)."""
 
 
-class PlatformOutput(_StatusModel):
+class LayerOutput(_StatusModel):
+    """One layer of the image and what made it."""
+
+    size_bytes: int
+    """The layer's compressed size, as the registry serves it."""
+    instruction: str
+    """The instruction that made it, from the image's history; as the Dockerfile writes it when the target
+    stage's instructions were known (ConfigMap sources), else as BuildKit recorded it (which drops
+    `--from=`)."""
+
+
+class _LayerBytes(_StatusModel):
+    """Where an image's bytes are."""
+
+    base_bytes: int | None = None
+    """The layers of the target stage's base image (everything before the stage's own instructions); only
+    when the target stage's instructions are known and agree with the image's history."""
+    added_bytes: int | None = None
+    """The layers the target stage's own instructions added; `sizeBytes` is the config plus `baseBytes`
+    plus `addedBytes`."""
+    largest_layers: Annotated[list[LayerOutput], Field(max_length=5)] | None = None
+    """The largest layers, at most 5, largest first, each with the instruction that made it."""
+
+
+class PlatformOutput(_LayerBytes):
     """One platform's image inside a multi-platform index."""
 
     platform: str
@@ -709,8 +733,10 @@ class BuildRecord(_StatusModel):
     """Its Job; kept for the last builds (see the operator's Job history settings)."""
 
 
-class BuildOutput(_StatusModel):
-    """The result of the last successful build; kept while a new build runs or fails."""
+class BuildOutput(_LayerBytes):
+    """The result of the last successful build; kept while a new build runs or fails. `baseBytes`,
+    `addedBytes` and `largestLayers` are here for an image of one platform (an index with attestations
+    included), and in each of `platforms` for an index."""
 
     image: str
     """`registry/repository:tag@digest`: pull this to get exactly what was built."""
@@ -739,6 +765,29 @@ class QueueStatus(_StatusModel):
     """When it started waiting (RFC 3339); the queue is first come first served by this time."""
 
 
+class FirstMiss(_StatusModel):
+    """The first step of the build, in build order, that the cache did not serve, and why where knowable."""
+
+    step: str
+    """The step as BuildKit names it, e.g. `[build 3/4] COPY util.h util.c calc.c ./`."""
+    changed_files: Annotated[list[str], Field(max_length=5)] | None = None
+    """Context files this `COPY` or `ADD` copies that changed since the last successful build, at most 5
+    (ConfigMap sources)."""
+    changed_build_args: Annotated[list[str], Field(max_length=5)] | None = None
+    """Build arguments whose value changed since the last successful build, at most 5."""
+    changed_base_images: Annotated[list[str], Field(max_length=5)] | None = None
+    """Base images whose digest changed since the last successful build, at most 5."""
+
+
+class CacheInputs(_StatusModel):
+    """Short digests of what the last successful build read, to tell what the next one changed."""
+
+    files: dict[str, str] | None = None
+    """Context file → the first 16 hex digits of its sha256 (ConfigMap sources of at most 100 files)."""
+    build_args: dict[str, str] | None = None
+    """Build argument → the first 16 hex digits of its value's sha256."""
+
+
 class CacheStats(_StatusModel):
     """How much of the last finished build came from the cache."""
 
@@ -746,6 +795,9 @@ class CacheStats(_StatusModel):
     """How many of the build's steps BuildKit served from the cache."""
     total_steps: int
     """How many steps the build had, cached or not (BuildKit's internal steps not counted)."""
+    first_miss: FirstMiss | None = None
+    """The first step the cache missed, in build order; none when every step was cached."""
+    inputs: CacheInputs | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
