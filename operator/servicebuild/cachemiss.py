@@ -4,23 +4,22 @@ BuildKit names the first missed step (`cachemetrics`, `report_budget`) but not w
 short digests of what each successful build read (`CacheInputs`: the ConfigMap context's files, the
 build arguments) and compares them with the next build's: the changed files that the missed `COPY` or
 `ADD` copies (its sources matched as BuildKit matches them, `*`/`?` wildcards and folders), the build
-arguments whose value changed, the base images whose digest changed. A file BuildKit skips by
+arguments whose value changed, the base images whose digest changed. The Dockerfile analysis's parser and
+source matching read the step (`dockerfile.copied_context_files`). A file BuildKit skips by
 `.dockerignore` may be named though it changed nothing; git sources have no file digests.
 """
 
-import fnmatch
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 
 from servicebuild.api.models import BaseImage, CacheInputs, FirstMiss
 from servicebuild.buildcontext import file_digests
 from servicebuild.buildlog import parse_step_name
+from servicebuild.dockerfile import copied_context_files
 
 MAX_TRACKED_FILES = 100
 """A context of more files keeps no file digests: the status stays small."""
 MAX_NAMED = 5
-_COPIES = frozenset({"COPY", "ADD"})
 
 
 def cache_inputs(files: Mapping[str, bytes] | None, build_args: Mapping[str, str]) -> CacheInputs:
@@ -43,8 +42,8 @@ def explain(
     if previous is None:
         return FirstMiss(step=step)
     files = _changed(previous.files, current.files) if previous.files and current.files else []
-    sources = copied_sources(step)
-    copied = [path for path in files if sources is not None and _copies(sources, path)]
+    parsed = parse_step_name(step)
+    copied = sorted(copied_context_files(parsed.instruction if parsed else step, files) or [])
     args = _changed(previous.build_args or {}, current.build_args or {})
     before = {image.ref: image.digest for image in previous_bases}
     bases = sorted(
@@ -56,37 +55,6 @@ def explain(
         changed_build_args=args[:MAX_NAMED] or None,
         changed_base_images=bases[:MAX_NAMED] or None,
     )
-
-
-def copied_sources(step: str) -> list[str] | None:
-    """The context paths a `COPY` or `ADD` step copies; None for another step or a copy from a stage or
-    an image."""
-    parsed = parse_step_name(step)
-    instruction = parsed.instruction if parsed else step
-    keyword, _, rest = instruction.strip().partition(" ")
-    if keyword.upper() not in _COPIES:
-        return None
-    words = rest.split()
-    flags = [word for word in words if word.startswith("--")]
-    if any(flag.startswith("--from=") for flag in flags):
-        return None
-    arguments = " ".join(word for word in words if not word.startswith("--"))
-    if arguments.startswith("["):
-        try:
-            paths = [str(path) for path in json.loads(arguments)]
-        except ValueError:
-            return None
-    else:
-        paths = arguments.split()
-    return paths[:-1]
-
-
-def _copies(sources: list[str], path: str) -> bool:
-    for source in sources:
-        pattern = source.removeprefix("./").rstrip("/")
-        if pattern in {"", "."} or fnmatch.fnmatchcase(path, pattern) or path.startswith(f"{pattern}/"):
-            return True
-    return False
 
 
 def _changed(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:

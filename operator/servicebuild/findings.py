@@ -6,17 +6,11 @@ The findings of a build are fixed in two steps. When its Job is about to be crea
 stops the build there. When the build succeeds, BuildKit's build checks (the `warn` lines of its report)
 join them. A git context is not fetched by the operator, so its findings are BuildKit's checks only.
 
-A ConfigMap archive is unpacked in memory, at most `MAX_UNPACKED_BYTES`: a larger one is built unchecked
-rather than letting one ConfigMap hold the operator's memory.
+A ConfigMap context is read by `buildcontext` (an archive that unpacks to more than its limit is built
+unchecked); `context_findings` takes any context as its files.
 """
 
-import base64
-import binascii
-import io
-import posixpath
 import re
-import tarfile
-import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,14 +23,13 @@ from servicebuild.api.models import (
     FindingSeverity,
     ServiceBuildSpec,
 )
+from servicebuild.buildcontext import context_files, relative
 from servicebuild.buildlog import BuildWarning
 from servicebuild.dockerfile import RULE_NAMES, BuildContext, DockerfileError, analyze
 from servicebuild.failures import Failure, Reason
 
 DOCKERFILE_CLEAN = "DockerfileClean"
 """A warning condition: False when the build's Dockerfile has an `error` or `warning` finding."""
-MAX_UNPACKED_BYTES = 32 * 1024 * 1024
-"""The most a ConfigMap archive may unpack to for the operator to check it."""
 MAX_READ_FILE_BYTES = 64 * 1024
 """The most of one file the rules read (the Dockerfile, `.dockerignore`, `.npmrc`)."""
 _SEVERITY_ORDER = {FindingSeverity.ERROR: 0, FindingSeverity.WARNING: 1, FindingSeverity.INFO: 2}
@@ -49,21 +42,30 @@ ConditionValue = tuple[ConditionStatus, str, str]
 
 
 def configmap_findings(spec: ServiceBuildSpec, configmap: Mapping[str, Any]) -> tuple[Finding, ...]:
-    """The findings of a ConfigMap context, less `spec.checks.skip`; none when the Dockerfile is missing or
-    does not parse (BuildKit then fails the build with its own message) or the archive is too large."""
+    """The findings of a ConfigMap context; none when its archive cannot be read."""
     source = spec.source.config_map
     if source is None:
         return ()
-    ignore_file = f"{spec.dockerfile}.dockerignore"
-    files = _configmap_files(configmap, source.archive, {spec.dockerfile, ignore_file, ".dockerignore"})
-    if files is None or spec.dockerfile not in files.texts:
+    files = context_files(configmap.get("data") or {}, configmap.get("binaryData") or {}, source.archive)
+    return context_findings(spec, files) if files is not None else ()
+
+
+def context_findings(spec: ServiceBuildSpec, files: Mapping[str, bytes]) -> tuple[Finding, ...]:
+    """The findings of a context given as its files (relative paths), less `spec.checks.skip`; none when
+    the Dockerfile is missing or does not parse (BuildKit then fails the build with its own message)."""
+    dockerfile = relative(spec.dockerfile)
+    ignore_file = f"{dockerfile}.dockerignore"
+    named = {dockerfile, ignore_file, ".dockerignore"}
+    texts = {
+        path: content[:MAX_READ_FILE_BYTES].decode(errors="replace")
+        for path, content in files.items()
+        if path in named or _SECRET_HOLDERS.search(path)
+    }
+    if dockerfile not in texts:
         return ()
-    texts = files.texts
-    context = BuildContext.of(files.paths, texts, texts.get(ignore_file, texts.get(".dockerignore", "")))
+    context = BuildContext.of(files, texts, texts.get(ignore_file, texts.get(".dockerignore", "")))
     try:
-        found = analyze(
-            texts[spec.dockerfile], target=spec.target, build_args=spec.build_args, context=context
-        )
+        found = analyze(texts[dockerfile], target=spec.target, build_args=spec.build_args, context=context)
     except DockerfileError:
         return ()
     return _kept(
@@ -140,72 +142,3 @@ def _kept(findings: Iterable[Finding], checks: Checks) -> tuple[Finding, ...]:
 
 def _kebab(rule: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", rule).lower()
-
-
-class _ContextFiles:
-    """The paths of a context and the text of the files the rules read: `named` ones and secret holders."""
-
-    def __init__(self, named: set[str]) -> None:
-        self.named = named
-        self.paths: list[str] = []
-        self.texts: dict[str, str] = {}
-
-    def wants(self, path: str) -> bool:
-        return _relative(path) in self.named or _SECRET_HOLDERS.search(_relative(path)) is not None
-
-    def add(self, path: str, content: bytes | str | None) -> None:
-        self.paths.append(_relative(path))
-        if content is not None and self.wants(path):
-            raw = content.encode() if isinstance(content, str) else content
-            self.texts[_relative(path)] = raw[:MAX_READ_FILE_BYTES].decode(errors="replace")
-
-
-def _relative(path: str) -> str:
-    return posixpath.normpath("/" + path).lstrip("/")
-
-
-def _configmap_files(
-    configmap: Mapping[str, Any], archive: str | None, named: set[str]
-) -> _ContextFiles | None:
-    """The context the build Pod makes of the ConfigMap: its keys as files, or its archive unpacked."""
-    data: Mapping[str, str] = configmap.get("data") or {}
-    binary: Mapping[str, str] = configmap.get("binaryData") or {}
-    files = _ContextFiles(named)
-    if archive is None:
-        for key, text in data.items():
-            files.add(key, text)
-        for key, encoded in binary.items():
-            files.add(key, _decoded(encoded) if files.wants(key) else None)
-        return files
-    unpacked = _gunzip(binary.get(archive, ""))
-    if unpacked is None:
-        return None
-    try:
-        with tarfile.open(fileobj=io.BytesIO(unpacked), mode="r:") as tar:
-            for member in tar:
-                if member.isfile():
-                    reader = tar.extractfile(member) if files.wants(member.name) else None
-                    files.add(member.name, reader.read(MAX_READ_FILE_BYTES) if reader else None)
-    except tarfile.TarError:
-        return None
-    return files
-
-
-def _decoded(encoded: str) -> bytes | None:
-    try:
-        return base64.b64decode(encoded, validate=True)
-    except binascii.Error:
-        return None
-
-
-def _gunzip(encoded: str) -> bytes | None:
-    """The archive's tar stream; None when it is no gzip or unpacks to more than `MAX_UNPACKED_BYTES`."""
-    compressed = _decoded(encoded)
-    if compressed is None:
-        return None
-    decompressor = zlib.decompressobj(wbits=31)
-    try:
-        unpacked = decompressor.decompress(compressed, MAX_UNPACKED_BYTES)
-    except zlib.error:
-        return None
-    return unpacked if not decompressor.unconsumed_tail else None

@@ -10,14 +10,15 @@ arguments in scope (`RUN |1 API_TOKEN=… /bin/sh -c …`). The target stage's o
 with them instruction by instruction, those entries get the text as written and everything before them is
 the base image; otherwise the split is unknown and the layers keep BuildKit's text, build arguments cut.
 
-`target_instructions` reads them from a Dockerfile minimally: line continuations, comments, parser
-directives, heredocs, stages by `FROM … AS name`; the default escape character only.
+`target_instructions` reads them with the Dockerfile analysis's parser (`servicebuild.dockerfile`).
 """
 
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from servicebuild.dockerfile import DockerfileError, parse_dockerfile
 
 LARGEST_LAYERS = 5
 MAX_INSTRUCTION = 200
@@ -26,8 +27,6 @@ _BUILDKIT_SUFFIX = " # buildkit"
 _SHELL_PREFIX = "/bin/sh -c "
 _NOP = "#(nop) "
 _RUN_ARGS_RE = re.compile(r"^RUN \|(\d+) ")
-_HEREDOC_RE = re.compile(r"<<-?\s*([\"']?)([A-Za-z_][A-Za-z0-9_]*)\1")
-_FROM_RE = re.compile(r"^FROM\s+(?:--\S+\s+)*\S+(?:\s+AS\s+(\S+))?\s*$", re.IGNORECASE)
 
 
 class InvalidImage(ValueError):  # noqa: N818 - named as the registry gateway's error it becomes
@@ -130,38 +129,14 @@ def _shortened(text: str) -> str:
     return text if len(text) <= MAX_INSTRUCTION else text[: MAX_INSTRUCTION - 1] + "…"
 
 
-def target_instructions(dockerfile: str, target: str | None = None) -> list[str] | None:
-    """The instructions of the `target` stage (default: the last) after its `FROM`, one line each; None when
-    the Dockerfile has no such stage."""
-    stages: list[tuple[str | None, list[str]]] = []
-    for instruction in _instructions(dockerfile):
-        if match := _FROM_RE.match(instruction):
-            stages.append((match.group(1), []))
-        elif stages:
-            stages[-1][1].append(instruction)
-    if target is None:
-        return stages[-1][1] if stages else None
-    return next((body for name, body in stages if name and name.lower() == target.lower()), None)
-
-
-def _instructions(dockerfile: str) -> list[str]:
-    """Each instruction on one line: continuations joined, comments and heredoc bodies left out."""
-    found: list[str] = []
-    current: list[str] = []
-    lines = iter(dockerfile.splitlines())
-    for raw in lines:
-        line = raw.strip()
-        if not line or line.startswith("#"):  # inside a continuation too, as BuildKit reads it
-            continue
-        if line.endswith("\\"):
-            current.append(line[:-1].strip())
-            continue
-        current.append(line)
-        instruction = " ".join(part for part in current if part)
-        current = []
-        found.append(instruction)
-        for _, word in _HEREDOC_RE.findall(instruction):
-            for body in lines:
-                if body.strip() == word:
-                    break
-    return found
+def target_instructions(
+    dockerfile: str, target: str | None = None, build_args: Mapping[str, str] | None = None
+) -> list[str] | None:
+    """The instructions of the `target` stage (default: the last) after its `FROM`, one line each, runs of
+    blanks as one (a continued line's indent is no part of what the status shows); None when BuildKit
+    would refuse the Dockerfile or it has no such stage."""
+    try:
+        stage = parse_dockerfile(dockerfile, build_args).target(target)
+    except DockerfileError:
+        return None
+    return [" ".join(instruction.original.split()) for instruction in stage.instructions]

@@ -522,7 +522,7 @@ def _instructions(spec: ServiceBuildSpec, context: dict[str, bytes] | None) -> l
     dockerfile = (context or {}).get(spec.dockerfile)
     if dockerfile is None:
         return None
-    return imagehistory.target_instructions(dockerfile.decode(errors="replace"), spec.target)
+    return imagehistory.target_instructions(dockerfile.decode(errors="replace"), spec.target, spec.build_args)
 
 
 def _claim(outcome: Outcome | None) -> Claim | None:

@@ -7,24 +7,9 @@
 """
 
 import base64
-import gzip
-import io
-import tarfile
 
 from servicebuild.buildcontext import MAX_UNPACKED_BYTES, context_files, file_digests
-
-
-def archive(files: dict[str, bytes]) -> str:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, content in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-        folder = tarfile.TarInfo("./lib")
-        folder.type = tarfile.DIRTYPE
-        tar.addfile(folder)
-    return base64.b64encode(gzip.compress(buffer.getvalue())).decode()
+from support.archives import tar_gz
 
 
 def test_configmap_keys_are_the_files() -> None:
@@ -36,7 +21,7 @@ def test_configmap_keys_are_the_files() -> None:
 
 
 def test_an_archives_regular_files_are_the_files() -> None:
-    packed = archive({"./Dockerfile": b"FROM scratch\n", "./src/main.c": b"int main(){}"})
+    packed = tar_gz({"./Dockerfile": b"FROM scratch\n", "./src/main.c": b"int main(){}"}, folders=("./lib",))
 
     files = context_files({}, {"context.tar.gz": packed}, "context.tar.gz")
 
@@ -46,7 +31,7 @@ def test_an_archives_regular_files_are_the_files() -> None:
 def test_an_unreadable_or_oversized_archive_is_none() -> None:
     assert context_files({}, {"c.tgz": base64.b64encode(b"not gzip").decode()}, "c.tgz") is None
     assert context_files({}, {"c.tgz": "***"}, "c.tgz") is None
-    bomb = archive({"zeros": bytes(MAX_UNPACKED_BYTES + 1)})  # compresses to a few KiB
+    bomb = tar_gz({"zeros": bytes(MAX_UNPACKED_BYTES + 1)})  # compresses to a few KiB
     assert len(bomb) < 100_000
     assert context_files({}, {"c.tgz": bomb}, "c.tgz") is None
 

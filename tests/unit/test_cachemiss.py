@@ -4,8 +4,8 @@
   sources (though the metrics list it last), and of the files it copies only calc.c changed;
 - a changed build argument and a base image with a new digest are named; unchanged ones are not;
 - without a previous build's digests there is no why, only the step;
-- the sources of `COPY`/`ADD` steps: flags skipped, JSON form, folders and wildcards; a copy from a stage
-  or a step that copies nothing has none;
+- the context files a `COPY`/`ADD` step copies (the Dockerfile analysis's reading): flags skipped, JSON
+  form, folders, wildcards and `--exclude`; a copy from a stage or a step that copies nothing has none;
 - a context of more than MAX_TRACKED_FILES files keeps no file digests.
 """
 
@@ -16,7 +16,8 @@ import pytest
 from servicebuild.api.models import BaseImage, FirstMiss
 from servicebuild.buildlog import parse_plain
 from servicebuild.cachemetrics import parse_cache_metrics
-from servicebuild.cachemiss import MAX_TRACKED_FILES, cache_inputs, copied_sources, explain
+from servicebuild.cachemiss import MAX_TRACKED_FILES, cache_inputs, explain
+from servicebuild.dockerfile import copied_context_files
 from servicebuild.report_budget import facts_from_build
 
 SAMPLES = Path(__file__).parent / "buildkit_samples"
@@ -66,18 +67,22 @@ def test_without_a_previous_build_there_is_only_the_step() -> None:
 
 
 @pytest.mark.parametrize(
-    ("step", "sources"),
+    ("instruction", "copied"),
     [
-        ("[build 3/4] COPY util.h util.c calc.c ./", ["util.h", "util.c", "calc.c"]),
-        ("[2/3] COPY --chown=1000:1000 --link package*.json ./", ["package*.json"]),
-        ('[2/3] ADD ["src/", "/app/"]', ["src/"]),
-        ("[build 5/5] COPY . .", ["."]),
-        ("[runtime 2/2] COPY --from=build /calc /usr/local/bin/calc", None),
-        ("[build 4/4] RUN gcc -o /calc calc.c", None),
+        ("COPY util.h util.c calc.c ./", ["util.h", "util.c", "calc.c"]),
+        ("COPY --chown=1000:1000 --link package*.json ./", ["package-lock.json", "package.json"]),
+        ('ADD ["src/", "/app/"]', ["src/app.js"]),
+        (
+            "COPY --exclude=*.md . .",
+            ["calc.c", "package-lock.json", "package.json", "src/app.js", "util.c", "util.h"],
+        ),
+        ("COPY --from=build /calc /usr/local/bin/calc", None),
+        ("RUN gcc -o /calc calc.c", None),
     ],
 )
-def test_copied_sources(step: str, sources: list[str] | None) -> None:
-    assert copied_sources(step) == sources
+def test_the_files_a_step_copies(instruction: str, copied: list[str] | None) -> None:
+    context = ["README.md", "calc.c", "package-lock.json", "package.json", "src/app.js", "util.c", "util.h"]
+    assert copied_context_files(instruction, context) == copied
 
 
 @pytest.mark.parametrize(

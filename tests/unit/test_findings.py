@@ -14,22 +14,22 @@
 """
 
 import base64
-import gzip
 import io
 import tarfile
 from pathlib import Path
 from typing import Any
 
 from servicebuild.api.models import Checks, Finding, FindingSeverity, ServiceBuildSpec
+from servicebuild.buildcontext import MAX_UNPACKED_BYTES
 from servicebuild.buildlog import parse_plain
 from servicebuild.failures import Reason
 from servicebuild.findings import (
-    MAX_UNPACKED_BYTES,
     blocking_failure,
     clean_condition,
     configmap_findings,
     with_build_checks,
 )
+from support.archives import tar_gz
 
 CASES = Path(__file__).parent / "dockerfiles"
 SAMPLES = Path(__file__).parent / "buildkit_samples"
@@ -61,16 +61,6 @@ def archive_of(directory: Path, dockerfile: Path) -> str:
         tar.add(directory, arcname=".")
         tar.add(dockerfile, arcname="./Dockerfile")
     return base64.b64encode(buffer.getvalue()).decode()
-
-
-def tar_gz(files: dict[str, bytes]) -> str:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, content in files.items():
-            member = tarfile.TarInfo(name)
-            member.size = len(content)
-            tar.addfile(member, io.BytesIO(content))
-    return base64.b64encode(gzip.compress(buffer.getvalue())).decode()
 
 
 def test_keys_are_files_and_a_copied_env_file_is_a_secret_in_the_image() -> None:

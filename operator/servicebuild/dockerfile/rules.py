@@ -278,7 +278,7 @@ class _Analysis:
             for copy in stage.copies:
                 if not copy.from_context:
                     continue
-                copied = self._copied_files(copy)
+                copied = _copied_files(copy, self.sent)
                 secrets: dict[Severity, list[str]] = {}
                 for path in copied:
                     severity = self._secret_severity(path)
@@ -286,23 +286,6 @@ class _Analysis:
                         secrets.setdefault(severity, []).append(path)
                 for severity, paths in secrets.items():
                     yield self._secret_finding(stage, copy, severity, paths)
-
-    def _copied_files(self, copy: Copy) -> list[str]:
-        """The context files a COPY or ADD takes: its sources (wildcards, directories), less `--exclude`."""
-        try:
-            excludes = IgnoreMatcher(list(copy.excludes)) if copy.excludes else None
-        except ValueError as error:
-            raise DockerfileError(f"--exclude: {error}", copy.instruction.line) from error
-        files: dict[str, None] = {}
-        for source in copy.sources:
-            if re.match(r"^[a-z][a-z0-9+.-]*://|^git@", source):
-                continue  # ADD of a URL or a git repository, not the context
-            pattern = _relative(source)
-            for path in sorted(self.sent):
-                covered = _source_covers(pattern, path)
-                if covered is not None and not (excludes is not None and excludes.excludes(covered)):
-                    files[path] = None
-        return list(files)
 
     def _secret_severity(self, path: str) -> Severity | None:
         name = posixpath.basename(path)
@@ -512,6 +495,35 @@ def _runs_as_non_root(image: str) -> bool:
 
 def _copies_whole_context(copy: Copy) -> bool:
     return any(_relative(source) in {"", "."} for source in copy.sources)
+
+
+def copied_context_files(instruction: str, files: Iterable[str]) -> list[str] | None:
+    """Which of the context `files` a `COPY` or `ADD` (one instruction, as a BuildKit step names it) takes;
+    None for another instruction, a copy from a stage or an image, or one BuildKit would refuse."""
+    try:
+        copies = parse_dockerfile(f"FROM scratch\n{instruction}\n").stages[0].copies
+        return _copied_files(copies[0], frozenset(files)) if copies and copies[0].from_context else None
+    except DockerfileError:
+        return None
+
+
+def _copied_files(copy: Copy, sent: Iterable[str]) -> list[str]:
+    """The context files (of `sent`) a COPY or ADD takes: its sources (wildcards, directories), less
+    `--exclude`."""
+    try:
+        excludes = IgnoreMatcher(list(copy.excludes)) if copy.excludes else None
+    except ValueError as error:
+        raise DockerfileError(f"--exclude: {error}", copy.instruction.line) from error
+    files: dict[str, None] = {}
+    for source in copy.sources:
+        if re.match(r"^[a-z][a-z0-9+.-]*://|^git@", source):
+            continue  # ADD of a URL or a git repository, not the context
+        pattern = _relative(source)
+        for path in sorted(sent):
+            covered = _source_covers(pattern, path)
+            if covered is not None and not (excludes is not None and excludes.excludes(covered)):
+                files[path] = None
+    return list(files)
 
 
 def _source_covers(pattern: str, path: str) -> str | None:
