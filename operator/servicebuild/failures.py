@@ -49,6 +49,8 @@ class Reason(StrEnum):
     JOB_REJECTED = "JobRejected"
     DOCKERFILE_CHECK_FAILED = "DockerfileCheckFailed"
     """An `error` finding with `spec.checks.policy: Fail`."""
+    SIZE_BUDGET_EXCEEDED = "SizeBudgetExceeded"
+    """An image over `spec.sizeBudget` with `action: Fail`: pushed by digest, not tagged."""
     BUILD_FAILED = "BuildFailed"
     """Anything not recognised; the message quotes BuildKit."""
 

@@ -18,13 +18,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from servicebuild import cachemiss, imagehistory, naming, plan
+from servicebuild import cachemiss, imagehistory, naming, plan, sizebudget
 from servicebuild.admission import BuildSlots, Claim, Idle, Key, Running, Waiting, Waves
 from servicebuild.api.models import (
     GROUP,
     KIND,
     VERSION,
     BaseImage,
+    BuildOutput,
     CacheInputs,
     FirstMiss,
     InvalidServiceBuild,
@@ -53,11 +54,12 @@ from servicebuild.naming import ANNOTATION_REQUESTED_AT
 from servicebuild.observe import BuildState, Observation, PendingLimit, observe, without_secrets
 from servicebuild.plan import DueBuild, ReadBack, Report, StartJob, StartNextAttempt, Wanted
 from servicebuild.registry import RegistryError
-from servicebuild.render.job import BUILD_CONTAINER, BuildInputs, render_job
+from servicebuild.render.job import BUILD_CONTAINER, BuildInputs, render_job, tags_after_budget
 from servicebuild.report_budget import BuildFacts, merge_facts, parse_log_facts
 from servicebuild.status import (
     DEFAULT_HISTORY,
     Build,
+    ConditionValue,
     InProgress,
     Outcome,
     Progress,
@@ -65,6 +67,7 @@ from servicebuild.status import (
     RetryScheduled,
     Stalled,
     Succeeded,
+    budget_event,
     decide,
     merge_patch,
     output_record,
@@ -116,6 +119,7 @@ class RegistryGateway(Protocol):
     def manifest_and_config(
         self, image: ImageRef, digest: str, credentials: Credentials | None
     ) -> tuple[dict[str, Any], dict[str, Any]]: ...
+    def tag(self, image: ImageRef, digest: str, credentials: Credentials | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -395,16 +399,54 @@ class Reconciler:
             dict.fromkeys(BaseImage(ref=image.ref, digest=image.digest) for image in facts.base_images)
         )
         findings = with_build_checks(servicebuild.status.findings or (), facts.warnings, spec.checks)
+        build = replace(build, findings=findings)
+        within_budget, over_budget = self._size_budget(spec, output, servicebuild.status.output, credentials)
+        if over_budget is not None:
+            return Stalled(build, over_budget, completion_time=observation.completion_time)
         inputs = cachemiss.cache_inputs(context, spec.build_args)
         return Succeeded(
-            replace(build, findings=findings),
+            build,
             output,
             report,
             observation.completion_time,
             base_images=base_images,
             first_miss=_first_miss(servicebuild.status, facts.first_miss, inputs, base_images),
             cache_inputs=inputs,
+            size_budget=within_budget,
         )
+
+    def _size_budget(
+        self,
+        spec: ServiceBuildSpec,
+        output: BuildOutput,
+        previous: BuildOutput | None,
+        credentials: Credentials | None,
+    ) -> tuple[ConditionValue | None, Failure | None]:
+        """`WithinSizeBudget` for the build's images (None without a budget) and, for a `Fail` budget, why
+        the build failed: over budget, left untagged; or within it, tagged here with every reference the
+        build named (a registry write, fenced as the Kubernetes writes are)."""
+        budget = spec.size_budget
+        if budget is None:
+            return None, None
+        over = sizebudget.excesses(budget, sizebudget.measured(output, previous))
+        within = sizebudget.condition(budget, over)
+        if not tags_after_budget(spec):
+            return within, None
+        if over:
+            pushed = f"{spec.output.ref.name}@{output.digest}"
+            message = f"{within[2]} The image was pushed as {pushed} only; its tags did not move."
+            return within, Failure(Reason.SIZE_BUDGET_EXCEEDED, message)
+        try:
+            for reference in output.tags or [str(spec.output.ref)]:
+                self.registry.tag(parse_image(reference), output.digest, credentials)
+        except RegistryError as exc:
+            if exc.transient:
+                raise
+            why = (
+                f"Tagging the image within its size budget failed (the push Secret needs push rights): {exc}"
+            )
+            return within, Failure(type(exc).__name__, why)
+        return within, None
 
     def _layers(
         self,
@@ -478,14 +520,14 @@ class Reconciler:
         *,
         history_limit: int,
     ) -> Result:
-        """Write the decided status when it changed, and post the Event of a transition."""
+        """Write the decided status when it changed, and post the Events of a transition and of a success
+        over a `Warn` size budget."""
         status = decide(previous, outcome, now, history_limit)
         if status == previous:
             return Result(status=status, written=False)
         patch = merge_patch(status_to_dict(previous), status_to_dict(status))
         self.kube.patch_servicebuild_status(meta.namespace, meta.name, patch)
-        event = transition_event(previous, status)
-        if event is not None:
+        for event in filter(None, (transition_event(previous, status), budget_event(previous, status))):
             fields = log_fields(meta.namespace, meta.name, build=status.build, reason=event.reason)
             logger.info(
                 "ServiceBuild %s/%s: %s: %s",

@@ -25,7 +25,7 @@ from servicebuild.api.models import (
     SourceStatus,
     Trigger,
 )
-from servicebuild.failures import Failure
+from servicebuild.failures import Failure, Reason
 from servicebuild.findings import DOCKERFILE_CLEAN, clean_condition
 from servicebuild.imagehistory import LayerBreakdown
 from servicebuild.imageref import ImageRef
@@ -40,6 +40,10 @@ DEFAULT_HISTORY = 10
 _ENDED = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 CACHE_EXPORTED = "CacheExported"
 """A warning condition of the last successful build: False when its registry cache export failed."""
+ConditionValue = tuple[ConditionStatus, str, str]
+"""A condition's status, reason and message."""
+WITHIN_SIZE_BUDGET = "WithinSizeBudget"
+"""A warning condition of the last finished build with a `spec.sizeBudget`: False when an image was over."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,8 @@ class Succeeded:
     """The first step the cache missed, and why where knowable."""
     cache_inputs: CacheInputs | None = None
     """What the build read, for the next build's `first_miss` to compare with."""
+    size_budget: ConditionValue | None = None
+    """`WithinSizeBudget` as its images measured against `spec.sizeBudget`; None without a budget."""
 
 
 @dataclass(frozen=True)
@@ -147,10 +153,6 @@ def _seconds_between(start: datetime | None, end: datetime | None) -> int | None
     if start is None or end is None:
         return None
     return max(0, round((end - start).total_seconds()))
-
-
-ConditionValue = tuple[ConditionStatus, str, str]
-"""A condition's status, reason and message."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,14 @@ class _Stamp:
 def _kept_cache_condition(previous: ServiceBuildStatus) -> list[Condition]:
     """CacheExported describes the last successful build: it stays until the next one decides it."""
     kept = previous.condition(CACHE_EXPORTED)
+    return [kept] if kept is not None else []
+
+
+def _budget_condition(stamp: _Stamp, value: ConditionValue | None) -> list[Condition]:
+    """WithinSizeBudget as a finished build decided it, else kept as it was."""
+    if value is not None:
+        return [stamp.condition(WITHIN_SIZE_BUDGET, value)]
+    kept = stamp.previous.condition(WITHIN_SIZE_BUDGET)
     return [kept] if kept is not None else []
 
 
@@ -246,6 +256,9 @@ def _stalled(previous: ServiceBuildStatus, outcome: Stalled, now: datetime) -> S
     hint = f" Logs: kubectl logs job/{build.job_name} -c buildkit." if build.job_name else ""
     detail = f"{message}\n{outcome.log_tail}" if outcome.log_tail else message
     stamp = _Stamp(previous, build.generation, now)
+    over_budget: ConditionValue | None = (
+        ("False", reason, message) if reason == Reason.SIZE_BUDGET_EXCEEDED else None
+    )
     return ServiceBuildStatus(
         **_base(previous, build),
         phase=Phase.FAILED,
@@ -255,7 +268,8 @@ def _stalled(previous: ServiceBuildStatus, outcome: Stalled, now: datetime) -> S
             stalled=("True", reason, detail),
         )
         + _kept_cache_condition(previous)
-        + _dockerfile_condition(stamp, build),
+        + _dockerfile_condition(stamp, build)
+        + _budget_condition(stamp, over_budget),
         message=message + hint,
         completion_time=outcome.completion_time,
         duration_seconds=_seconds_between(build.start_time, outcome.completion_time),
@@ -289,7 +303,8 @@ def _succeeded(previous: ServiceBuildStatus, outcome: Succeeded, now: datetime) 
             stalled=("False", "BuildSucceeded", ""),
         )
         + ([] if cache_export is None else [stamp.condition(CACHE_EXPORTED, cache_export)])
-        + _dockerfile_condition(stamp, build),
+        + _dockerfile_condition(stamp, build)
+        + ([] if outcome.size_budget is None else [stamp.condition(WITHIN_SIZE_BUDGET, outcome.size_budget)]),
         message=message,
         completion_time=outcome.completion_time,
         duration_seconds=_seconds_between(build.start_time, outcome.completion_time),
@@ -334,7 +349,8 @@ def _in_progress(
             stalled=("False", reason, ""),
         )
         + _kept_cache_condition(previous)
-        + _dockerfile_condition(stamp, outcome.build),
+        + _dockerfile_condition(stamp, outcome.build)
+        + _budget_condition(stamp, None),
         message=message,
         queue=queue,
     )
@@ -408,6 +424,17 @@ def transition_event(previous: ServiceBuildStatus, current: ServiceBuildStatus) 
     warning = current.condition(STALLED)
     event_type = "Warning" if warning is not None and warning.status == "True" else "Normal"
     return Event(type=event_type, reason=new_ready.reason, message=current.message or new_ready.message)
+
+
+def budget_event(previous: ServiceBuildStatus, current: ServiceBuildStatus) -> Event | None:
+    """The Warning Event of a build that succeeded over a `Warn` size budget, once per build; a `Fail`
+    budget's stall has its transition Event."""
+    over = current.condition(WITHIN_SIZE_BUDGET)
+    if current.phase != Phase.SUCCEEDED or over is None or over.status != "False":
+        return None
+    if previous.phase == Phase.SUCCEEDED and previous.build == current.build:
+        return None
+    return Event(type="Warning", reason=over.reason, message=over.message)
 
 
 def output_record(

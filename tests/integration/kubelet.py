@@ -61,14 +61,18 @@ def build_args(job: dict[str, Any]) -> list[str]:
     return args
 
 
-def output_names(job: dict[str, Any]) -> list[str]:
-    """The names BuildKit would push: `name` of the Job's `--output type=image`, CSV as buildctl reads it."""
+def output_options(job: dict[str, Any]) -> dict[str, str]:
+    """The Job's `--output type=image` attributes, CSV as buildctl reads them."""
     for argument in build_args(job):
         if argument.startswith("type=image"):
             fields = next(csv.reader([argument]))
-            options = dict(part.partition("=")[::2] for part in fields)
-            return options["name"].split(",")
+            return dict(part.partition("=")[::2] for part in fields)
     raise AssertionError(f"no --output type=image in {build_args(job)}")
+
+
+def output_names(job: dict[str, Any]) -> list[str]:
+    """The names BuildKit would push: `name` of the Job's `--output type=image`."""
+    return output_options(job)["name"].split(",")
 
 
 def platforms(job: dict[str, Any]) -> list[str]:
@@ -252,23 +256,26 @@ class Kubelet:
         return str(((configmap or {}).get("data") or {}).get("Dockerfile", ""))
 
     def _push(self, job: dict[str, Any]) -> str:
-        """Push under every name of the `--output`, as BuildKit does; return the digest."""
+        """Push under every name of the `--output`, as BuildKit does (by digest only, untagged, with
+        `push-by-digest=true`); return the digest."""
         names = [parse_image(name) for name in output_names(job)]
+        by_digest = output_options(job).get("push-by-digest") == "true"
         auth = self._push_credentials(job)
         dockerfile = self._dockerfile(job)
         digest = ""
         for image in names:
             registry = self.mirrors.get(image.registry, image.registry)
+            tag = None if by_digest else image.tag
             if platforms(job):
                 history = buildkit_history(dockerfile, 2)
-                digest = push_index(registry, image.repository, image.tag, auth=auth, history=history).digest
+                digest = push_index(registry, image.repository, tag, auth=auth, history=history).digest
             else:
                 layers = [
                     f"{job['metadata']['name']}: layer {index}\n".encode() * (index + 1) for index in range(3)
                 ]
                 history = buildkit_history(dockerfile, len(layers))
                 digest = push_image(
-                    registry, image.repository, image.tag, layers, auth=auth, history=history
+                    registry, image.repository, tag, layers, auth=auth, history=history
                 ).digest
         return digest
 

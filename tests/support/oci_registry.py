@@ -355,14 +355,14 @@ def push_image(
 def push_index(
     registry: RunningRegistry | str,
     repository: str,
-    tag: str,
+    tag: str | None,
     *,
     auth: tuple[str, str] | None = None,
     token: str | None = None,
     history: list[dict[str, Any]] | None = None,
 ) -> PushedIndex:
     """Push linux/amd64 and linux/arm64 images (two layers each, with `history` in their configs) plus a
-    BuildKit-style attestation in an OCI index."""
+    BuildKit-style attestation in an OCI index; with `tag=None` the index is put by digest."""
     with _client(registry, repository, auth, token) as client:
         platforms = {
             platform: _push_image(

@@ -405,6 +405,60 @@ class Checks(_Model):
         return _unique(skip)
 
 
+class SizeBudgetAction(StrEnum):
+    WARN = "Warn"
+    FAIL = "Fail"
+
+
+SIZE_BUDGET_RULE_MESSAGE = "sizeBudget: give maxBytes, maxGrowthPercent or both"
+
+
+class SizeBudget(_Model):
+    """How large each platform's image may be, and what happens to one that is larger."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.maxBytes) || has(self.maxGrowthPercent)",
+                    "message": SIZE_BUDGET_RULE_MESSAGE,
+                }
+            ],
+        },
+    )
+
+    max_bytes: Quantity | None = None
+    """The most bytes each platform's image may have (its config and compressed layers, as the registry
+    serves them), a quantity such as `50Mi` or `200M`; default: no limit."""
+
+    max_growth_percent: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    """The most each platform's image may grow, in percent, against the last successful build's image of
+    that platform; default: no limit."""
+
+    action: SizeBudgetAction = SizeBudgetAction.WARN
+    """`Warn`: an image over budget is pushed and tagged as any other, with the condition
+    `WithinSizeBudget=False` and a Warning Event; `Ready` is unaffected. `Fail`: the image is pushed by
+    digest only and the operator tags it only when it is within budget; over budget, the build is `Stalled`
+    with the reason `SizeBudgetExceeded` and the tags keep the image they had. `Fail` needs the push Secret
+    to grant the operator push rights. Default: `Warn`.
+
+    See docs/servicebuild.md#size-budget in the operator's repository."""
+
+    @field_validator("max_bytes")
+    @classmethod
+    def quantity(cls, value: int | str | None) -> str | None:
+        """Checked as the CRD checks it, kept as a string (as Kubernetes serialises a quantity)."""
+        if isinstance(value, str) and not re.fullmatch(QUANTITY_PATTERN, value):
+            raise ValueError(f"{value!r} is not a quantity such as 50Mi or 200M")
+        return None if value is None else str(value)
+
+    @model_validator(mode="after")
+    def some_limit(self) -> "SizeBudget":
+        if self.max_bytes is None and self.max_growth_percent is None:
+            raise ValueError(SIZE_BUDGET_RULE_MESSAGE)
+        return self
+
+
 MAX_HISTORY = 50
 
 
@@ -530,6 +584,12 @@ class ServiceBuildSpec(_Model):
     findings are reported, never block.
 
     See docs/dockerfile-findings.md in the operator's repository."""
+
+    size_budget: SizeBudget | None = None
+    """How large each platform's image may be (`maxBytes`, `maxGrowthPercent`) and whether an image over
+    budget only warns or fails the build (`action`); default: no budget.
+
+    See docs/servicebuild.md#size-budget in the operator's repository."""
 
     @field_validator("timeout", "pending_timeout")
     @classmethod
