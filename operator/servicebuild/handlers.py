@@ -96,7 +96,9 @@ class Runtime:
         """The gateways' clients, connected as in-cluster config or the current kubeconfig says."""
         kube = Kube.from_environment(settings.api_timeout_seconds)
         registry = RegistryClient(
-            insecure_registries=settings.insecure_registries, timeout=settings.registry_timeout_seconds
+            insecure_registries=settings.insecure_registries,
+            timeout=settings.registry_timeout_seconds,
+            fence=kube.fence,
         )
         git = GitRemote(timeout=settings.git_timeout_seconds)
         runtime = cls(settings, kube, Reconciler(kube, registry, git, settings), registry)

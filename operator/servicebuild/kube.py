@@ -92,7 +92,9 @@ class Kube:
         self._timeout = request_timeout
         self.may_act = may_act
 
-    def _fence(self, action: str) -> None:
+    def fence(self, action: str) -> None:
+        """Raise NotLeadingError unless `may_act`: asked just before an acting write is sent, by this
+        gateway and by the registry gateway (a tag it writes is one)."""
         if not self.may_act():
             raise NotLeadingError(action)
 
@@ -187,7 +189,7 @@ class Kube:
 
     def patch_servicebuild_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource; fields set to None are removed."""
-        self._fence(f"patch status of servicebuild {namespace}/{name}")
+        self.fence(f"patch status of servicebuild {namespace}/{name}")
         self._call(
             f"patch status of servicebuild {namespace}/{name}",
             self._custom.patch_namespaced_custom_object_status,
@@ -208,7 +210,7 @@ class Kube:
     def create_job(self, job: dict[str, Any]) -> bool:
         """Create the Job; False when it already exists (another reconcile or an earlier run made it)."""
         metadata = job["metadata"]
-        self._fence(f"create job {metadata['namespace']}/{metadata['name']}")
+        self.fence(f"create job {metadata['namespace']}/{metadata['name']}")
         try:
             body = V1Job.model_validate(job)
         except pydantic.ValidationError as exc:
@@ -262,7 +264,7 @@ class Kube:
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and, in the background, its Pods; a Job already gone is fine."""
-        self._fence(f"delete job {namespace}/{name}")
+        self.fence(f"delete job {namespace}/{name}")
         self._call(
             f"delete job {namespace}/{name}",
             self._batch.delete_namespaced_job,
@@ -322,7 +324,7 @@ class Kube:
         self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: datetime
     ) -> None:
         """Record an Event on a ServiceBuild, as `kubectl describe` shows it."""
-        self._fence(f"post event on servicebuild {involved.namespace}/{involved.name}")
+        self.fence(f"post event on servicebuild {involved.namespace}/{involved.name}")
         event = {
             "apiVersion": "v1",
             "kind": "Event",

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import secrets
 import socket
 import subprocess
@@ -337,25 +338,31 @@ def push_image(
     token: str | None = None,
     media_type: str = OCI_MANIFEST,
     platform: str = "linux/amd64",
+    history: list[dict[str, Any]] | None = None,
 ) -> PushedImage:
     """Upload `layers` (gzipped tars, see `tar_gz`), an image config and a manifest; tag it.
 
     `registry` is a `RunningRegistry` (its own credentials are used) or a URL or `host:port`
-    with `auth` (Basic) or `token` (Bearer). With `tag=None` the manifest is put by digest.
+    with `auth` (Basic) or `token` (Bearer). With `tag=None` the manifest is put by digest. `history`
+    is the config's, as BuildKit writes it (see `buildkit_history`).
     """
     with _client(registry, repository, auth, token) as client:
-        return _push_image(client, repository, tag, layers, media_type=media_type, platform=platform)
+        return _push_image(
+            client, repository, tag, layers, media_type=media_type, platform=platform, history=history
+        )
 
 
 def push_index(
     registry: RunningRegistry | str,
     repository: str,
-    tag: str,
+    tag: str | None,
     *,
     auth: tuple[str, str] | None = None,
     token: str | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> PushedIndex:
-    """Push linux/amd64 and linux/arm64 images plus a BuildKit-style attestation in an OCI index."""
+    """Push linux/amd64 and linux/arm64 images (two layers each, with `history` in their configs) plus a
+    BuildKit-style attestation in an OCI index; with `tag=None` the index is put by digest."""
     with _client(registry, repository, auth, token) as client:
         platforms = {
             platform: _push_image(
@@ -367,6 +374,7 @@ def push_index(
                     tar_gz({"etc/os": b"x"}),
                 ],
                 platform=platform,
+                history=history,
             )
             for number, platform in enumerate(("linux/amd64", "linux/arm64"))
         }
@@ -397,6 +405,35 @@ def push_index(
         body = _canonical(index)
         digest = _put_manifest(client, repository, tag, body, OCI_INDEX)
         return PushedIndex(repository, tag, digest, index, platforms, attestation)
+
+
+_LAYERED = frozenset({"ADD", "COPY", "RUN"})
+
+
+def buildkit_history(dockerfile: str, layers: int) -> list[dict[str, Any]]:
+    """The config history BuildKit writes for the last stage of a simple Dockerfile (one instruction a
+    line) in an image of `layers` layers: `--from=` dropped, `RUN` through the shell, `# buildkit` after
+    the instructions that made a layer, and entries of the base image for the layers the stage did not
+    make (`shared/samples/buildkit/calc-runtime-config.json`)."""
+    lines = [line.strip() for line in dockerfile.splitlines() if line.strip() and not line.startswith("#")]
+    starts = [index for index, line in enumerate(lines) if line.upper().startswith("FROM ")]
+    own = lines[starts[-1] + 1 :] if starts else []
+    entries = []
+    for line in own:
+        keyword, _, arguments = line.partition(" ")
+        if keyword.upper() not in _LAYERED:
+            entries.append({"created_by": line, "comment": "buildkit.dockerfile.v0", "empty_layer": True})
+            continue
+        if keyword.upper() == "RUN":
+            arguments = f"/bin/sh -c {arguments}"
+        arguments = re.sub(r"--from=\S+\s+", "", arguments)
+        entries.append(
+            {"created_by": f"{keyword} {arguments} # buildkit", "comment": "buildkit.dockerfile.v0"}
+        )
+    made = sum(1 for entry in entries if not entry.get("empty_layer"))
+    assert made <= layers, f"the last stage makes {made} layers, more than the image's {layers}"
+    base = [{"created_by": "base layer (made without a Dockerfile)"}] * (layers - made)
+    return [*base, *entries]
 
 
 def tag_digest(
@@ -437,6 +474,7 @@ def _push_image(
     media_type: str = OCI_MANIFEST,
     platform: str = "linux/amd64",
     layer_media_type: str | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> PushedImage:
     docker = media_type == DOCKER_MANIFEST
     os_name, architecture = platform.split("/")[:2]
@@ -447,6 +485,7 @@ def _push_image(
             "config": {},
             "rootfs": {"type": "layers", "diff_ids": [_diff_id(layer) for layer in layers]},
         }
+        | ({"history": history} if history is not None else {})
     )
     layer_type = layer_media_type or (DOCKER_LAYER if docker else OCI_LAYER)
     manifest = {
