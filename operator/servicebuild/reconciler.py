@@ -374,7 +374,7 @@ class Reconciler:
                 raise
             failure = Failure(type(exc).__name__, f"Reading the pushed image back failed: {exc}")
             return Stalled(build, failure, completion_time=observation.completion_time)
-        output = output_record(spec.output.ref, summary, report, meta.generation)
+        output = output_record(spec.output.ref, summary, report, meta.generation, observation.provenance)
         facts = self._all_facts(meta, observation)
         base_images = tuple(
             dict.fromkeys(BaseImage(ref=image.ref, digest=image.digest) for image in facts.base_images)

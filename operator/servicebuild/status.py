@@ -7,6 +7,8 @@ from enum import Enum
 from typing import Any
 
 from servicebuild.api.models import (
+    AttestationOutput,
+    AttestationType,
     BaseImage,
     BuildOutput,
     BuildRecord,
@@ -16,6 +18,8 @@ from servicebuild.api.models import (
     ConditionStatus,
     Phase,
     PlatformOutput,
+    Provenance,
+    ProvenanceRecorded,
     QueueStatus,
     ServiceBuildStatus,
     SourceStatus,
@@ -381,13 +385,26 @@ def transition_event(previous: ServiceBuildStatus, current: ServiceBuildStatus) 
 
 
 def output_record(
-    image: ImageRef, summary: ImageSummary, report: BuildReport, generation: int
+    image: ImageRef,
+    summary: ImageSummary,
+    report: BuildReport,
+    generation: int,
+    provenance: str | None = None,
 ) -> BuildOutput:
-    """The image as the registry serves it, pinned by digest, with every reference the build pushed."""
+    """The image as the registry serves it, pinned by digest, with every reference the build pushed and the
+    attestations served with it. `provenance` is the mode the build asked for; what the registry serves
+    decides whether the image has any."""
     platforms = [
         PlatformOutput(platform=p.platform, digest=p.digest, size_bytes=p.size_bytes, layers=p.layers)
         for p in summary.platforms
     ]
+    attestations = [
+        AttestationOutput(
+            type=AttestationType(a.kind), digest=a.digest, subject=a.subject, platform=a.platform
+        )
+        for a in summary.attestations
+    ]
+    attested = any(a.type == AttestationType.PROVENANCE for a in attestations)
     return BuildOutput(
         image=image.with_digest(summary.digest),
         digest=summary.digest,
@@ -397,7 +414,14 @@ def output_record(
         generation=generation,
         platforms=platforms or None,
         tags=report.image_name.split(",") if report.image_name else [str(image)],
+        provenance=_recorded_provenance(provenance) if attested else "none",
+        attestations=attestations or None,
     )
+
+
+def _recorded_provenance(asked: str | None) -> ProvenanceRecorded:
+    """The mode a served provenance was made in: as asked; `min`, BuildKit's default, when unknown."""
+    return "max" if asked == Provenance.MAX else "min"
 
 
 _SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
