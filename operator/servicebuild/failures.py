@@ -49,6 +49,10 @@ class Reason(StrEnum):
     SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a password
     INVALID_PUSH_SECRET = "InvalidPushSecret"  # noqa: S105 - a reason, not a password
     JOB_REJECTED = "JobRejected"
+    DOCKERFILE_CHECK_FAILED = "DockerfileCheckFailed"
+    """An `error` finding with `spec.checks.policy: Fail`."""
+    SIZE_BUDGET_EXCEEDED = "SizeBudgetExceeded"
+    """An image over `spec.sizeBudget` with `action: Fail`: pushed by digest, not tagged."""
     BUILD_FAILED = "BuildFailed"
     """Anything not recognised; the message quotes BuildKit."""
 

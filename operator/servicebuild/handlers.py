@@ -63,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_RETRY_DELAY = 300.0
 _FIRST_RETRY_DELAY = 5.0
+_FENCED_RETRY_SECONDS = 2.0
 _LOCK_STRIPES = 64
 _RECHECK_TICK_SECONDS = 1.0
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -95,7 +96,9 @@ class Runtime:
         """The gateways' clients, connected as in-cluster config or the current kubeconfig says."""
         kube = Kube.from_environment(settings.api_timeout_seconds)
         registry = RegistryClient(
-            insecure_registries=settings.insecure_registries, timeout=settings.registry_timeout_seconds
+            insecure_registries=settings.insecure_registries,
+            timeout=settings.registry_timeout_seconds,
+            fence=kube.fence,
         )
         git = GitRemote(timeout=settings.git_timeout_seconds)
         runtime = cls(settings, kube, Reconciler(kube, registry, git, settings), registry)
@@ -117,6 +120,8 @@ class Runtime:
     def close(self) -> None:
         if self.registry is not None:
             self.registry.close()
+        if self.leadership is not None:
+            self.leadership.close()
         self.kube.close()
 
     def may_act(self) -> bool:
@@ -233,6 +238,9 @@ def _reconcile_quietly(runtime: Runtime, key: Key) -> None:
         try:
             pending += _counted_reconcile(runtime, current)
         except NotLeadingError:
+            # Not a failure of the build: again soon if this replica still leads then (a renewal came
+            # late), and a new term forgets it.
+            runtime.recheck(current, datetime.now(UTC) + timedelta(seconds=_FENCED_RETRY_SECONDS))
             logger.debug("ServiceBuild %s/%s is left to the leader", *current)
         except _GATEWAY_ERRORS as exc:
             fields = log_fields(*current)
@@ -382,31 +390,39 @@ def context_digests(
 
 
 async def _resync_forever(runtime: Runtime, digests: kopf.Index[tuple[str | None, str], str]) -> None:
-    """The safety tick: reconcile every ServiceBuild now and then, in case an event was missed.
-
-    One LIST; an object whose build ended and whose sources did not change since (its generation, its
-    ConfigMap's content as the watch saw it, a rebuild request) is passed by without a request. Polled
-    revisions and retries have their own times (`_recheck_forever`), base images their own task.
-    """
+    """The safety tick: reconcile every ServiceBuild now and then, in case an event was missed. Polled
+    revisions and retries have their own times (`_recheck_forever`), base images their own task."""
     while True:
         await asyncio.sleep(runtime.settings.resync_seconds)
-        if not runtime.may_act():
-            continue
-        try:
-            bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
-        except KubeError as exc:
-            logger.warning("Listing ServiceBuilds for the resync failed: %s", exc)
-            continue
-        tracked = runtime.reconciler.tracked()
-        listed = []
-        for servicebuild in map(parse_servicebuild, bodies):
-            key = servicebuild.metadata.key
-            listed.append(key)
-            if key in tracked or not plan.idle(servicebuild, _watched(servicebuild, digests)):
-                await asyncio.to_thread(_reconcile_quietly, runtime, key)
-        # A ServiceBuild deleted while the operator was not looking still holds its build slot.
-        for key in sorted(tracked - set(listed)):
-            await asyncio.to_thread(_reconcile_quietly, runtime, key)
+        if runtime.may_act():
+            await _resync(runtime, digests)
+
+
+async def _resync(runtime: Runtime, digests: kopf.Index[tuple[str | None, str], str]) -> None:
+    """One tick: one LIST, then a reconcile of each ServiceBuild not idle. An object whose build ended and
+    whose sources did not change since (its generation, its ConfigMap's content as the watch saw it, a
+    rebuild request) is passed by without a request.
+
+    The LIST is read a page at a time and only keys are kept, and nothing outlives the tick: otherwise the
+    task holds the last LIST's bodies, thousands of them, while it sleeps until the next.
+    """
+    tracked = runtime.reconciler.tracked()
+    listed: set[Key] = set()
+    due: list[Key] = []
+    pages = runtime.kube.servicebuild_pages(runtime.settings.namespaces)
+    try:
+        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            for servicebuild in map(parse_servicebuild, page):
+                key = servicebuild.metadata.key
+                listed.add(key)
+                if key in tracked or not plan.idle(servicebuild, _watched(servicebuild, digests)):
+                    due.append(key)
+    except KubeError as exc:
+        logger.warning("Listing ServiceBuilds for the resync failed: %s", exc)
+        return
+    # A ServiceBuild deleted while the operator was not looking still holds its build slot.
+    for key in [*due, *sorted(tracked - listed)]:
+        await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
 def _watched(
@@ -438,17 +454,21 @@ async def _check_base_images_forever(runtime: Runtime) -> None:
     interval = runtime.settings.base_image_poll_interval.total_seconds()
     while True:
         await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # noqa: S311 - jitter, not a secret
-        if not runtime.may_act():
-            continue
-        try:
-            bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
-        except KubeError as exc:
-            logger.warning("Listing ServiceBuilds for the base image check failed: %s", exc)
-            continue
-        servicebuilds = [sb for sb in map(parse_servicebuild, bodies) if isinstance(sb, ServiceBuild)]
-        changed = await asyncio.to_thread(runtime.reconciler.base_image_changes, servicebuilds)
-        for key in changed:
-            await asyncio.to_thread(_reconcile_quietly, runtime, key)
+        if runtime.may_act():
+            await _check_base_images(runtime)
+
+
+async def _check_base_images(runtime: Runtime) -> None:
+    """One check; its ServiceBuilds are not kept until the next (as `_resync`'s are not)."""
+    try:
+        bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
+    except KubeError as exc:
+        logger.warning("Listing ServiceBuilds for the base image check failed: %s", exc)
+        return
+    servicebuilds = [sb for sb in map(parse_servicebuild, bodies) if isinstance(sb, ServiceBuild)]
+    changed = await asyncio.to_thread(runtime.reconciler.base_image_changes, servicebuilds)
+    for key in changed:
+        await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
 def _push_recorder(

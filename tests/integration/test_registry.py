@@ -9,11 +9,14 @@ We test these aspects:
 - htpasswd (Basic) auth: the right credentials read the manifest, wrong or none are denied;
 - token (Bearer) auth: a token is fetched from the realm with the credentials and reused while
   valid; wrong credentials or an anonymous token without access are denied;
+- an image's manifest and config (with its history) are read back, with auth; an index has no config;
 - an unknown digest is a permanent ManifestNotFound;
 - a stopped registry, a 5xx and a 429 are transient RegistryUnavailable; a host not listed as
   insecure is reached over https (so a plain-http registry is unavailable to it);
 - content that does not hash to the digest asked for is a DigestMismatch;
-- no error message carries the password.
+- no error message carries the password;
+- a digest pushed untagged (an image, an index) is tagged with push rights, with Basic and Bearer auth;
+  wrong credentials are denied; a fence that says no stops the write and the tag keeps its digest.
 """
 
 import hashlib
@@ -27,9 +30,11 @@ import pytest
 
 from servicebuild.credentials import Credentials
 from servicebuild.imageref import ImageRef, parse_image
+from servicebuild.kube import NotLeadingError
 from servicebuild.manifests import Attestation, ImageSummary, PlatformImage
 from servicebuild.registry import (
     DigestMismatch,
+    InvalidManifest,
     ManifestNotFound,
     RegistryAuthDenied,
     RegistryClient,
@@ -88,6 +93,28 @@ def test_single_manifest_is_sized_as_config_plus_layers(
         layers=2,
         platforms=(),
     )
+
+
+def test_manifest_and_config_are_read_with_htpasswd_auth_and_the_config_history(
+    oci_registry_htpasswd: RunningRegistry, unique_repository: str
+) -> None:
+    history = [{"created_by": "base layer"}, {"created_by": "COPY /app /app # buildkit"}]
+    pushed = push_image(oci_registry_htpasswd, unique_repository, "1.0", layers(), history=history)
+
+    with client_for(oci_registry_htpasswd.host) as client:
+        manifest, config = client.manifest_and_config(
+            image_of(oci_registry_htpasswd, unique_repository), pushed.digest, RIGHT
+        )
+
+    assert manifest == pushed.manifest
+    assert config["history"] == history
+
+
+def test_an_index_has_no_config_of_its_own(oci_registry: RunningRegistry, unique_repository: str) -> None:
+    pushed = push_index(oci_registry, unique_repository, "multi")
+
+    with client_for(oci_registry.host) as client, pytest.raises(InvalidManifest):
+        client.manifest_and_config(image_of(oci_registry, unique_repository, "multi"), pushed.digest, None)
 
 
 def test_index_is_sized_per_platform_without_the_attestation(
@@ -294,3 +321,46 @@ def test_content_that_does_not_match_the_digest_is_rejected(fixed_server: Thread
         client.inspect(image_of(host, "shop/checkout"), asked, None)
 
     assert not mismatch.value.transient
+
+
+def fenced_off(action: str) -> None:
+    """`Kube.fence` of a replica that does not lead."""
+    raise NotLeadingError(action)
+
+
+@pytest.mark.parametrize("registry_fixture", ["oci_registry_htpasswd", "oci_registry_token"])
+def test_a_digest_pushed_untagged_is_tagged_with_push_rights(
+    request: pytest.FixtureRequest, registry_fixture: str, unique_repository: str
+) -> None:
+    registry: RunningRegistry = request.getfixturevalue(registry_fixture)
+    image = push_image(registry, unique_repository, None, layers())
+    index = push_index(registry, unique_repository, None)
+    release, multi = (
+        image_of(registry, unique_repository, "release"),
+        image_of(registry, unique_repository, "multi"),
+    )
+
+    with client_for(registry.host) as client:
+        with pytest.raises(ManifestNotFound):
+            client.tag_digest(release, RIGHT)
+        client.tag(release, image.digest, RIGHT)
+        client.tag(multi, index.digest, RIGHT)
+        with pytest.raises(RegistryAuthDenied):
+            client.tag(release, index.digest, WRONG)
+
+        assert client.tag_digest(release, RIGHT) == image.digest
+        assert client.tag_digest(multi, RIGHT) == index.digest
+        assert client.inspect(multi, index.digest, RIGHT).platforms != ()
+
+
+def test_a_fenced_off_tag_is_never_written(oci_registry: RunningRegistry, unique_repository: str) -> None:
+    first = push_image(oci_registry, unique_repository, "release", layers())
+    second = push_image(oci_registry, unique_repository, None, layers())
+    release = image_of(oci_registry, unique_repository, "release")
+
+    client = RegistryClient(insecure_registries=frozenset({oci_registry.host}), timeout=5.0, fence=fenced_off)
+    with client, pytest.raises(NotLeadingError):
+        client.tag(release, second.digest, None)
+
+    with client_for(oci_registry.host) as reader:
+        assert reader.tag_digest(release, None) == first.digest

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import secrets
 import socket
 import subprocess
@@ -341,14 +342,18 @@ def push_image(
     token: str | None = None,
     media_type: str = OCI_MANIFEST,
     platform: str = "linux/amd64",
+    history: list[dict[str, Any]] | None = None,
 ) -> PushedImage:
     """Upload `layers` (gzipped tars, see `tar_gz`), an image config and a manifest; tag it.
 
     `registry` is a `RunningRegistry` (its own credentials are used) or a URL or `host:port`
-    with `auth` (Basic) or `token` (Bearer). With `tag=None` the manifest is put by digest.
+    with `auth` (Basic) or `token` (Bearer). With `tag=None` the manifest is put by digest. `history`
+    is the config's, as BuildKit writes it (see `buildkit_history`).
     """
     with _client(registry, repository, auth, token) as client:
-        return _push_image(client, repository, tag, layers, media_type=media_type, platform=platform)
+        return _push_image(
+            client, repository, tag, layers, media_type=media_type, platform=platform, history=history
+        )
 
 
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v0.2"
@@ -358,18 +363,20 @@ SPDX_SBOM = "https://spdx.dev/Document"
 def push_index(
     registry: RunningRegistry | str,
     repository: str,
-    tag: str,
+    tag: str | None,
     *,
     auth: tuple[str, str] | None = None,
     token: str | None = None,
     images: dict[str, list[bytes]] | None = None,
+    history: list[dict[str, Any]] | None = None,
     predicates: tuple[str, ...] = (SLSA_PROVENANCE,),
 ) -> PushedIndex:
-    """Push an image per platform and, as BuildKit does, an attestation manifest per platform holding
-    one in-toto statement per predicate type, all in one OCI index.
+    """Push an image per platform (with `history` in each config, see `buildkit_history`) and, as BuildKit
+    does, an attestation manifest per platform holding one in-toto statement per predicate type, all in one
+    OCI index; with `tag=None` the index is put by digest.
 
-    `images` maps each platform to its layers; default: linux/amd64 and linux/arm64 images of their own
-    sizes. No `predicates`: an index of the images alone.
+    `images` maps each platform to its layers; default: linux/amd64 and linux/arm64 images of two layers
+    and their own sizes. No `predicates`: an index of the images alone.
     """
     images = images or {
         platform: [
@@ -380,7 +387,7 @@ def push_index(
     }
     with _client(registry, repository, auth, token) as client:
         platforms = {
-            platform: _push_image(client, repository, None, layers, platform=platform)
+            platform: _push_image(client, repository, None, layers, platform=platform, history=history)
             for platform, layers in images.items()
         }
         attestations = {
@@ -438,6 +445,35 @@ def _push_attestation(
     )
 
 
+_LAYERED = frozenset({"ADD", "COPY", "RUN"})
+
+
+def buildkit_history(dockerfile: str, layers: int) -> list[dict[str, Any]]:
+    """The config history BuildKit writes for the last stage of a simple Dockerfile (one instruction a
+    line) in an image of `layers` layers: `--from=` dropped, `RUN` through the shell, `# buildkit` after
+    the instructions that made a layer, and entries of the base image for the layers the stage did not
+    make (`shared/samples/buildkit/calc-runtime-config.json`)."""
+    lines = [line.strip() for line in dockerfile.splitlines() if line.strip() and not line.startswith("#")]
+    starts = [index for index, line in enumerate(lines) if line.upper().startswith("FROM ")]
+    own = lines[starts[-1] + 1 :] if starts else []
+    entries = []
+    for line in own:
+        keyword, _, arguments = line.partition(" ")
+        if keyword.upper() not in _LAYERED:
+            entries.append({"created_by": line, "comment": "buildkit.dockerfile.v0", "empty_layer": True})
+            continue
+        if keyword.upper() == "RUN":
+            arguments = f"/bin/sh -c {arguments}"
+        arguments = re.sub(r"--from=\S+\s+", "", arguments)
+        entries.append(
+            {"created_by": f"{keyword} {arguments} # buildkit", "comment": "buildkit.dockerfile.v0"}
+        )
+    made = sum(1 for entry in entries if not entry.get("empty_layer"))
+    assert made <= layers, f"the last stage makes {made} layers, more than the image's {layers}"
+    base = [{"created_by": "base layer (made without a Dockerfile)"}] * (layers - made)
+    return [*base, *entries]
+
+
 def tag_digest(
     registry: RunningRegistry | str, repository: str, tag: str, *, auth: tuple[str, str] | None = None
 ) -> str:
@@ -477,6 +513,7 @@ def _push_image(
     platform: str = "linux/amd64",
     layer_media_type: str | None = None,
     layer_annotations: list[dict[str, str]] | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> PushedImage:
     docker = media_type == DOCKER_MANIFEST
     os_name, architecture = platform.split("/")[:2]
@@ -487,6 +524,7 @@ def _push_image(
             "config": {},
             "rootfs": {"type": "layers", "diff_ids": [_diff_id(layer) for layer in layers]},
         }
+        | ({"history": history} if history is not None else {})
     )
     layer_type = layer_media_type or (DOCKER_LAYER if docker else OCI_LAYER)
     manifest = {

@@ -789,6 +789,8 @@ def test_every_reason_but_the_operators_own_is_reachable() -> None:
         Reason.SECRET_NOT_FOUND,
         Reason.INVALID_PUSH_SECRET,
         Reason.JOB_REJECTED,
+        Reason.DOCKERFILE_CHECK_FAILED,
+        Reason.SIZE_BUDGET_EXCEEDED,
     }
     assert set(Reason) - reached == operators_own
 

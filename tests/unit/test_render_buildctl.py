@@ -4,7 +4,7 @@
   on the export, and none with the cache disabled; `registry.insecure=true` decided per registry;
   image names normalised;
 - the Dockerfile path, the target and build args as frontend options (`--opt build-arg:K=V`, sorted),
-  never shell text;
+  never shell text; `checks.skip` as `BUILDKIT_DOCKERFILE_CHECK=skip=…`, BuildKit's rules only;
 - platforms as one option, all tags in one CSV-quoted `--output` name (also on an insecure registry),
   one `--import-cache` per import ref, deduplicated and off with the cache;
 - `expand_tags` as a table, and its errors (a commit it needs, tags over 128 characters);
@@ -147,6 +147,20 @@ def test_build_args_are_sorted_options_and_never_shell_text() -> None:
     shell_text = " ".join(container["command"])
     for fragment in ("VERSION", "1.4.2", "MOTD", "pwned", "registry.example.com"):
         assert fragment not in shell_text
+
+
+def test_skipped_build_checks_reach_buildkit_and_the_operators_own_rules_do_not() -> None:
+    build = servicebuild(
+        buildArgs={"VERSION": "1"}, checks={"skip": ["FromAsCasing", "RunsAsRoot", "JSONArgsRecommended"]}
+    )
+    opts = flag_values(buildctl_args(build.spec, settings(), INPUTS, generation=3), "--opt")
+    assert [opt for opt in opts if opt.startswith("build-arg:")] == [
+        "build-arg:VERSION=1",
+        "build-arg:BUILDKIT_DOCKERFILE_CHECK=skip=FromAsCasing,JSONArgsRecommended",
+    ]
+    only_own = servicebuild(checks={"skip": ["RunsAsRoot"]})
+    only_own_opts = flag_values(buildctl_args(only_own.spec, settings(), INPUTS, generation=3), "--opt")
+    assert not [opt for opt in only_own_opts if opt.startswith("build-arg:")]
 
 
 # Platforms, tags and caches

@@ -346,7 +346,7 @@ def test_output_record_lists_the_served_attestations_and_the_provenance_mode() -
         Attestation("provenance", attestation, platforms[0].digest, "linux/amd64"),
     )
     summary = ImageSummary(DIGEST, "application/vnd.oci.image.index.v1+json", 100, 2, platforms, attestations)
-    output = output_record(image, summary, REPORT, 4, "max")
+    output = output_record(image, summary, REPORT, 4, provenance="max")
     assert output.provenance == "max"
     assert output.attestations == [
         AttestationOutput(
@@ -377,7 +377,7 @@ def test_the_provenance_recorded_is_what_the_registry_serves(
     subject = "sha256:" + "a1" * 32
     attestations = tuple(Attestation(kind, "sha256:" + "c3" * 32, subject, None) for kind in served)
     summary = ImageSummary(DIGEST, "application/vnd.oci.image.index.v1+json", 100, 2, (), attestations)
-    output = output_record(parse_image("r.io/shop/checkout:1"), summary, REPORT, 4, asked)
+    output = output_record(parse_image("r.io/shop/checkout:1"), summary, REPORT, 4, provenance=asked)
     assert output.provenance == recorded
     assert status_to_dict(ServiceBuildStatus(output=output))["output"]["provenance"] == recorded
 

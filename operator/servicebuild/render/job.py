@@ -36,12 +36,16 @@ from servicebuild.api.models import (
     Provenance,
     ServiceBuild,
     ServiceBuildSpec,
+    SizeBudgetAction,
 )
 from servicebuild.config import Settings
+from servicebuild.dockerfile import RULE_NAMES
 from servicebuild.giturl import parse_git_url
 from servicebuild.imageref import ImageRef, parse_image
 
 BUILD_CONTAINER = "buildkit"
+DOCKERFILE_CHECK_ARG = "BUILDKIT_DOCKERFILE_CHECK"
+"""The build argument that configures BuildKit's build checks (`skip=Rule1,Rule2`)."""
 CONTEXT_CONTAINER = "context"
 
 BUILDKITD_VOLUME = "buildkitd"
@@ -200,6 +204,11 @@ def expand_tags(spec: ServiceBuildSpec, inputs: BuildInputs, generation: int) ->
     return references
 
 
+def tags_after_budget(spec: ServiceBuildSpec) -> bool:
+    """Whether the build pushes by digest only, for the operator to tag the image within its size budget."""
+    return spec.size_budget is not None and spec.size_budget.action == SizeBudgetAction.FAIL
+
+
 def buildctl_args(
     spec: ServiceBuildSpec, settings: Settings, inputs: BuildInputs, *, generation: int
 ) -> list[str]:
@@ -208,6 +217,9 @@ def buildctl_args(
     `generation` (of the ServiceBuild's metadata; the spec does not carry it) feeds `{generation}` in tags.
     """
     names = ",".join(expand_tags(spec, inputs, generation))
+    # A `Fail` size budget: no tag may serve the image before the operator measured it, so BuildKit pushes
+    # it by digest (`image.name` in the metadata still lists the names) and the operator tags it.
+    by_digest = ["push-by-digest=true"] if tags_after_budget(spec) else []
     return [
         "build",
         "--progress=plain",
@@ -216,7 +228,7 @@ def buildctl_args(
         *_frontend_args(spec, inputs),
         *_attestation_args(spec, settings),
         "--output",
-        _attributes(spec.output.ref, settings, "type=image", f"name={names}", "push=true"),
+        _attributes(spec.output.ref, settings, "type=image", f"name={names}", "push=true", *by_digest),
         *_cache_args(spec, settings),
         *_session_args(spec, inputs),
         "--metadata-file",
@@ -238,6 +250,10 @@ def _frontend_args(spec: ServiceBuildSpec, inputs: BuildInputs) -> list[str]:
         args += ["--opt", f"target={spec.target}"]
     for key, value in sorted(spec.build_args.items()):
         args += ["--opt", f"build-arg:{key}={value}"]
+    skipped_checks = [rule for rule in spec.checks.skip if rule not in RULE_NAMES]
+    if skipped_checks:
+        # BuildKit's own syntax (`# check=skip=…` as a build argument); the operator's rules stay out of it.
+        args += ["--opt", f"build-arg:{DOCKERFILE_CHECK_ARG}=skip={','.join(skipped_checks)}"]
     if spec.platforms:
         args += ["--opt", f"platform={','.join(spec.platforms)}"]
     if git is not None:
