@@ -168,8 +168,10 @@ class InputReader:
     def build_inputs(self, servicebuild: ServiceBuild, inputs: BuildInputs) -> BuildInputs:
         """Check what the build needs (allowlists, Secrets) and complete `inputs` with the commit to build."""
         meta, spec = servicebuild.metadata, servicebuild.spec
-        problem = policy.builder_image_problem(spec, self.settings) or policy.push_registry_problem(
-            meta.namespace, spec, self.settings
+        problem = (
+            policy.builder_image_problem(spec, self.settings)
+            or policy.push_registry_problem(meta.namespace, spec, self.settings)
+            or policy.provenance_problem(spec, self.settings)
         )
         if problem is not None:
             raise Problem(problem.reason, problem.message)

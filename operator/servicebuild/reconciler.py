@@ -393,7 +393,14 @@ class Reconciler:
             return Stalled(build, failure, completion_time=observation.completion_time)
         context = self.inputs.context_files(meta, spec, observation.context_digest)
         layers = self._layers(spec.output.ref, summary, credentials, _instructions(spec, context))
-        output = output_record(spec.output.ref, summary, report, meta.generation, layers)
+        output = output_record(
+            spec.output.ref,
+            summary,
+            report,
+            meta.generation,
+            layers=layers,
+            provenance=observation.provenance,
+        )
         facts = self._all_facts(meta, observation)
         base_images = tuple(
             dict.fromkeys(BaseImage(ref=image.ref, digest=image.digest) for image in facts.base_images)

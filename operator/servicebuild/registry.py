@@ -24,6 +24,7 @@ from servicebuild.manifests import (
     OCI_INDEX,
     OCI_MANIFEST,
     ImageSummary,
+    attestation_manifests,
     platform_manifests,
     summarize,
 )
@@ -96,12 +97,14 @@ class RegistryClient:
         self.close()
 
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary:
-        """Fetch the manifest `digest` of `image`'s repository (and its platforms) and size it."""
+        """Fetch the manifest `digest` of `image`'s repository (and its platforms' and attestations'
+        manifests) and size it."""
         media_type, document = self._fetch(image, digest, credentials)
         try:
             children = {}
             if media_type in INDEX_TYPES:
-                for _, child in platform_manifests(document):
+                attestations = [digest for digest, _ in attestation_manifests(document)]
+                for child in [*(child for _, child in platform_manifests(document)), *attestations]:
                     children[child] = self._fetch(image, child, credentials)[1]
             return summarize(digest, media_type, document, children)
         except manifests.InvalidManifest as exc:

@@ -7,6 +7,8 @@ from enum import Enum
 from typing import Any
 
 from servicebuild.api.models import (
+    AttestationOutput,
+    AttestationType,
     BaseImage,
     BuildOutput,
     BuildRecord,
@@ -20,6 +22,8 @@ from servicebuild.api.models import (
     LayerOutput,
     Phase,
     PlatformOutput,
+    Provenance,
+    ProvenanceRecorded,
     QueueStatus,
     ServiceBuildStatus,
     SourceStatus,
@@ -437,15 +441,19 @@ def budget_event(previous: ServiceBuildStatus, current: ServiceBuildStatus) -> E
     return Event(type="Warning", reason=over.reason, message=over.message)
 
 
-def output_record(
+def output_record(  # noqa: PLR0913 - what the registry serves, and what the build reported and asked for
     image: ImageRef,
     summary: ImageSummary,
     report: BuildReport,
     generation: int,
+    *,
     layers: Mapping[str, LayerBreakdown] | None = None,
+    provenance: str | None = None,
 ) -> BuildOutput:
-    """The image as the registry serves it, pinned by digest, with every reference the build pushed, and
-    where its bytes are (`layers`, by image manifest digest, where they were read)."""
+    """The image as the registry serves it, pinned by digest, with every reference the build pushed, where
+    its bytes are (`layers`, by image manifest digest, where they were read) and the attestations served
+    with it. `provenance` is the mode the build asked for; what the registry serves decides whether the
+    image has any."""
     layers = layers or {}
     platforms = [
         PlatformOutput(
@@ -457,6 +465,13 @@ def output_record(
         )
         for p in summary.platforms
     ]
+    attestations = [
+        AttestationOutput(
+            type=AttestationType(a.kind), digest=a.digest, subject=a.subject, platform=a.platform
+        )
+        for a in summary.attestations
+    ]
+    attested = any(a.type == AttestationType.PROVENANCE for a in attestations)
     one_image = summary.digest if not platforms else platforms[0].digest if len(platforms) == 1 else None
     return BuildOutput(
         **_layer_bytes(layers.get(one_image) if one_image else None),
@@ -468,7 +483,14 @@ def output_record(
         generation=generation,
         platforms=platforms or None,
         tags=report.image_name.split(",") if report.image_name else [str(image)],
+        provenance=_recorded_provenance(provenance) if attested else "none",
+        attestations=attestations or None,
     )
+
+
+def _recorded_provenance(asked: str | None) -> ProvenanceRecorded:
+    """The mode a served provenance was made in: as asked; `min`, BuildKit's default, when unknown."""
+    return "max" if asked == Provenance.MAX else "min"
 
 
 def _layer_bytes(layers: LayerBreakdown | None) -> dict[str, Any]:

@@ -61,6 +61,9 @@ def operator_env(
     env.update(
         SERVICEBUILD_INSECURE_REGISTRIES=f"{oci_registry.host},{registry_proxy.host}",
         SERVICEBUILD_RESYNC_SECONDS="2",
+        # Plain image manifests, as the tests written before attestations expect; test_attestations.py
+        # builds with the shipped default (min), which pushes an index.
+        SERVICEBUILD_DEFAULT_PROVENANCE="off",
         # Leader election as deployed, shorter: an operator killed and started again leads again after
         # 10 s, not 15. The renew deadline leaves room for an emulator slowed by a loaded machine.
         SERVICEBUILD_LEASE_DURATION_SECONDS="10",

@@ -3,7 +3,9 @@
 What it writes is what the real parts write: a real image (or multi-platform index) pushed under
 every name the Job's `--output` lists, the Pod's termination message in the wrapper's report
 format with its build facts (base images, the FromAsCasing build check when the Dockerfile triggers
-it), or a BuildKit log tail on failure, and the Job conditions of the Job controller.
+it), or a BuildKit log tail on failure, and the Job conditions of the Job controller. A Job asking for
+attestations (`--opt attest:…`) pushes an index with BuildKit's attestation manifests, even for one
+platform; one whose SBOM scanner is missing from a test registry fails as BuildKit does.
 """
 
 import asyncio
@@ -17,12 +19,20 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import aiohttp
+import httpx
 from cluster import CONFIGMAPS, JOBS, PODS, SECRETS, Cluster
 
 from servicebuild.credentials import credentials_from_docker_config
 from servicebuild.imageref import parse_image
 from servicebuild.naming import ANNOTATION_SERVICEBUILD
-from support.oci_registry import buildkit_history, push_image, push_index, tag_digest
+from support.oci_registry import (
+    SLSA_PROVENANCE,
+    SPDX_SBOM,
+    buildkit_history,
+    push_image,
+    push_index,
+    tag_digest,
+)
 
 Behaviour = Literal["succeed", "fail", "hold", "stuck", "cache-export-fails", "evicted"]
 """succeed; fail with a BuildKit error; hold running until released; stuck pending (image pull
@@ -80,6 +90,41 @@ def platforms(job: dict[str, Any]) -> list[str]:
         if argument.startswith("platform="):
             return argument.removeprefix("platform=").split(",")
     return []
+
+
+def attestation_options(job: dict[str, Any]) -> dict[str, str]:
+    """The Job's `--opt attest:<type>=<params>`, by type."""
+    found = {}
+    for argument in build_args(job):
+        if argument.startswith("attest:"):
+            kind, _, params = argument.removeprefix("attest:").partition("=")
+            found[kind] = params
+    return found
+
+
+def attestation_predicates(job: dict[str, Any]) -> tuple[str, ...]:
+    """The in-toto predicate types BuildKit would attest for the Job: SBOM first, as BuildKit orders them."""
+    options = attestation_options(job)
+    return (
+        *((SPDX_SBOM,) if "sbom" in options else ()),
+        *((SLSA_PROVENANCE,) if "provenance" in options else ()),
+    )
+
+
+def missing_scanner_log(scanner: str) -> str:
+    """buildctl's end when BuildKit cannot resolve the SBOM scanner (seen on a real cluster, buildkit.md)."""
+    return f"""\
+#1 [internal] load build definition from Dockerfile
+#1 transferring dockerfile: 104B done
+#1 DONE 0.0s
+
+#5 [internal] load metadata for {scanner}
+#5 ERROR: {scanner}: not found
+------
+ > [internal] load metadata for {scanner}:
+------
+error: failed to solve: failed to resolve source metadata for {scanner}: {scanner}: not found
+"""
 
 
 @dataclass
@@ -261,29 +306,55 @@ class Kubelet:
         names = [parse_image(name) for name in output_names(job)]
         by_digest = output_options(job).get("push-by-digest") == "true"
         auth = self._push_credentials(job)
+        predicates = attestation_predicates(job)
         dockerfile = self._dockerfile(job)
+        layers = [f"{job['metadata']['name']}: layer {index}\n".encode() * (index + 1) for index in range(3)]
+        # Attestations make BuildKit push an index even for one platform.
+        images = None if platforms(job) else {"linux/amd64": layers}
+        history = buildkit_history(dockerfile, 2 if images is None else len(layers))
         digest = ""
         for image in names:
             registry = self.mirrors.get(image.registry, image.registry)
             tag = None if by_digest else image.tag
-            if platforms(job):
-                history = buildkit_history(dockerfile, 2)
-                digest = push_index(registry, image.repository, tag, auth=auth, history=history).digest
-            else:
-                layers = [
-                    f"{job['metadata']['name']}: layer {index}\n".encode() * (index + 1) for index in range(3)
-                ]
-                history = buildkit_history(dockerfile, len(layers))
-                digest = push_image(
-                    registry, image.repository, tag, layers, auth=auth, history=history
+            if images is None or predicates:
+                digest = push_index(
+                    registry,
+                    image.repository,
+                    tag,
+                    auth=auth,
+                    images=images,
+                    history=history,
+                    predicates=predicates,
                 ).digest
+            else:
+                pushed = push_image(registry, image.repository, tag, layers, auth=auth, history=history)
+                digest = pushed.digest
         return digest
+
+    def _missing_scanner(self, job: dict[str, Any]) -> str | None:
+        """The SBOM scanner the Job names, when it is on a test registry that does not have it."""
+        generator = attestation_options(job).get("sbom", "").partition("generator=")[2]
+        if not generator:
+            return None
+        scanner = parse_image(generator)
+        if not scanner.registry.startswith(("127.0.0.1:", "localhost:")):
+            return None  # another registry is not reachable here: taken as pulled
+        try:
+            tag_digest(scanner.registry, scanner.repository, scanner.tag)
+        except httpx.HTTPStatusError as error:
+            if error.response.status_code == 404:
+                return generator
+            raise
+        return None
 
     async def _finish(self, job: dict[str, Any], behaviour: Behaviour) -> None:
         metadata = job["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
-        succeeded = behaviour in {"succeed", "cache-export-fails"}
-        if succeeded:
+        missing_scanner = await asyncio.to_thread(self._missing_scanner, job)
+        succeeded = behaviour in {"succeed", "cache-export-fails"} and missing_scanner is None
+        if missing_scanner is not None:
+            terminated = {"exitCode": 1, "reason": "Error", "message": missing_scanner_log(missing_scanner)}
+        elif succeeded:
             digest = await asyncio.to_thread(self._push, job)
             self.pushed[name] = digest
             metrics = {"total": 9, "completed": 9, "user_total": 7, "user_cached": 5, "user_completed": 7}

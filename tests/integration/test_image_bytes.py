@@ -3,8 +3,8 @@
 We test these aspects:
 - one platform: `status.output` has the base image's bytes, the bytes the target stage added and the
   largest layers, each as the registry serves it, the `COPY` named with the `--from=` BuildKit drops;
-- a multi-platform index with an attestation: each platform's image has its own figures, the attestation
-  none, and the output as a whole none;
+- a multi-platform index with provenance: each platform's image has its own figures, the attestation
+  manifests none, and the output as a whole none;
 - a rebuild after a one-line change of a source file: `status.cache.firstMiss` names the `COPY` that
   missed and that file, not the unchanged Dockerfile.
 """
@@ -62,7 +62,9 @@ async def test_each_platform_of_an_index_has_its_own_figures(
     cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
 ) -> None:
     platforms = ["linux/amd64", "linux/arm64"]
-    await cluster.create_servicebuild(NAMESPACE, "edge", spec(oci_registry, "edge", platforms=platforms))
+    # With provenance BuildKit adds an attestation manifest per platform to the index.
+    edge = spec(oci_registry, "edge", platforms=platforms, attestations={"provenance": "min"})
+    await cluster.create_servicebuild(NAMESPACE, "edge", edge)
 
     body = await eventually(lambda: ready(cluster, "edge", 1))
 
@@ -74,7 +76,10 @@ async def test_each_platform_of_an_index_has_its_own_figures(
         assert {key: platform.get(key) for key in ("baseBytes", "addedBytes", "largestLayers")} == (
             expected_bytes(manifest)
         )
-    assert len(index["manifests"]) == 3  # the two platforms and the attestation, which has no figures
+    attestations = [entry for entry in index["manifests"] if entry["platform"]["os"] == "unknown"]
+    assert len(attestations) == 2  # one per platform, none with figures
+    assert output["sizeBytes"] == sum(platform["sizeBytes"] for platform in output["platforms"])
+    assert output["layers"] == sum(platform["layers"] for platform in output["platforms"])
     assert not {"baseBytes", "addedBytes", "largestLayers"} & set(output)
 
 

@@ -3,7 +3,9 @@
 We test these aspects:
 - a single manifest (OCI and Docker v2): the digest is the one pushed, the size is config + layers;
 - an OCI index: one entry per platform with its own size and layers, totals over the platforms,
-  the BuildKit attestation manifest left out;
+  the BuildKit attestation manifests left out of the sizes but read back: per platform image, what
+  its in-toto statements attest (provenance, SBOM), its digest as the registry serves it; a
+  single-platform index with provenance sizes exactly as the plain image of the same layers;
 - htpasswd (Basic) auth: the right credentials read the manifest, wrong or none are denied;
 - token (Bearer) auth: a token is fetched from the realm with the credentials and reused while
   valid; wrong credentials or an anonymous token without access are denied;
@@ -29,7 +31,7 @@ import pytest
 from servicebuild.credentials import Credentials
 from servicebuild.imageref import ImageRef, parse_image
 from servicebuild.kube import NotLeadingError
-from servicebuild.manifests import ImageSummary, PlatformImage
+from servicebuild.manifests import Attestation, ImageSummary, PlatformImage
 from servicebuild.registry import (
     DigestMismatch,
     InvalidManifest,
@@ -43,6 +45,8 @@ from support.oci_registry import (
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
+    SLSA_PROVENANCE,
+    SPDX_SBOM,
     RunningRegistry,
     push_image,
     push_index,
@@ -134,6 +138,39 @@ def test_index_is_sized_per_platform_without_the_attestation(
             PlatformImage("linux/amd64", amd64.digest, amd64.size_bytes, 2),
             PlatformImage("linux/arm64", arm64.digest, arm64.size_bytes, 2),
         ),
+        attestations=(
+            Attestation("provenance", pushed.attestations["linux/amd64"].digest, amd64.digest, "linux/amd64"),
+            Attestation("provenance", pushed.attestations["linux/arm64"].digest, arm64.digest, "linux/arm64"),
+        ),
+    )
+
+
+def test_a_single_platform_build_with_provenance_and_sbom_sizes_as_without(
+    oci_registry: RunningRegistry, unique_repository: str
+) -> None:
+    blobs = layers()
+    plain = push_image(oci_registry, unique_repository, "plain", blobs)
+    attested = push_index(
+        oci_registry,
+        unique_repository,
+        "attested",
+        images={"linux/amd64": blobs},
+        predicates=(SPDX_SBOM, SLSA_PROVENANCE),
+    )
+
+    with client_for(oci_registry.host) as client:
+        without = client.inspect(image_of(oci_registry, unique_repository, "plain"), plain.digest, None)
+        summary = client.inspect(image_of(oci_registry, unique_repository, "attested"), attested.digest, None)
+
+    statement = attested.attestations["linux/amd64"]
+    assert statement.layer_sizes[0] > 50_000  # counting it would change the total visibly
+    assert (
+        (summary.size_bytes, summary.layers) == (without.size_bytes, without.layers) == (plain.size_bytes, 2)
+    )
+    assert summary.platforms == (PlatformImage("linux/amd64", plain.digest, plain.size_bytes, 2),)
+    assert summary.attestations == (
+        Attestation("sbom", statement.digest, plain.digest, "linux/amd64"),
+        Attestation("provenance", statement.digest, plain.digest, "linux/amd64"),
     )
 
 

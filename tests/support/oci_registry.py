@@ -2,7 +2,8 @@
 
 `start_registry` runs it without auth, with htpasswd (Basic) auth, or with token (Bearer) auth
 backed by `TokenServer`, a tiny token service in the test process. `push_image` and `push_index`
-upload real blobs and manifests the way BuildKit does, and return what the registry must serve.
+upload real blobs and manifests the way BuildKit does (an index with BuildKit's attestation manifests
+of in-toto statements), and return what the registry must serve.
 """
 
 import base64
@@ -310,6 +311,9 @@ class PushedIndex:
     index: dict[str, Any]
     platforms: dict[str, PushedImage] = field(default_factory=dict)
     attestation: PushedImage | None = None
+    """The first platform's attestation manifest."""
+    attestations: dict[str, PushedImage] = field(default_factory=dict)
+    """Per platform, the attestation manifest describing its image."""
 
     @property
     def size_bytes(self) -> int:
@@ -352,6 +356,10 @@ def push_image(
         )
 
 
+SLSA_PROVENANCE = "https://slsa.dev/provenance/v0.2"
+SPDX_SBOM = "https://spdx.dev/Document"
+
+
 def push_index(
     registry: RunningRegistry | str,
     repository: str,
@@ -359,52 +367,82 @@ def push_index(
     *,
     auth: tuple[str, str] | None = None,
     token: str | None = None,
+    images: dict[str, list[bytes]] | None = None,
     history: list[dict[str, Any]] | None = None,
+    predicates: tuple[str, ...] = (SLSA_PROVENANCE,),
 ) -> PushedIndex:
-    """Push linux/amd64 and linux/arm64 images (two layers each, with `history` in their configs) plus a
-    BuildKit-style attestation in an OCI index; with `tag=None` the index is put by digest."""
+    """Push an image per platform (with `history` in each config, see `buildkit_history`) and, as BuildKit
+    does, an attestation manifest per platform holding one in-toto statement per predicate type, all in one
+    OCI index; with `tag=None` the index is put by digest.
+
+    `images` maps each platform to its layers; default: linux/amd64 and linux/arm64 images of two layers
+    and their own sizes. No `predicates`: an index of the images alone.
+    """
+    images = images or {
+        platform: [
+            tar_gz({"app": f"{platform} binary ".encode() * (100 * (number + 1))}),
+            tar_gz({"etc/os": b"x"}),
+        ]
+        for number, platform in enumerate(("linux/amd64", "linux/arm64"))
+    }
     with _client(registry, repository, auth, token) as client:
         platforms = {
-            platform: _push_image(
-                client,
-                repository,
-                None,
-                [
-                    tar_gz({"app": f"{platform} binary ".encode() * (100 * (number + 1))}),
-                    tar_gz({"etc/os": b"x"}),
-                ],
-                platform=platform,
-                history=history,
-            )
-            for number, platform in enumerate(("linux/amd64", "linux/arm64"))
+            platform: _push_image(client, repository, None, layers, platform=platform, history=history)
+            for platform, layers in images.items()
         }
-        # BuildKit's provenance: an OCI manifest of in-toto layers, platform unknown/unknown.
-        attestation = _push_image(
-            client,
-            repository,
-            None,
-            [json.dumps({"_type": "https://in-toto.io/Statement/v0.1", "pad": "p" * 50_000}).encode()],
-            platform="unknown/unknown",
-            layer_media_type=IN_TOTO,
-        )
-        amd64 = platforms["linux/amd64"]
+        attestations = {
+            platform: _push_attestation(client, repository, image, predicates)
+            for platform, image in platforms.items()
+            if predicates
+        }
         index = {
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
             "manifests": [
                 *(_descriptor(image, platform) for platform, image in platforms.items()),
-                _descriptor(attestation, "unknown/unknown")
-                | {
-                    "annotations": {
-                        "vnd.docker.reference.digest": amd64.digest,
-                        "vnd.docker.reference.type": "attestation-manifest",
+                *(
+                    _descriptor(attestation, "unknown/unknown")
+                    | {
+                        "annotations": {
+                            "vnd.docker.reference.digest": platforms[platform].digest,
+                            "vnd.docker.reference.type": "attestation-manifest",
+                        }
                     }
-                },
+                    for platform, attestation in attestations.items()
+                ),
             ],
         }
         body = _canonical(index)
         digest = _put_manifest(client, repository, tag, body, OCI_INDEX)
-        return PushedIndex(repository, tag, digest, index, platforms, attestation)
+        first = next(iter(attestations.values()), None)
+        return PushedIndex(repository, tag, digest, index, platforms, first, attestations)
+
+
+def _push_attestation(
+    client: httpx.Client, repository: str, subject: PushedImage, predicates: tuple[str, ...]
+) -> PushedImage:
+    """BuildKit's attestation manifest for `subject`: platform unknown/unknown, one in-toto statement
+    layer per predicate type, each annotated with it (`in-toto.io/predicate-type`)."""
+    statements = [
+        _canonical(
+            {
+                "_type": "https://in-toto.io/Statement/v0.1",
+                "predicateType": predicate,
+                "subject": [{"name": f"pkg:docker/{repository}", "digest": {"sha256": subject.digest[7:]}}],
+                "predicate": {"pad": "p" * 50_000},
+            }
+        )
+        for predicate in predicates
+    ]
+    return _push_image(
+        client,
+        repository,
+        None,
+        statements,
+        platform="unknown/unknown",
+        layer_media_type=IN_TOTO,
+        layer_annotations=[{"in-toto.io/predicate-type": predicate} for predicate in predicates],
+    )
 
 
 _LAYERED = frozenset({"ADD", "COPY", "RUN"})
@@ -474,6 +512,7 @@ def _push_image(
     media_type: str = OCI_MANIFEST,
     platform: str = "linux/amd64",
     layer_media_type: str | None = None,
+    layer_annotations: list[dict[str, str]] | None = None,
     history: list[dict[str, Any]] | None = None,
 ) -> PushedImage:
     docker = media_type == DOCKER_MANIFEST
@@ -498,7 +537,8 @@ def _push_image(
         },
         "layers": [
             {"mediaType": layer_type, "digest": _upload_blob(client, repository, layer), "size": len(layer)}
-            for layer in layers
+            | ({"annotations": layer_annotations[index]} if layer_annotations else {})
+            for index, layer in enumerate(layers)
         ],
     }
     body = _canonical(manifest)

@@ -373,6 +373,30 @@ class Triggers(_Model):
     See docs/servicebuild.md#base-image-updates in the operator's repository."""
 
 
+class Provenance(StrEnum):
+    """How much BuildKit's SLSA provenance attestation records (`attest:provenance=mode=…`)."""
+
+    MIN = "min"
+    MAX = "max"
+    OFF = "off"
+
+
+class Attestations(_Model):
+    """Attestations BuildKit pushes with the image; with any, the pushed result is an OCI index holding
+    the image and an attestation manifest (some consumers reject such indexes)."""
+
+    provenance: Provenance | None = None
+    """SLSA provenance: `min` (how and from what the image was built), `max` (also the build's parameters,
+    build argument values included: a build argument whose name looks like a secret refuses `max`), or
+    `off`; default: the operator's `SERVICEBUILD_DEFAULT_PROVENANCE` (`min` unless set).
+
+    See docs/servicebuild.md#attestations in the operator's repository."""
+
+    sbom: bool = False
+    """An SPDX software bill of materials, made by the scanner image the operator's
+    `SERVICEBUILD_SBOM_SCANNER_IMAGE` names; default: false."""
+
+
 class CheckPolicy(StrEnum):
     WARN = "Warn"
     FAIL = "Fail"
@@ -579,6 +603,11 @@ class ServiceBuildSpec(_Model):
     history_limit: Annotated[int, Field(ge=1, le=MAX_HISTORY)] = 10
     """How many finished builds `status.history` keeps, newest first; default: 10, at most 50."""
 
+    attestations: Attestations = Field(default_factory=Attestations)
+    """Provenance and SBOM attestations pushed with the image; default: provenance as the operator's
+    `SERVICEBUILD_DEFAULT_PROVENANCE` says, no SBOM.
+
+    See docs/servicebuild.md#attestations in the operator's repository."""
     checks: Checks = Field(default_factory=Checks)
     """The Dockerfile findings: whether an `error` finding stops the build, and rules to skip; default:
     findings are reported, never block.
@@ -793,6 +822,27 @@ class BuildRecord(_StatusModel):
     """Its Job; kept for the last builds (see the operator's Job history settings)."""
 
 
+class AttestationType(StrEnum):
+    PROVENANCE = "provenance"
+    SBOM = "sbom"
+
+
+class AttestationOutput(_StatusModel):
+    """One attestation the registry serves with the image."""
+
+    type: AttestationType
+    """`provenance` (SLSA) or `sbom` (SPDX or CycloneDX)."""
+    digest: str
+    """The digest of the attestation manifest that holds it."""
+    subject: str
+    """The digest of the platform image manifest it describes."""
+    platform: str | None = None
+    """That image's platform, e.g. `linux/amd64`."""
+
+
+ProvenanceRecorded = Literal["none", "min", "max"]
+
+
 class BuildOutput(_LayerBytes):
     """The result of the last successful build; kept while a new build runs or fails. `baseBytes`,
     `addedBytes` and `largestLayers` are here for an image of one platform (an index with attestations
@@ -814,6 +864,13 @@ class BuildOutput(_LayerBytes):
     """Per-platform images when the output is a multi-platform index."""
     tags: list[str] | None = None
     """Every reference pushed for this image, `output.tags` expanded."""
+    provenance: ProvenanceRecorded | None = None
+    """The provenance the registry serves with the image: `none`, `min` or `max`.
+
+    See docs/servicebuild.md#attestations in the operator's repository."""
+    attestations: list[AttestationOutput] | None = None
+    """The attestations the registry serves with the image, read back like the image itself; they are not
+    counted in its size."""
 
 
 class QueueStatus(_StatusModel):

@@ -33,6 +33,7 @@ from servicebuild.api.models import (
     VERSION,
     ConfigMapSource,
     GitSource,
+    Provenance,
     ServiceBuild,
     ServiceBuildSpec,
     SizeBudgetAction,
@@ -225,6 +226,7 @@ def buildctl_args(
         "--frontend",
         "dockerfile.v0",
         *_frontend_args(spec, inputs),
+        *_attestation_args(spec, settings),
         "--output",
         _attributes(spec.output.ref, settings, "type=image", f"name={names}", "push=true", *by_digest),
         *_cache_args(spec, settings),
@@ -258,6 +260,18 @@ def _frontend_args(spec: ServiceBuildSpec, inputs: BuildInputs) -> list[str]:
         args += ["--opt", f"label:{OCI_SOURCE}={parse_git_url(git.url).public}"]
         if inputs.commit is not None:
             args += ["--opt", f"label:{OCI_REVISION}={inputs.commit}"]
+    return args
+
+
+def _attestation_args(spec: ServiceBuildSpec, settings: Settings) -> list[str]:
+    """The attestations BuildKit adds to the pushed result (`attest:<type>=<params>`, docs/attestations):
+    none with provenance off and no SBOM, so the result stays a plain image manifest."""
+    args = []
+    provenance = settings.provenance_of(spec.attestations)
+    if provenance != Provenance.OFF:
+        args += ["--opt", f"attest:provenance=mode={provenance.value}"]
+    if spec.attestations.sbom:
+        args += ["--opt", f"attest:sbom=generator={settings.sbom_scanner_image}"]
     return args
 
 
@@ -336,13 +350,7 @@ def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> 
     job_labels = dict(labels)
     if spec.queue_name is not None:
         job_labels[LABEL_QUEUE_NAME] = spec.queue_name
-    annotations = {naming.ANNOTATION_SERVICEBUILD: meta.name, naming.ANNOTATION_BUILD: str(inputs.build)}
-    if inputs.trigger is not None:
-        annotations[naming.ANNOTATION_TRIGGER] = inputs.trigger
-    if inputs.commit is not None:
-        annotations[naming.ANNOTATION_COMMIT] = inputs.commit
-    if inputs.context_digest is not None:
-        annotations[naming.ANNOTATION_CONTEXT_DIGEST] = inputs.context_digest
+    annotations = _job_annotations(build, settings, inputs)
     image = spec.builder_image or settings.buildkit_image
     configmap = spec.source.config_map
     return {
@@ -389,6 +397,26 @@ def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> 
             },
         },
     }
+
+
+def _job_annotations(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> dict[str, str]:
+    """What the Job builds and why, for the operator reading it back."""
+    annotations = {
+        naming.ANNOTATION_SERVICEBUILD: build.metadata.name,
+        naming.ANNOTATION_BUILD: str(inputs.build),
+    }
+    if inputs.trigger is not None:
+        annotations[naming.ANNOTATION_TRIGGER] = inputs.trigger
+    if inputs.commit is not None:
+        annotations[naming.ANNOTATION_COMMIT] = inputs.commit
+    if inputs.context_digest is not None:
+        annotations[naming.ANNOTATION_CONTEXT_DIGEST] = inputs.context_digest
+    # What the build attests, as it ran: the spec may change meanwhile, and the default with the operator.
+    attestations = build.spec.attestations
+    annotations[naming.ANNOTATION_PROVENANCE] = settings.provenance_of(attestations).value
+    if attestations.sbom:
+        annotations[naming.ANNOTATION_SBOM_SCANNER] = settings.sbom_scanner_image
+    return annotations
 
 
 def _scheduling(spec: ServiceBuildSpec) -> dict[str, Any]:
