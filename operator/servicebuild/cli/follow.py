@@ -13,8 +13,8 @@ from typing import Any
 
 from servicebuild.api.models import ServiceBuildStatus
 from servicebuild.buildlog import parse_plain
+from servicebuild.cli.gateway import PersonKube
 from servicebuild.cli.views import parse_status, progress
-from servicebuild.kube import Kube
 from servicebuild.render.job import BUILD_CONTAINER
 
 POLL_SECONDS = 1.0
@@ -55,7 +55,7 @@ def ending(body: Mapping[str, Any], target: Target) -> Ending | None:
     return None
 
 
-def build_progress(kube: Kube, namespace: str, status: ServiceBuildStatus) -> str:
+def build_progress(kube: PersonKube, namespace: str, status: ServiceBuildStatus) -> str:
     """What the running build has done so far, read from its log; its phase while it has no Pod."""
     phase = status.phase.value if status.phase else "Waiting"
     if status.job_name is None:
@@ -68,7 +68,7 @@ def build_progress(kube: Kube, namespace: str, status: ServiceBuildStatus) -> st
 
 
 def watch(
-    kube: Kube,
+    kube: PersonKube,
     target: Target,
     show: Callable[[str], None],
     timeout: float | None = None,

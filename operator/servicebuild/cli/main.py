@@ -19,7 +19,8 @@ from servicebuild.api.models import GROUP, KIND, VERSION
 from servicebuild.cli import views
 from servicebuild.cli.context import ARCHIVE_KEY, ContextTooLargeError, PackedContext, pack
 from servicebuild.cli.follow import Ending, Target, watch
-from servicebuild.kube import Kube, KubeError
+from servicebuild.cli.gateway import PersonKube
+from servicebuild.kube import KubeError
 from servicebuild.render.job import BUILD_CONTAINER
 from servicebuild.status import human_size
 from servicebuild.times import format_time
@@ -41,15 +42,15 @@ class Session:
 
     context: str | None
     namespace_given: str | None
-    _kube: tuple[Kube, str] | None = field(default=None, init=False)
+    _kube: tuple[PersonKube, str] | None = field(default=None, init=False)
 
-    def _connect(self) -> tuple[Kube, str]:
+    def _connect(self) -> tuple[PersonKube, str]:
         if self._kube is None:
-            self._kube = Kube.from_kubeconfig(self.context)
+            self._kube = PersonKube.from_kubeconfig(self.context)
         return self._kube
 
     @property
-    def kube(self) -> Kube:
+    def kube(self) -> PersonKube:
         return self._connect()[0]
 
     @property
