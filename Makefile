@@ -19,9 +19,9 @@ help: ## list the entry points
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: $(BIN)/python ## create .venv with the operator and its test and lint tools
+install: $(BIN)/python ## create .venv with the operator, its command line and its test and lint tools
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,lint]'
+	$(BIN)/pip install --quiet -e '.[cli,test,lint]'
 
 test: install ## run the unit and integration tests (needs docker-registry, busybox, git, kubectl, shellcheck)
 	$(BIN)/pytest

@@ -16,11 +16,12 @@ import re
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 import httpx
-from cluster import CONFIGMAPS, JOBS, PODS, SECRETS, Cluster
+from cluster import CONFIGMAPS, JOBS, PODS, SECRETS, Cluster, PodLog
 
 from servicebuild.credentials import credentials_from_docker_config
 from servicebuild.imageref import parse_image
@@ -57,6 +58,12 @@ Dockerfile:7
 --------------------
 ERROR: failed to solve: process "/bin/sh -c make greet" did not complete successfully: exit code: 2
 """
+
+
+BUILDKIT_LOG = (Path(__file__).parents[1] / "unit" / "buildkit_samples" / "calc-cold-plain.log").read_text()
+"""What a successful build prints: a real BuildKit build's plain progress."""
+RUNNING_LINES = 43
+"""A running build has printed this much of it: up to its `RUN gcc` step, started and not done."""
 
 
 _FROM_RE = re.compile(r"^FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.MULTILINE | re.IGNORECASE)
@@ -231,6 +238,12 @@ class Kubelet:
 
     async def _set_running(self, job: dict[str, Any]) -> None:
         await self._create_pod(job, "Running", {"running": {"startedAt": _now()}})
+        log = PodLog()
+        self.cluster.kmock.pod_logs[self._pod_key(job)] = log
+        await log.write("".join(BUILDKIT_LOG.splitlines(keepends=True)[:RUNNING_LINES]))
+
+    def _pod_key(self, job: dict[str, Any]) -> tuple[str, str]:
+        return job["metadata"]["namespace"], f"{job['metadata']['name']}-x7k2p"
 
     async def _create_pod(self, job: dict[str, Any], phase: str, state: dict[str, Any]) -> None:
         """The Job controller marks the Job active and creates the Pod, which the kubelet reports."""
@@ -374,6 +387,9 @@ class Kubelet:
             terminated = {"exitCode": 137, "reason": "Error"}
             pod_status |= {"reason": "Evicted", "message": "The node was low on resource: memory."}
         terminated["finishedAt"] = _now()
+        rest = "".join(BUILDKIT_LOG.splitlines(keepends=True)[RUNNING_LINES:])
+        log_end = rest if succeeded else self.failure_log if behaviour != "evicted" else ""
+        await self.cluster.kmock.pod_logs[self._pod_key(job)].write(log_end, end=True)
         pod_status["containerStatuses"] = [{"name": "buildkit", "state": {"terminated": terminated}}]
         await self.cluster.patch(PODS, namespace, f"{name}-x7k2p", {"status": pod_status}, status=True)
         # The Job controller counts the Pod out at once but marks the Job finished only seconds later.
