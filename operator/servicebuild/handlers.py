@@ -289,7 +289,7 @@ def servicebuild_event(
         for woken in runtime.reconciler.forget(key):
             _reconcile_quietly(runtime, woken)
         return
-    if runtime.noticed(key, body.metadata.get("generation") or 0, body.metadata.annotations):
+    if runtime.noticed(key, *_news(body.metadata)):
         _reconcile_quietly(runtime, key)
 
 
@@ -499,22 +499,39 @@ def _push_recorder(
 async def _begin_term(runtime: Runtime) -> None:
     """Begin acting: count the builds that run, then reconcile every ServiceBuild once, as a restart would.
 
-    Until the Jobs are counted nothing acts, or a build could start past the limits.
+    Until the Jobs are counted nothing acts, or a build could start past the limits. The ServiceBuilds are
+    read a page at a time and only their keys kept, as the resync reads them.
     """
     while True:
         try:
             jobs = await asyncio.to_thread(runtime.kube.list_build_jobs, runtime.settings.namespaces)
-            bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
             break
         except KubeError as exc:
             logger.warning("Counting the running builds failed, trying again: %s", exc)
             await asyncio.sleep(_FIRST_RETRY_DELAY)
     runtime.begin_term(jobs)
-    for body in bodies:
-        meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace")), str(meta.get("name")))
-        if runtime.noticed(key, meta.get("generation") or 0, meta.get("annotations") or {}):
-            await asyncio.to_thread(_reconcile_quietly, runtime, key)
+    due: list[Key] = []  # kept across a failed listing: what was noticed is not news the second time
+    while True:
+        pages = runtime.kube.servicebuild_pages(runtime.settings.namespaces)
+        try:
+            while (page := await asyncio.to_thread(next, pages, None)) is not None:
+                due += [key for key, body in map(_keyed, page) if runtime.noticed(key, *_news(body))]
+            break
+        except KubeError as exc:
+            logger.warning("Listing the ServiceBuilds failed, trying again: %s", exc)
+            await asyncio.sleep(_FIRST_RETRY_DELAY)
+    for key in due:
+        await asyncio.to_thread(_reconcile_quietly, runtime, key)
+
+
+def _keyed(body: Mapping[str, Any]) -> tuple[Key, Mapping[str, Any]]:
+    meta = body.get("metadata") or {}
+    return (str(meta.get("namespace")), str(meta.get("name"))), meta
+
+
+def _news(meta: Mapping[str, Any]) -> tuple[int, Mapping[str, str]]:
+    """What makes a ServiceBuild's event news: its generation and annotations."""
+    return int(meta.get("generation") or 0), meta.get("annotations") or {}
 
 
 def _terms(runtime: Runtime) -> tuple[Callable[[], Awaitable[None]], Callable[[], None]]:

@@ -27,6 +27,7 @@ from servicebuild.api.models import (
     BaseImage,
     BuildOutput,
     CacheInputs,
+    Finding,
     FirstMiss,
     InvalidServiceBuild,
     ObjectMeta,
@@ -304,6 +305,14 @@ class Reconciler:
                     self.kube.delete_job(meta.namespace, due.job_name)
                 return outcome
 
+    def _findings(self, servicebuild: ServiceBuild, due: DueBuild) -> tuple[Finding, ...] | None:
+        """The due build's Dockerfile findings: those its status already holds while it waits (a queued
+        build is reconciled again and again), else the context analysed once."""
+        previous = servicebuild.status
+        if previous.build == due.number and previous.findings is not None:
+            return tuple(previous.findings)
+        return self.inputs.dockerfile_findings(servicebuild)
+
     def _observe_job(self, meta: ObjectMeta, job_name: str) -> tuple[BuildJob | None, BuildPod | None]:
         raw_job = self.kube.get_job(meta.namespace, job_name)
         if raw_job is None:
@@ -316,7 +325,7 @@ class Reconciler:
     def _start(self, servicebuild: ServiceBuild, due: DueBuild, now: datetime) -> Outcome:
         """Create the due build's Job when a build slot is free, else wait in the queue."""
         meta, spec = servicebuild.metadata, servicebuild.spec
-        checked = replace(due.build, findings=self.inputs.dockerfile_findings(servicebuild))
+        checked = replace(due.build, findings=self._findings(servicebuild, due))
         blocked = blocking_failure(checked.findings or (), spec.checks, spec.dockerfile)
         if blocked is not None:
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
