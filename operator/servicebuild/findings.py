@@ -2,16 +2,16 @@
 BuildKit's build checks from the build's report, `spec.checks`, and the condition `DockerfileClean`. Pure.
 
 The findings of a build are fixed in two steps. When its Job is about to be created, the operator's own rules
-(`servicebuild.dockerfile`) run on a ConfigMap context; with `spec.checks.policy: Fail` an `error` finding
-stops the build there. When the build succeeds, BuildKit's build checks (the `warn` lines of its report)
-join them. A git context is not fetched by the operator, so its findings are BuildKit's checks only.
+(`servicebuild.dockerfile`) run on its context; with `spec.checks.policy: Fail` an `error` finding stops the
+build there. When the build succeeds, BuildKit's build checks (the `warn` lines of its report) join them.
 
 A ConfigMap context is read by `buildcontext` (an archive that unpacks to more than its limit is built
-unchecked); `context_findings` takes any context as its files.
+unchecked); a git context by the git gateway, every path but only the content of the files `reads_content`
+names. `context_findings` takes any context as its files.
 """
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from servicebuild.api.models import (
@@ -55,11 +55,11 @@ def context_findings(spec: ServiceBuildSpec, files: Mapping[str, bytes]) -> tupl
     the Dockerfile is missing or does not parse (BuildKit then fails the build with its own message)."""
     dockerfile = relative(spec.dockerfile)
     ignore_file = f"{dockerfile}.dockerignore"
-    named = {dockerfile, ignore_file, ".dockerignore"}
+    read = reads_content(spec)
     texts = {
         path: content[:MAX_READ_FILE_BYTES].decode(errors="replace")
         for path, content in files.items()
-        if path in named or _SECRET_HOLDERS.search(path)
+        if read(path)
     }
     if dockerfile not in texts:
         return ()
@@ -81,6 +81,14 @@ def context_findings(spec: ServiceBuildSpec, files: Mapping[str, bytes]) -> tupl
         ),
         spec.checks,
     )
+
+
+def reads_content(spec: ServiceBuildSpec) -> Callable[[str], bool]:
+    """Whether the rules read a context file's content (the Dockerfile, the ignore files, the files whose
+    text tells whether they hold a secret); of the others they know the path only."""
+    dockerfile = relative(spec.dockerfile)
+    named = {dockerfile, f"{dockerfile}.dockerignore", ".dockerignore"}
+    return lambda path: path in named or _SECRET_HOLDERS.search(path) is not None
 
 
 def with_build_checks(

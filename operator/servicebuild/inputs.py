@@ -1,8 +1,14 @@
 """What a build reads besides its spec: the ConfigMap context, the Secrets it names, the git commit its
-revision resolves to. Read through the Kubernetes and git gateways; every problem a user must fix is a
-`Problem` naming the spec field, every passing one a transient gateway error."""
+revision resolves to and that commit's context (for the Dockerfile rules and the first cache miss). Read
+through the Kubernetes and git gateways; every problem a user must fix is a `Problem` naming the spec field,
+every passing one a transient gateway error. A git context that cannot be read is no problem: the build
+goes on without the operator's findings."""
 
 import contextlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -19,8 +25,8 @@ from servicebuild.credentials import (
     secret_values,
 )
 from servicebuild.failures import Failure, Reason
-from servicebuild.findings import configmap_findings
-from servicebuild.gitremote import GitError
+from servicebuild.findings import configmap_findings, context_findings, reads_content
+from servicebuild.gitremote import ContextTree, GitError
 from servicebuild.giturl import parse_git_url
 from servicebuild.naming import ANNOTATION_SOURCE_PUSHED_AT
 from servicebuild.polling import (
@@ -35,6 +41,14 @@ from servicebuild.registry import RegistryError
 from servicebuild.render.job import BuildInputs, GitAuth
 from servicebuild.times import parse_time
 
+logger = logging.getLogger(__name__)
+
+MAX_CACHED_CONTEXTS = 8
+"""The git contexts kept, most recently used first: a queued build is reconciled again and again, and its
+read-back compares its commit's tree with the last success's, so each commit is fetched once."""
+ContextKey = tuple[str, str, str, str | None, str, str]
+"""Namespace, URL, commit, contextDir, Dockerfile and credentials' fingerprint of a git context."""
+
 
 class SourceGateway(Protocol):
     """The part of the Kubernetes gateway that reads a build's inputs."""
@@ -45,6 +59,14 @@ class SourceGateway(Protocol):
 
 class GitGateway(Protocol):
     def resolve(self, url: str, revision: str | None, credentials: GitCredentials | None) -> str: ...
+    def context_tree(
+        self,
+        url: str,
+        commit: str,
+        credentials: GitCredentials | None,
+        context_dir: str | None,
+        read: Callable[[str], bool],
+    ) -> ContextTree | None: ...
 
 
 class Problem(Exception):  # noqa: N818 - an outcome for the user to act on, not an error of the operator
@@ -63,6 +85,27 @@ class Polled:
     next_poll: datetime
 
 
+class ContextCache:
+    """The last `MAX_CACHED_CONTEXTS` git contexts read (None: not checked), shared by the worker threads."""
+
+    def __init__(self) -> None:
+        self._contexts: OrderedDict[ContextKey, ContextTree | None] = OrderedDict()
+        self._guard = threading.Lock()
+
+    def get(self, key: ContextKey, read: Callable[[], ContextTree | None]) -> ContextTree | None:
+        """The context of `key`, read (`read`) unless kept; two threads may read the same key at once."""
+        with self._guard:
+            if key in self._contexts:
+                self._contexts.move_to_end(key)
+                return self._contexts[key]
+        context = read()
+        with self._guard:
+            self._contexts[key] = context
+            while len(self._contexts) > MAX_CACHED_CONTEXTS:
+                self._contexts.popitem(last=False)
+        return context
+
+
 class InputReader:
     """Reads and checks what one build needs, for the reconciler."""
 
@@ -73,6 +116,7 @@ class InputReader:
         self.commits = CommitCache()
         self.pace = HostPace(settings.git_lookups_per_host_per_second)
         self.base_images = BaseImageDigests()
+        self.git_contexts = ContextCache()
 
     def polled_commit(self, servicebuild: ServiceBuild, now: datetime) -> Polled | None:
         """The newest commit of a revision the spec polls, looked up at most once per interval for all the
@@ -138,15 +182,65 @@ class InputReader:
             raise Problem(Reason.SOURCE_NOT_FOUND, f"spec.source.configMap.archive: {message}")
         return naming.context_digest(data, binary_data)
 
-    def dockerfile_findings(self, servicebuild: ServiceBuild) -> tuple[Finding, ...] | None:
-        """The findings of a ConfigMap context, checked before its Job exists; None for a git source, whose
-        findings are BuildKit's checks in the build's report."""
+    def dockerfile_findings(
+        self, servicebuild: ServiceBuild, commit: str | None
+    ) -> tuple[Finding, ...] | None:
+        """The findings of the context the build will build, checked before its Job exists: the ConfigMap, or
+        the git source at `commit`; none when the git context is not checked."""
         meta, spec = servicebuild.metadata, servicebuild.spec
         source = spec.source.config_map
-        if source is None:
+        if source is not None:
+            configmap = self.kube.get_configmap(meta.namespace, source.name)
+            return configmap_findings(spec, configmap) if configmap is not None else None
+        if commit is None:
             return None
-        configmap = self.kube.get_configmap(meta.namespace, source.name)
-        return configmap_findings(spec, configmap) if configmap is not None else None
+        context = self.git_context(servicebuild, commit)
+        return context_findings(spec, context.files) if context is not None else ()
+
+    def commit_to_build(self, servicebuild: ServiceBuild, commit: str | None) -> str | None:
+        """The commit a git source's build will build: `commit` (polling found it, or an earlier reconcile
+        of the same build resolved it), else the revision resolved now; None for a ConfigMap source."""
+        meta, spec = servicebuild.metadata, servicebuild.spec
+        git = spec.source.git
+        if git is None or commit is not None:
+            return commit
+        credentials, _ = self._git_credentials(meta, spec)
+        return self._resolve(git.url, git.revision, credentials)
+
+    def git_context(self, servicebuild: ServiceBuild, commit: str) -> ContextTree | None:
+        """The git source's context at `commit` (every path, the content of what the rules read), fetched
+        once per commit; None when it is not checked or cannot be read, which is logged at info."""
+        meta, spec = servicebuild.metadata, servicebuild.spec
+        git = spec.source.git
+        if git is None:
+            return None
+        try:
+            credentials, fingerprint = self._git_credentials(meta, spec)
+        except Problem:
+            return None  # the build's own start says so
+        key = (meta.namespace, git.url, commit, git.context_dir, spec.dockerfile, fingerprint)
+
+        def read() -> ContextTree | None:
+            try:
+                context = self.git.context_tree(
+                    git.url, commit, credentials, git.context_dir, reads_content(spec)
+                )
+            except GitError as exc:
+                logger.info(
+                    "The context of %s/%s at %s was not read: %s", meta.namespace, meta.name, commit, exc
+                )
+                return None
+            if context is None:
+                logger.info(
+                    "The context of %s/%s at %s is not checked: its git server offers no blob-less fetch"
+                    " (protocol v2 over HTTP(S) with filter), or it is larger than the operator reads",
+                    meta.namespace,
+                    meta.name,
+                    commit,
+                )
+            return context
+
+        return self.git_contexts.get(key, read)
 
     def context_files(
         self, meta: ObjectMeta, spec: ServiceBuildSpec, digest: str | None

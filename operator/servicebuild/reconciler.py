@@ -27,7 +27,6 @@ from servicebuild.api.models import (
     BaseImage,
     BuildOutput,
     CacheInputs,
-    Finding,
     FirstMiss,
     InvalidServiceBuild,
     ObjectMeta,
@@ -305,13 +304,16 @@ class Reconciler:
                     self.kube.delete_job(meta.namespace, due.job_name)
                 return outcome
 
-    def _findings(self, servicebuild: ServiceBuild, due: DueBuild) -> tuple[Finding, ...] | None:
-        """The due build's Dockerfile findings: those its status already holds while it waits (a queued
-        build is reconciled again and again), else the context analysed once."""
+    def _checked(self, servicebuild: ServiceBuild, due: DueBuild) -> Build:
+        """The due build with the commit it will build (a git revision resolved once: a queued build keeps it
+        in its status) and its Dockerfile findings: those its status already holds while it waits (a queued
+        build is reconciled again and again), else its context analysed once."""
+        commit = self.inputs.commit_to_build(servicebuild, due.commit)
+        build = due.build if commit is None else replace(due.build, source=SourceStatus(commit=commit))
         previous = servicebuild.status
         if previous.build == due.number and previous.findings is not None:
-            return tuple(previous.findings)
-        return self.inputs.dockerfile_findings(servicebuild)
+            return replace(build, findings=tuple(previous.findings))
+        return replace(build, findings=self.inputs.dockerfile_findings(servicebuild, commit))
 
     def _observe_job(self, meta: ObjectMeta, job_name: str) -> tuple[BuildJob | None, BuildPod | None]:
         raw_job = self.kube.get_job(meta.namespace, job_name)
@@ -325,7 +327,11 @@ class Reconciler:
     def _start(self, servicebuild: ServiceBuild, due: DueBuild, now: datetime) -> Outcome:
         """Create the due build's Job when a build slot is free, else wait in the queue."""
         meta, spec = servicebuild.metadata, servicebuild.spec
-        checked = replace(due.build, findings=self._findings(servicebuild, due))
+        try:
+            checked = self._checked(servicebuild, due)
+        except Problem as problem:
+            self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
+            return Stalled(due.build, problem.failure, max_attempts=self.settings.max_build_attempts)
         blocked = blocking_failure(checked.findings or (), spec.checks, spec.dockerfile)
         if blocked is not None:
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
@@ -344,7 +350,7 @@ class Reconciler:
                 attempt=due.attempt,
                 build=due.number,
                 trigger=due.trigger,
-                commit=due.commit,
+                commit=checked.source.commit if checked.source else None,
             )
             inputs = self.inputs.build_inputs(servicebuild, seed)
             self._create_job(servicebuild, inputs, due.number)

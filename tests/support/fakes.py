@@ -4,7 +4,9 @@ recorded. They implement the gateway Protocols of `servicebuild.reconciler` and 
 # ruff: noqa: ARG002 - the fakes implement the gateway Protocols' signatures, using what they need
 
 import copy
+import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 from servicebuild import naming
 from servicebuild.api.models import ObjectMeta
 from servicebuild.credentials import Credentials, GitCredentials
+from servicebuild.gitremote import ContextTree
 from servicebuild.imageref import ImageRef
 from servicebuild.kube import NotLeadingError
 from servicebuild.manifests import ImageSummary
@@ -144,12 +147,33 @@ class FakeRegistry:
 
 
 class FakeGit:
-    """Every revision resolves to `commit` (COMMIT unless a test moves it); `lookups` counts the asking."""
+    """Every revision resolves to `commit` (COMMIT unless a test moves it); `lookups` counts the asking.
+
+    A commit's context is `contexts[commit]` (path → content), every file read; a commit without one is
+    "not checked" (None), as from a server without a blob-less fetch. `context_reads` counts the fetches.
+    """
 
     def __init__(self) -> None:
         self.commit = COMMIT
         self.lookups = 0
+        self.contexts: dict[str, dict[str, bytes]] = {}
+        self.context_reads: list[str] = []
 
     def resolve(self, url: str, revision: str | None, credentials: GitCredentials | None) -> str:
         self.lookups += 1
         return self.commit
+
+    def context_tree(
+        self,
+        url: str,
+        commit: str,
+        credentials: GitCredentials | None,
+        context_dir: str | None,
+        read: Callable[[str], bool],
+    ) -> ContextTree | None:
+        self.context_reads.append(commit)
+        files = self.contexts.get(commit)
+        if files is None:
+            return None
+        blob_ids = {path: hashlib.sha1(content).hexdigest() for path, content in files.items()}  # noqa: S324
+        return ContextTree(blob_ids, {path: content for path, content in files.items() if read(path)})
