@@ -4,9 +4,11 @@ BuildKit names the first missed step (`cachemetrics`, `report_budget`) but not w
 short digests of what each successful build read (`CacheInputs`: the ConfigMap context's files, the
 build arguments) and compares them with the next build's: the changed files that the missed `COPY` or
 `ADD` copies (its sources matched as BuildKit matches them, `*`/`?` wildcards and folders), the build
-arguments whose value changed, the base images whose digest changed. The Dockerfile analysis's parser and
+arguments whose value changed, the base images whose digest changed. A git source keeps no file digests:
+its files are compared by blob id between the last successful build's commit and this build's (`GitTrees`,
+from two blob-less fetches), which git computed from the content. The Dockerfile analysis's parser and
 source matching read the step (`dockerfile.copied_context_files`). A file BuildKit skips by
-`.dockerignore` may be named though it changed nothing; git sources have no file digests.
+`.dockerignore` may be named though it changed nothing.
 """
 
 import hashlib
@@ -20,6 +22,9 @@ from servicebuild.dockerfile import copied_context_files
 MAX_TRACKED_FILES = 100
 """A context of more files keeps no file digests: the status stays small."""
 MAX_NAMED = 5
+
+GitTrees = tuple[Mapping[str, str], Mapping[str, str]]
+"""A git context's files (path → blob id) at the last successful build's commit and at this build's."""
 
 
 def cache_inputs(files: Mapping[str, bytes] | None, build_args: Mapping[str, str]) -> CacheInputs:
@@ -54,6 +59,20 @@ def explain(
         changed_files=copied[:MAX_NAMED] or None,
         changed_build_args=args[:MAX_NAMED] or None,
         changed_base_images=bases[:MAX_NAMED] or None,
+    )
+
+
+def with_git_files(
+    previous: CacheInputs | None, current: CacheInputs, git_trees: GitTrees
+) -> tuple[CacheInputs, CacheInputs]:
+    """`previous` and `current` to compare with `explain`, their files the git trees' blob ids (compared
+    only, never kept: a git context may hold far more than `MAX_TRACKED_FILES`). Without `previous` the
+    last success's build arguments are not known, and none is named."""
+    before, after = git_trees
+    kept = previous or CacheInputs(build_args=current.build_args)
+    return (
+        kept.model_copy(update={"files": dict(before)}),
+        current.model_copy(update={"files": dict(after)}),
     )
 
 

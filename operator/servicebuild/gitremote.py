@@ -260,12 +260,12 @@ def context_blobs(objects: MemoryObjectStore, commit: str, context_dir: str | No
 def offers_blob_less_fetch(advertisement: bytes) -> bool:
     """Whether a ref advertisement (`GET …/info/refs`) is protocol v2's with `fetch=… shallow … filter`."""
     proto = Protocol(io.BytesIO(advertisement).read, lambda _: None)
-    first = proto.read_pkt_line()
-    if first is not None and first.startswith(b"# service="):
-        proto.read_pkt_line()  # the flush after the service line some servers send
-    else:
-        proto.unread_pkt_line(first)
     try:
+        first = proto.read_pkt_line()
+        if first is not None and first.startswith(b"# service="):
+            proto.read_pkt_line()  # the flush after the service line some servers send
+        else:
+            proto.unread_pkt_line(first)
         if negotiate_protocol_version(proto) != 2:
             return False
         capabilities = read_server_capabilities(proto.read_pkt_seq())

@@ -26,6 +26,7 @@ from servicebuild.api.models import (
     VERSION,
     BaseImage,
     BuildOutput,
+    BuildResult,
     CacheInputs,
     FirstMiss,
     InvalidServiceBuild,
@@ -42,7 +43,7 @@ from servicebuild.credentials import (
 )
 from servicebuild.failures import Failure, Reason
 from servicebuild.findings import blocking_failure, with_build_checks
-from servicebuild.gitremote import GitError
+from servicebuild.gitremote import ContextTree, GitError
 from servicebuild.imagehistory import LayerBreakdown
 from servicebuild.imageref import ImageRef, parse_image
 from servicebuild.inputs import GitGateway, InputReader, Problem
@@ -407,7 +408,10 @@ class Reconciler:
             failure = Failure(type(exc).__name__, f"Reading the pushed image back failed: {exc}")
             return Stalled(build, failure, completion_time=observation.completion_time)
         context = self.inputs.context_files(meta, spec, observation.context_digest)
-        layers = self._layers(spec.output.ref, summary, credentials, _instructions(spec, context))
+        commit = build.source.commit if build.source else None
+        git_context = self.inputs.git_context(servicebuild, commit) if commit else None
+        dockerfile_context = context if git_context is None else git_context.files
+        layers = self._layers(spec.output.ref, summary, credentials, _instructions(spec, dockerfile_context))
         output = output_record(
             spec.output.ref,
             summary,
@@ -426,16 +430,31 @@ class Reconciler:
         if over_budget is not None:
             return Stalled(build, over_budget, completion_time=observation.completion_time)
         inputs = cachemiss.cache_inputs(context, spec.build_args)
+        git_trees = self._git_trees(servicebuild, git_context) if facts.first_miss else None
         return Succeeded(
             build,
             output,
             report,
             observation.completion_time,
             base_images=base_images,
-            first_miss=_first_miss(servicebuild.status, facts.first_miss, inputs, base_images),
+            first_miss=_first_miss(servicebuild.status, facts.first_miss, inputs, base_images, git_trees),
             cache_inputs=inputs,
             size_budget=within_budget,
         )
+
+    def _git_trees(self, servicebuild: ServiceBuild, built: ContextTree | None) -> cachemiss.GitTrees | None:
+        """The blob ids of the git context at the last successful build's commit and of `built` (this
+        build's); None for a first build or a context not read."""
+        last = next(
+            (
+                record.commit
+                for record in servicebuild.status.history or ()
+                if record.result == BuildResult.SUCCEEDED
+            ),
+            None,
+        )
+        before = self.inputs.git_context(servicebuild, last) if built is not None and last else None
+        return (before.blob_ids, built.blob_ids) if before is not None and built is not None else None
 
     def _size_budget(
         self,
@@ -572,12 +591,19 @@ class Reconciler:
 
 
 def _first_miss(
-    previous: ServiceBuildStatus, step: str | None, inputs: CacheInputs, base_images: tuple[BaseImage, ...]
+    previous: ServiceBuildStatus,
+    step: str | None,
+    inputs: CacheInputs,
+    base_images: tuple[BaseImage, ...],
+    git_trees: cachemiss.GitTrees | None,
 ) -> FirstMiss | None:
-    """The first missed step, with what changed since the last successful build (`previous`)."""
+    """The first missed step, with what changed since the last successful build (`previous`): a git
+    source's files by the blob ids of `git_trees`."""
     if step is None:
         return None
     before = previous.cache.inputs if previous.cache else None
+    if git_trees is not None:
+        before, inputs = cachemiss.with_git_files(before, inputs, git_trees)
     return cachemiss.explain(step, before, inputs, previous.base_images or (), base_images)
 
 

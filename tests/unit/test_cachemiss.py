@@ -6,7 +6,9 @@
 - without a previous build's digests there is no why, only the step;
 - the context files a `COPY`/`ADD` step copies (the Dockerfile analysis's reading): flags skipped, JSON
   form, folders, wildcards and `--exclude`; a copy from a stage or a step that copies nothing has none;
-- a context of more than MAX_TRACKED_FILES files keeps no file digests.
+- a context of more than MAX_TRACKED_FILES files keeps no file digests;
+- a git context is compared by blob id (added, removed, changed) under the missed step, its build
+  arguments as kept (none named when the last success kept none).
 """
 
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 from servicebuild.api.models import BaseImage, FirstMiss
 from servicebuild.buildlog import parse_plain
 from servicebuild.cachemetrics import parse_cache_metrics
-from servicebuild.cachemiss import MAX_TRACKED_FILES, cache_inputs, explain
+from servicebuild.cachemiss import MAX_TRACKED_FILES, cache_inputs, explain, with_git_files
 from servicebuild.dockerfile import copied_context_files
 from servicebuild.report_budget import facts_from_build
 
@@ -105,3 +107,32 @@ def test_a_large_context_keeps_no_file_digests() -> None:
     files = {f"f{index}": b"x" for index in range(MAX_TRACKED_FILES + 1)}
     assert cache_inputs(files, {}).files is None
     assert cache_inputs(dict(list(files.items())[:MAX_TRACKED_FILES]), {}).files is not None
+
+
+@pytest.mark.parametrize(
+    ("step", "changed"),
+    [
+        ("[build 3/4] COPY util.h util.c calc.c ./", ["calc.c", "util.c"]),
+        ("[build 2/4] COPY . .", ["README.md", "calc.c", "new.c", "util.c"]),
+        ("[build 4/4] COPY Dockerfile ./", []),
+    ],
+)
+def test_a_git_context_is_compared_by_blob_id(step: str, changed: list[str]) -> None:
+    kept = cache_inputs(None, {"BASE_IMAGE": "busybox:stable"})  # a git source keeps no file digests
+    before = {"Dockerfile": "a" * 40, "util.h": "b" * 40, "util.c": "c" * 40, "calc.c": "d" * 40}
+    before |= {"README.md": "e" * 40}
+    after = {**before, "calc.c": "f" * 40, "README.md": "0" * 40, "new.c": "1" * 40}
+    del after["util.c"]
+
+    previous, current = with_git_files(kept, kept, (before, after))
+
+    assert explain(step, previous, current, (), ()) == FirstMiss(step=step, changed_files=changed or None)
+    assert (previous.build_args, current.build_args) == (kept.build_args, kept.build_args)
+    assert kept.files is None, "the blob ids are compared, never kept"
+
+
+def test_a_git_context_without_kept_inputs_names_files_but_no_build_argument() -> None:
+    current = cache_inputs(None, {"VERSION": "2"})
+    previous, compared = with_git_files(None, current, ({"main.c": "a" * 40}, {"main.c": "b" * 40}))
+    step = "[build 2/3] COPY main.c ."
+    assert explain(step, previous, compared, (), ()) == FirstMiss(step=step, changed_files=["main.c"])

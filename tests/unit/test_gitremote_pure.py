@@ -9,16 +9,27 @@ We test these aspects:
   URLs that are no git remote (file://, local paths, ftp://, git+ssh://, scp-style without a user,
   ssh:// without a repository path, a fragment) are UnsupportedSource, with a full commit id too,
   before any I/O, and the message shows no credentials;
-- which errors are transient, and their reasons.
+- which errors are transient, and their reasons;
+- a blob-less fetch's objects as a context: the context directory's files (nested, `./` and a trailing
+  slash in contextDir alike) with git's blob ids, submodules left out, a missing directory empty, over
+  MAX_CONTEXT_FILES not read; only the files read carry content;
+- a server offers a blob-less fetch only with protocol v2 and `filter` in its `fetch` capability (git's
+  own advertisements, with and without the `# service=` line, v0's, a sign-on page).
 """
 
 import secrets
 
 import pytest
+from dulwich.index import commit_tree
+from dulwich.object_store import MemoryObjectStore
+from dulwich.objects import Blob, Commit, ObjectID
 
+from servicebuild.buildcontext import relative
 from servicebuild.credentials import GitCredentials
 from servicebuild.gitremote import (
+    MAX_CONTEXT_FILES,
     SSH_NEEDS_COMMIT,
+    ContextTree,
     GitAuthFailed,
     GitError,
     GitRemote,
@@ -28,6 +39,8 @@ from servicebuild.gitremote import (
     SourceNotFound,
     SshResolutionUnsupported,
     UnsupportedSource,
+    context_blobs,
+    offers_blob_less_fetch,
     select_commit,
 )
 from servicebuild.giturl import is_full_commit, parse_git_url
@@ -161,3 +174,100 @@ def test_urls_that_are_no_git_remote(url: str, revision: str) -> None:
 def test_reasons_and_transience(error: GitError, reason: str, transient: bool) -> None:
     assert error.reason == reason
     assert error.transient is transient
+
+
+# ---------------------------------------------------------------------------------------------
+# A context from a blob-less fetch's objects, and whether a server offers that fetch
+
+
+def fetched(files: dict[str, bytes], submodules: tuple[str, ...] = ()) -> tuple[MemoryObjectStore, str]:
+    """The objects a blob-less fetch of a commit holding `files` brings: the commit and its trees, no
+    blobs; and the commit's id."""
+    objects = MemoryObjectStore()
+    entries = [(path.encode(), Blob.from_string(content).id, 0o100644) for path, content in files.items()]
+    entries += [(path.encode(), ObjectID(OTHER.encode()), 0o160000) for path in submodules]
+    holding_blobs = MemoryObjectStore()
+    tree_id = commit_tree(holding_blobs, entries)
+    for object_id in holding_blobs:
+        if not isinstance(holding_blobs[object_id], Blob):
+            objects.add_object(holding_blobs[object_id])
+    commit = Commit()
+    commit.tree, commit.message = tree_id, b"c"
+    commit.author = commit.committer = b"A <a@example.com>"
+    commit.commit_time = commit.author_time = 0
+    commit.commit_timezone = commit.author_timezone = 0
+    objects.add_object(commit)
+    return objects, commit.id.decode()
+
+
+MONOREPO = {
+    "README.md": b"mono",
+    "services/cart/Dockerfile": b"FROM scratch\n",
+    "services/cart/.env": b"K=v",
+    "services/cart/src/app.js": b"x",
+    "services/web/Dockerfile": b"FROM scratch\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("context_dir", "paths"),
+    [
+        (None, sorted(MONOREPO)),
+        ("services/cart", [".env", "Dockerfile", "src/app.js"]),
+        ("./services/cart/", [".env", "Dockerfile", "src/app.js"]),
+        ("services/none", []),
+        ("README.md", []),
+    ],
+)
+def test_the_context_directory_s_files_with_their_blob_ids(context_dir: str | None, paths: list[str]) -> None:
+    objects, commit = fetched(MONOREPO, submodules=("services/cart/vendor",))
+
+    blob_ids = context_blobs(objects, commit, context_dir)
+
+    assert blob_ids is not None
+    assert sorted(blob_ids) == paths, "submodules are left out, a missing directory is an empty context"
+    prefix = relative(context_dir or "")
+    for path, blob_id in blob_ids.items():
+        assert blob_id == Blob.from_string(MONOREPO[f"{prefix}/{path}".lstrip("/")]).id.decode()
+
+
+def test_a_context_of_too_many_files_is_not_read() -> None:
+    objects, commit = fetched({f"f{index}": b"" for index in range(MAX_CONTEXT_FILES + 1)})
+    assert context_blobs(objects, commit, None) is None
+    objects, commit = fetched({f"f{index}": b"" for index in range(MAX_CONTEXT_FILES)})
+    assert len(context_blobs(objects, commit, None) or {}) == MAX_CONTEXT_FILES
+
+
+def test_a_context_s_files_carry_only_the_content_read() -> None:
+    context = ContextTree({"Dockerfile": "a" * 40, "src/app.js": "b" * 40}, {"Dockerfile": b"FROM scratch\n"})
+    assert context.files == {"Dockerfile": b"FROM scratch\n", "src/app.js": b""}
+
+
+# As git 2.39's http-backend answers `GET …/info/refs?service=git-upload-pack`.
+V2_WITH_FILTER = (
+    b"000eversion 2\n0015agent=git/2.39.5\n0013ls-refs=unborn\n0027fetch=shallow wait-for-done filter\n"
+    b"0012server-option\n0017object-format=sha1\n0010object-info\n0000"
+)
+V2_WITHOUT_FILTER = V2_WITH_FILTER.replace(
+    b"0027fetch=shallow wait-for-done filter\n", b"0020fetch=shallow wait-for-done\n"
+)
+V0 = (
+    b"001e# service=git-upload-pack\n0000"
+    b"00b26f67156842fc8579138d1570450d2e4c48474407 HEAD\x00multi_ack thin-pack side-band shallow filter "
+    b"no-progress symref=HEAD:refs/heads/main object-format=sha1 agent=git/2.39.5\n0000"
+)
+
+
+@pytest.mark.parametrize(
+    ("advertisement", "offered"),
+    [
+        (V2_WITH_FILTER, True),
+        (b"001e# service=git-upload-pack\n0000" + V2_WITH_FILTER, True),
+        (V2_WITHOUT_FILTER, False),
+        (V0, False),
+        (b"<html>Sign in</html>", False),
+        (b"", False),
+    ],
+)
+def test_a_blob_less_fetch_needs_protocol_v2_with_filter(advertisement: bytes, offered: bool) -> None:
+    assert offers_blob_less_fetch(advertisement) is offered
