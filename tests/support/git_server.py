@@ -4,9 +4,13 @@
 `feature`, a branch `release/1.x`, a lightweight and an annotated tag) and `empty.git` (no commit).
 The expected ids come from `git rev-parse`, so tests compare against git, not against our reading.
 
+`create_repository` adds a repository of given files (`commit_files` commits a change to it), for tests
+that build a context from git; each test names its own.
+
 `start_git_server` serves them over the smart HTTP protocol: `git http-backend` (CGI) behind a
-small HTTP server that checks a token with basic auth, as GitHub and GitLab do. `start_git_daemon`
-serves them over git:// with `git daemon`. Both need the `git` package (Debian: apt-get install git).
+small HTTP server that checks a token with basic auth, as GitHub and GitLab do; with protocol v2 it
+allows partial clones (`uploadpack.allowFilter`) unless told not to. `start_git_daemon` serves them over
+git:// with `git daemon`. Both need the `git` package (Debian: apt-get install git).
 """
 
 import os
@@ -118,6 +122,38 @@ def push_commit(repositories: GitRepositories, branch: str, content: str) -> str
     return git("rev-parse", "HEAD", cwd=work)
 
 
+def create_repository(repositories: GitRepositories, name: str, files: dict[str, str]) -> str:
+    """A bare repository `name` (e.g. `checkout.git`) under the served root whose `main` holds `files`;
+    return the commit id."""
+    work = repositories.root / f"work-{name}"
+    work.mkdir()
+    git("init", "--quiet", "--initial-branch", DEFAULT_BRANCH, cwd=work)
+    git(
+        "init",
+        "--quiet",
+        "--bare",
+        "-b",
+        DEFAULT_BRANCH,
+        str(repositories.root / name),
+        cwd=repositories.root,
+    )
+    git("remote", "add", "origin", str(repositories.root / name), cwd=work)
+    return commit_files(repositories, name, files)
+
+
+def commit_files(repositories: GitRepositories, name: str, files: dict[str, str]) -> str:
+    """Write `files` into repository `name` (made by `create_repository`), commit and push them to `main`
+    as a developer would; return the commit id."""
+    work = repositories.root / f"work-{name}"
+    for path, content in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(content)
+    git("add", ".", cwd=work)
+    git("commit", "--quiet", "-m", f"change {', '.join(files)}", cwd=work)
+    git("push", "--quiet", "origin", f"HEAD:refs/heads/{DEFAULT_BRANCH}", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
 class _ServesRepositories:
     """What both servers share: `repo.git`'s URL and commits, given the server's base URL."""
 
@@ -162,6 +198,10 @@ class GitHttpServer(_ServesRepositories):
     lookups: list[str | None] = field(default_factory=list)
     """Each ref listing (`GET …/info/refs`, the start of `git ls-remote` or a fetch), by the username
     it came with."""
+    allow_filter: bool = True
+    """Whether `git upload-pack` offers partial clones (`uploadpack.allowFilter`), as GitHub and GitLab do."""
+    fetches: list[bytes] = field(default_factory=list)
+    """The body of each protocol v2 `fetch` command: what a client asked objects with."""
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -209,6 +249,8 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
             self._answer(401, {"WWW-Authenticate": 'Basic realm="git"'}, b"authentication required\n")
             return
         owner.usernames.append(username)
+        if body[4:18] == b"command=fetch\n":
+            owner.fetches.append(body)
         if self.command == "GET" and urllib.parse.urlsplit(self.path).path.endswith("/info/refs"):
             owner.lookups.append(username)
         self._run_backend(owner, body, username)
@@ -232,6 +274,9 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
         # What Apache's `SetEnvIf Git-Protocol` does for git's docs: without it, protocol v0/v1.
         if owner.protocol_v2 and self.headers.get("Git-Protocol"):
             env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
+        if owner.allow_filter:
+            env |= {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "uploadpack.allowFilter"}
+            env["GIT_CONFIG_VALUE_0"] = "true"
         done = subprocess.run(
             [GIT, "http-backend"], input=body, env=env, capture_output=True, timeout=60, check=False
         )
@@ -270,14 +315,19 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
 
 
 def start_git_server(
-    repositories: GitRepositories, *, token: str | None = None, protocol_v2: bool = True
+    repositories: GitRepositories,
+    *,
+    token: str | None = None,
+    protocol_v2: bool = True,
+    allow_filter: bool = True,
 ) -> GitHttpServer:
     """Serve `repositories` over smart HTTP on a free loopback port.
 
     With a `token`, every request needs basic auth with it as the password (any username), and
-    gets 401 otherwise. `protocol_v2=False` makes the server speak only protocol v0/v1.
+    gets 401 otherwise. `protocol_v2=False` makes the server speak only protocol v0/v1;
+    `allow_filter=False` makes it refuse partial clones, as git does by default.
     """
-    server = GitHttpServer(repositories, token, protocol_v2)
+    server = GitHttpServer(repositories, token, protocol_v2, allow_filter=allow_filter)
     server.start()
     return server
 
