@@ -4,7 +4,9 @@ We test these aspects:
 - within budget, the build pushes by digest only and the operator tags the digest: the tag serves it;
 - over budget after that, the build stalls as SizeBudgetExceeded and the tag still serves the earlier
   digest, while the new image is in the repository by digest only;
-- over budget from the first build, the tag was never written (404) and nothing serves the image by tag.
+- over budget from the first build, the tag was never written (404) and nothing serves the image by tag;
+- with attestations (BuildKit pushes an index), the same: within budget the tag serves the index, over
+  budget the new index is in the repository by digest only and the tag still serves the earlier one.
 """
 
 import httpx
@@ -14,7 +16,7 @@ from helpers import NAMESPACE, build_context_fixture, ready, served, spec, stall
 from kubelet import Kubelet
 from operator_process import OperatorProcess
 
-from support.oci_registry import RunningRegistry
+from support.oci_registry import OCI_INDEX, RunningRegistry
 
 build_context = build_context_fixture(
     {"Dockerfile": "FROM busybox:1.36\nCOPY greet.sh /\n", "greet.sh": "echo hi"}
@@ -61,3 +63,31 @@ async def test_an_image_over_a_fail_budget_from_the_start_is_never_tagged(
     with pytest.raises(httpx.HTTPStatusError) as untagged:
         served(oci_registry, "shop/bulky", "1")
     assert untagged.value.response.status_code == 404
+
+
+async def test_a_fail_budget_with_attestations_leaves_the_index_tag_where_it_was(
+    cluster: Cluster, kubelet: Kubelet, operator: OperatorProcess, oci_registry: RunningRegistry
+) -> None:
+    attested = {"attestations": {"provenance": "min"}}
+    await cluster.create_servicebuild(
+        NAMESPACE, "signed", spec(oci_registry, "signed", sizeBudget=WITHIN, **attested)
+    )
+    body = await eventually(lambda: ready(cluster, "signed", 1))
+    tagged = body["status"]["output"]["digest"]
+    index = served(oci_registry, "shop/signed", "1", accept=OCI_INDEX)
+    assert (index.json()["mediaType"], index.headers["docker-content-digest"]) == (OCI_INDEX, tagged)
+    assert body["status"]["output"]["attestations"], "an index with its attestation manifest"
+
+    await cluster.change_spec(NAMESPACE, "signed", {"sizeBudget": OVER})
+    body = await eventually(
+        lambda: status_of(cluster, "signed").get("build") == 2 and stalled(cluster, "signed")
+    )
+
+    stall = next(c for c in body["status"]["conditions"] if c["type"] == "Stalled")
+    assert stall["reason"] == "SizeBudgetExceeded"
+    refused = kubelet.pushed[body["status"]["jobName"]]
+    assert refused != tagged
+    assert served(oci_registry, "shop/signed", refused, accept=OCI_INDEX).json()["mediaType"] == OCI_INDEX
+    assert (
+        served(oci_registry, "shop/signed", "1", accept=OCI_INDEX).headers["docker-content-digest"] == tagged
+    )
