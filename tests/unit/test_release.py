@@ -179,6 +179,7 @@ def test_the_readme_install_section_starts_with_the_server_side_apply() -> None:
 def test_the_changelog_newest_release_is_this_version_with_upgrade_notes() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text()
     releases = re.findall(r"^## \[([^\]]+)\]", changelog, flags=re.MULTILINE)
+    releases = [release for release in releases if release != "Unreleased"]  # Keep a Changelog's next one
     assert releases[0] == version(), "add a CHANGELOG.md section for the version in pyproject.toml"
     newest = changelog.split(f"\n## [{version()}]", 1)[1].split("\n## ", 1)[0]
     assert "\n### Upgrading\n" in newest
