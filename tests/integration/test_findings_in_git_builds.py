@@ -22,6 +22,7 @@ from helpers import NAMESPACE, ready, stalled, status_of
 from kubelet import Kubelet
 from operator_process import OperatorProcess
 from test_build_inputs import assert_never_written
+from test_findings_in_builds import ENV_FILE, where
 
 from servicebuild.naming import ANNOTATION_REQUESTED_AT
 from support.git_server import (
@@ -34,22 +35,6 @@ from support.git_server import (
 )
 from support.oci_registry import RunningRegistry
 
-ENV_FILE = {
-    "Dockerfile": """\
-FROM golang:1.22 AS build
-WORKDIR /src
-COPY go.mod main.go ./
-RUN go build -o /out/app .
-
-FROM gcr.io/distroless/static:nonroot
-COPY --from=build /out/app /app
-COPY .env /etc/app/.env
-ENTRYPOINT ["/app"]
-""",
-    "go.mod": "module example.com/checkout\n\ngo 1.22\n",
-    "main.go": "package main\n\nfunc main() {}\n",
-    ".env": "PAYMENT_API_KEY=test-only\n",
-}
 GREET = {
     "Dockerfile": """\
 FROM gcc:14 AS build
@@ -99,10 +84,6 @@ async def git_build(
     return commit
 
 
-def where(status: dict[str, Any]) -> list[tuple[str, str, str | None, int | None]]:
-    return [(f["rule"], f["severity"], f.get("stage"), f.get("line")) for f in status.get("findings", [])]
-
-
 async def test_a_secret_in_a_git_context_is_found_in_the_commit_built(
     cluster: Cluster,
     kubelet: Kubelet,
@@ -117,7 +98,9 @@ async def test_a_secret_in_a_git_context_is_found_in_the_commit_built(
     status = body["status"]
     assert status["source"]["commit"] == commit
     assert where(status) == [("SecretInImage", "error", "stage-1", 8)]
-    assert condition(body, "DockerfileClean")["reason"] == "SecretInImage"
+    clean = condition(body, "DockerfileClean")
+    assert clean is not None
+    assert clean["reason"] == "SecretInImage"
     assert status["output"]["digest"] == kubelet.pushed[status["jobName"]]
     assert git_server.token is not None
     assert_never_written(git_server.token, cluster, operator)
