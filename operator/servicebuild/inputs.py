@@ -86,24 +86,30 @@ class Polled:
 
 
 class ContextCache:
-    """The last `MAX_CACHED_CONTEXTS` git contexts read (None: not checked), shared by the worker threads."""
+    """The last `MAX_CACHED_CONTEXTS` git contexts read (None: not checked), shared by the worker threads;
+    callers for the same key wait for one read and share it (many ServiceBuilds may build one commit)."""
 
     def __init__(self) -> None:
         self._contexts: OrderedDict[ContextKey, ContextTree | None] = OrderedDict()
+        self._locks: dict[ContextKey, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def get(self, key: ContextKey, read: Callable[[], ContextTree | None]) -> ContextTree | None:
-        """The context of `key`, read (`read`) unless kept; two threads may read the same key at once."""
+        """The context of `key`, read (`read`) unless kept."""
         with self._guard:
-            if key in self._contexts:
-                self._contexts.move_to_end(key)
-                return self._contexts[key]
-        context = read()
-        with self._guard:
-            self._contexts[key] = context
-            while len(self._contexts) > MAX_CACHED_CONTEXTS:
-                self._contexts.popitem(last=False)
-        return context
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._guard:
+                if key in self._contexts:
+                    self._contexts.move_to_end(key)
+                    return self._contexts[key]
+            context = read()
+            with self._guard:
+                self._contexts[key] = context
+                while len(self._contexts) > MAX_CACHED_CONTEXTS:
+                    dropped, _ = self._contexts.popitem(last=False)
+                    self._locks.pop(dropped, None)
+            return context
 
 
 class InputReader:

@@ -202,6 +202,8 @@ class GitHttpServer(_ServesRepositories):
     """Whether `git upload-pack` offers partial clones (`uploadpack.allowFilter`), as GitHub and GitLab do."""
     fetches: list[bytes] = field(default_factory=list)
     """The body of each protocol v2 `fetch` command: what a client asked objects with."""
+    fetchers: list[str | None] = field(default_factory=list)
+    """Each `fetch` command's username; a fetch lists refs first, so `lookups` counts it too."""
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -251,6 +253,7 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
         owner.usernames.append(username)
         if body[4:18] == b"command=fetch\n":
             owner.fetches.append(body)
+            owner.fetchers.append(username)
         if self.command == "GET" and urllib.parse.urlsplit(self.path).path.endswith("/info/refs"):
             owner.lookups.append(username)
         self._run_backend(owner, body, username)
