@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from servicebuild.api.models import (
     BaseImage,
@@ -141,11 +141,15 @@ ConditionValue = tuple[ConditionStatus, str, str]
 """A condition's status, reason and message."""
 
 
+class _HasConditions(Protocol):
+    def condition(self, condition_type: str, /) -> Condition | None: ...
+
+
 @dataclass(frozen=True)
 class _Stamp:
-    """What every condition of one decision shares."""
+    """What every condition of one decision shares (of a ServiceBuild's status, or a BuilderPool's)."""
 
-    previous: ServiceBuildStatus
+    previous: _HasConditions
     generation: int
     now: datetime
 

@@ -33,6 +33,7 @@ from servicebuild.api.models import (
     VERSION,
     ConfigMapSource,
     GitSource,
+    Resources,
     ServiceBuild,
     ServiceBuildSpec,
 )
@@ -103,6 +104,17 @@ BUILD_RESOURCES: dict[str, Any] = {
 """Enough to schedule a typical compile step; a memory cap so a runaway build cannot starve the node.
 No CPU limit: throttling only makes builds slower, and requests already share CPU fairly.
 `spec.resources` replaces these as a whole."""
+
+BUILDKIT_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsUser": BUILD_USER,
+    "runAsGroup": BUILD_USER,
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "Unconfined"},
+    "appArmorProfile": {"type": "Unconfined"},
+}
+"""The BuildKit container's, in a build Job and in a builder pool alike. Rootless BuildKit needs user
+namespaces (newuidmap): no allowPrivilegeEscalation=false, and Unconfined seccomp/AppArmor, on that
+container only; never root (runAsNonRoot: the kubelet refuses UID 0)."""
 
 CONTEXT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "10m", "memory": "16Mi"},
@@ -394,10 +406,11 @@ def _scheduling(spec: ServiceBuildSpec) -> dict[str, Any]:
     return fields
 
 
-def _resources(spec: ServiceBuildSpec) -> dict[str, Any]:
-    if spec.resources is None:
+def buildkit_resources(resources: Resources | None) -> dict[str, Any]:
+    """The BuildKit container's resources: as given, else BUILD_RESOURCES."""
+    if resources is None:
         return copy.deepcopy(BUILD_RESOURCES)
-    given = {"requests": dict(spec.resources.requests), "limits": dict(spec.resources.limits)}
+    given = {"requests": dict(resources.requests), "limits": dict(resources.limits)}
     return {kind: quantities for kind, quantities in given.items() if quantities}
 
 
@@ -428,18 +441,10 @@ def _build_container(
         "command": ["sh", "-c", WRAPPER_SCRIPT, WRAPPER_NAME],
         "args": buildctl_args(spec, settings, inputs, generation=generation),
         "env": env,
-        "resources": _resources(spec),
+        "resources": buildkit_resources(spec.resources),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            # Rootless BuildKit needs user namespaces (newuidmap): no allowPrivilegeEscalation=false,
-            # and Unconfined seccomp/AppArmor; never root (runAsNonRoot: the kubelet refuses UID 0).
-            "runAsUser": BUILD_USER,
-            "runAsGroup": BUILD_USER,
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "Unconfined"},
-            "appArmorProfile": {"type": "Unconfined"},
-        },
+        "securityContext": copy.deepcopy(BUILDKIT_SECURITY_CONTEXT),
         "volumeMounts": mounts,
     }
 
