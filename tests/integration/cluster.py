@@ -20,10 +20,18 @@ import kmock
 import yaml
 
 from servicebuild.api.models import GROUP, PLURAL, VERSION
+from servicebuild.api.pool import POOL_PLURAL
 
-CRD_YAML = Path(__file__).resolve().parents[2] / "crds" / f"{PLURAL}.{GROUP}.yaml"
+CRD_YAMLS = [
+    Path(__file__).resolve().parents[2] / "crds" / f"{plural}.{GROUP}.yaml"
+    for plural in (PLURAL, POOL_PLURAL)
+]
 
 SERVICEBUILDS = kmock.resource(GROUP, VERSION, PLURAL)
+BUILDERPOOLS = kmock.resource(GROUP, VERSION, POOL_PLURAL)
+DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
+STATEFULSETS = kmock.resource("apps", "v1", "statefulsets")
+SERVICES = kmock.resource("", "v1", "services")
 JOBS = kmock.resource("batch", "v1", "jobs")
 PODS = kmock.resource("", "v1", "pods")
 SECRETS = kmock.resource("", "v1", "secrets")
@@ -38,6 +46,16 @@ _RESOURCES = {
     SERVICEBUILDS: kmock.ResourceInfo(
         kind="ServiceBuild", namespaced=True, subresources={"status"}, verbs=_VERBS
     ),
+    BUILDERPOOLS: kmock.ResourceInfo(
+        kind="BuilderPool", namespaced=True, subresources={"status"}, verbs=_VERBS
+    ),
+    DEPLOYMENTS: kmock.ResourceInfo(
+        kind="Deployment", namespaced=True, subresources={"status"}, verbs=_VERBS
+    ),
+    STATEFULSETS: kmock.ResourceInfo(
+        kind="StatefulSet", namespaced=True, subresources={"status"}, verbs=_VERBS
+    ),
+    SERVICES: kmock.ResourceInfo(kind="Service", namespaced=True, verbs=_VERBS),
     JOBS: kmock.ResourceInfo(kind="Job", namespaced=True, subresources={"status"}, verbs=_VERBS),
     PODS: kmock.ResourceInfo(kind="Pod", namespaced=True, subresources={"status"}, verbs=_VERBS),
     SECRETS: kmock.ResourceInfo(kind="Secret", namespaced=True, verbs=_VERBS),
@@ -129,8 +147,9 @@ class Cluster:
         for resource in (JOBS, PODS):
             emulator[kmock.action.LIST, resource] << self._list_with_selector
         # Installed with the operator, as on a real cluster: its event tells the operator it is ready.
-        crd = yaml.safe_load(CRD_YAML.read_text())
-        emulator.objects[CRDS, None, crd["metadata"]["name"]] = crd
+        for path in CRD_YAMLS:
+            crd = yaml.safe_load(path.read_text())
+            emulator.objects[CRDS, None, crd["metadata"]["name"]] = crd
 
     def _list_with_selector(self, request: kmock.Request) -> dict[str, Any]:
         selector = request.params.get("labelSelector")
