@@ -104,8 +104,13 @@ def test_install_yaml_installs_the_base_pinned_to_the_placeholder_image() -> Non
         "ClusterRoleBinding",
         "Deployment",
     }
-    (crd,) = [obj for obj in installed if obj["kind"] == "CustomResourceDefinition"]
-    assert crd["spec"] == yaml.safe_load(CRD_FILE.read_text())["spec"]
+    crds = {obj["metadata"]["name"]: obj for obj in installed if obj["kind"] == "CustomResourceDefinition"}
+    generated = [
+        yaml.safe_load(path.read_text()) for path in sorted(CRD_FILE.parent.glob("*.servicebuild.dev.yaml"))
+    ]
+    assert set(crds) == {crd["metadata"]["name"] for crd in generated}
+    for crd in generated:
+        assert crds[crd["metadata"]["name"]]["spec"] == crd["spec"]
     (container,) = operator_deployment(installed)["spec"]["template"]["spec"]["containers"]
     assert container["image"] == placeholder_image()
     assert {obj["metadata"]["labels"][VERSION_LABEL] for obj in installed} == {version()}
