@@ -133,11 +133,13 @@ class PoolReconciler:
         desired = render.render_daemon(pool, self.settings, server)
         name = desired["metadata"]["name"]
         if desired["kind"] == "Deployment":
-            self.kube.delete_statefulset(meta.namespace, name)
+            if self.kube.get_statefulset(meta.namespace, name) is not None:
+                self.kube.delete_statefulset(meta.namespace, name)
             live = self.kube.get_deployment(meta.namespace, name)
             write = self.kube.write_deployment
         else:
-            self.kube.delete_deployment(meta.namespace, name)
+            if self.kube.get_deployment(meta.namespace, name) is not None:
+                self.kube.delete_deployment(meta.namespace, name)
             live = self.kube.get_statefulset(meta.namespace, name)
             write = self.kube.write_statefulset
         if _unchanged(live, desired):
