@@ -11,7 +11,7 @@ RELEASE_MANIFEST ?= install.yaml
 ENGINE ?= $(firstword $(foreach engine,docker podman buildah,$(if $(shell command -v $(engine)),$(engine))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint crds bench demo demo-down e2e image release-manifests
+.PHONY: help install test lint crds bench bench-idle demo demo-down e2e image release-manifests
 
 help: ## list the entry points
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -19,9 +19,9 @@ help: ## list the entry points
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: $(BIN)/python ## create .venv with the operator and its test and lint tools
+install: $(BIN)/python ## create .venv with the operator, its command line and its test and lint tools
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,lint]'
+	$(BIN)/pip install --quiet -e '.[cli,test,lint]'
 
 test: install ## run the unit and integration tests (needs docker-registry, busybox, git, kubectl, shellcheck)
 	$(BIN)/pytest
@@ -30,6 +30,7 @@ lint: install ## ruff, mypy (strict) and the import layering contract
 	$(BIN)/ruff check operator tests bench e2e
 	$(BIN)/ruff format --check operator tests bench e2e
 	$(BIN)/mypy
+	MYPYPATH=tests:tests/integration $(BIN)/mypy bench
 	$(BIN)/lint-imports
 
 crds: install ## regenerate crds/ from the pydantic models
@@ -45,9 +46,14 @@ image: ## build the operator image with docker, podman or buildah and push it: m
 release-manifests: ## render install.yaml: the CRD and the operator pinned to IMAGE (default: a placeholder)
 	bash deploy/render-install.sh "$(or $(IMAGE),$(PLACEHOLDER_IMAGE))" "$(VERSION)" "$(RELEASE_MANIFEST)"
 
-bench: install ## 500 builds at once against the emulator, without and with a build limit (bench/README.md)
+bench: install ## 500 builds at once without and with a build limit, then 30 one by one (bench/README.md)
 	$(BIN)/python bench/bench_many_builds.py --count 500
 	$(BIN)/python bench/bench_many_builds.py --count 500 --limit 50 --per-namespace 10
+	$(BIN)/python bench/bench_many_builds.py --count 30 --apply-interval 2
+
+bench-idle: install ## the operator at rest with 2,000 then 10,000 idle ServiceBuilds: CPU, RSS, requests per resync tick
+	$(BIN)/python bench/bench_idle.py --count 2000 $(BENCH_IDLE_ARGS)
+	$(BIN)/python bench/bench_idle.py --count 10000 $(BENCH_IDLE_ARGS)
 
 demo: ## kind + local registry, the operator image, sample builds in-cluster (needs docker, kind, kubectl)
 	bash e2e/demo.sh

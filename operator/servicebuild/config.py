@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from servicebuild.api.models import parse_duration
+from servicebuild.api.models import Attestations, Provenance, parse_duration
 
 _LISTEN_ADDRESS_RE = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>[0-9]{1,5})")
 _MAX_PORT = 65535
@@ -30,6 +30,16 @@ class Settings(BaseSettings):
 
     buildkit_image: str = "moby/buildkit:v0.32.2-rootless"
     """The rootless BuildKit image every build Job runs; an exact release tag, never `latest`."""
+
+    default_provenance: Provenance = Provenance.MIN
+    """The SLSA provenance of builds whose spec.attestations.provenance is unset: `min` (as `docker buildx`
+    does), `max` or `off`. With provenance the pushed result is an OCI index holding the image and an
+    attestation manifest; `off` pushes a plain image manifest, for registries and tools that reject such
+    indexes."""
+
+    sbom_scanner_image: str = "docker.io/docker/buildkit-syft-scanner:stable-1"
+    """The scanner image BuildKit runs to make the SBOM of builds with spec.attestations.sbom; an exact tag
+    or a digest, never `latest`. Build nodes must be able to pull it."""
 
     insecure_registries: Annotated[frozenset[str], NoDecode] = Field(default=frozenset())
     """Comma-separated registry hosts (host[:port]) reached over plain HTTP: pushes, cache and the
@@ -196,6 +206,10 @@ class Settings(BaseSettings):
         """The metrics server's host (None: every interface) and port; None when it is off."""
         return None if self.metrics_address is None else listen_address(self.metrics_address)
 
+    def provenance_of(self, attestations: Attestations) -> Provenance:
+        """The provenance a spec's attestations ask for, this operator's default when they leave it unset."""
+        return attestations.provenance or self.default_provenance
+
     def push_registries_of(self, namespace: str) -> frozenset[str] | None:
         """The registries `namespace` may push to; None when unrestricted."""
         if not self.allowed_push_registries:
@@ -213,14 +227,13 @@ class Settings(BaseSettings):
             return timedelta(seconds=seconds)
         return value
 
-    @field_validator("buildkit_image")
+    @field_validator("buildkit_image", "sbom_scanner_image")
     @classmethod
-    def reject_floating_tags(cls, value: str) -> str:
-        """A build image must be reproducible: no implicit or `latest` tag."""
+    def reject_floating_tags(cls, value: str, info: ValidationInfo) -> str:
+        """An image every build runs must be reproducible: no implicit or `latest` tag."""
         name = value.split("@", 1)[0]
         last = name.rsplit("/", 1)[-1]
         if "@" not in value and (":" not in last or last.endswith(":latest")):
-            raise ValueError(
-                "must name an exact release tag (e.g. moby/buildkit:v0.32.2-rootless), not latest"
-            )
+            example = cls.model_fields[info.field_name or "buildkit_image"].default
+            raise ValueError(f"must name an exact release tag or a digest (e.g. {example}), not latest")
         return value

@@ -28,6 +28,8 @@ class Reason(StrEnum):
     GIT_AUTH_FAILED = "GitAuthFailed"
     SOURCE_UNAVAILABLE = "SourceUnavailable"
     BASE_IMAGE_NOT_FOUND = "BaseImageNotFound"
+    SBOM_SCANNER_NOT_FOUND = "SBOMScannerNotFound"
+    """BuildKit could not pull the SBOM scanner image (SERVICEBUILD_SBOM_SCANNER_IMAGE)."""
     REGISTRY_AUTH_DENIED = "RegistryAuthDenied"
     PUSH_FAILED = "PushFailed"
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"
@@ -47,6 +49,10 @@ class Reason(StrEnum):
     SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a password
     INVALID_PUSH_SECRET = "InvalidPushSecret"  # noqa: S105 - a reason, not a password
     JOB_REJECTED = "JobRejected"
+    DOCKERFILE_CHECK_FAILED = "DockerfileCheckFailed"
+    """An `error` finding with `spec.checks.policy: Fail`."""
+    SIZE_BUDGET_EXCEEDED = "SizeBudgetExceeded"
+    """An image over `spec.sizeBudget` with `action: Fail`: pushed by digest, not tagged."""
     BUILD_FAILED = "BuildFailed"
     """Anything not recognised; the message quotes BuildKit."""
 
@@ -128,6 +134,7 @@ _REGISTRY_AUTH_RE = re.compile(
 _PLAIN_HTTP_REGISTRY_RE = re.compile(
     r'"https://([^/"]+)/v2/[^"]*": http: server gave HTTP response to HTTPS client'
 )
+_PULLED_REF_RE = re.compile(r"failed to resolve source metadata for (\S+?): ")
 _BASE_IMAGE_NOT_FOUND_RE = re.compile(
     r": not found$|no match for platform in manifest|pull access denied, repository does not exist",
     re.MULTILINE,
@@ -159,7 +166,7 @@ def classify(job: BuildJob, pod: BuildPod | None, log: str | None) -> Failure:
             _evicted(pod)
             or _oom_killed(pod)
             or _builder_start_failure(text)
-            or _from_log(text, step)
+            or _from_log(text, step, job.sbom_scanner)
             or Failure(Reason.BUILD_FAILED, _without_buildkit_error(job, pod, text))
         )
     return replace(failure, failed_step=step)
@@ -266,7 +273,7 @@ def _builder_start_failure(log: str) -> Failure | None:
     )
 
 
-def _from_log(log: str, step: str | None) -> Failure | None:
+def _from_log(log: str, step: str | None, sbom_scanner: str | None) -> Failure | None:
     error = _final_error(log)
     if error is None:
         return None
@@ -274,6 +281,7 @@ def _from_log(log: str, step: str | None) -> Failure | None:
         _dockerfile_failure(error)
         or _git_failure(error)
         or _plain_http_registry_failure(error)
+        or _sbom_scanner_failure(error, sbom_scanner)
         or _registry_failure(error, step)
         or _step_failure(error, step)
     )
@@ -380,6 +388,32 @@ def _plain_http_registry_failure(error: str) -> Failure | None:
         f" ({detail}): the operator's SERVICEBUILD_INSECURE_REGISTRIES makes pushes and the registry cache"
         " use plain HTTP, not FROM. Serve the registry over HTTPS, or copy the base image to one that is.",
     )
+
+
+def _sbom_scanner_failure(error: str, scanner: str | None) -> Failure | None:
+    """The scanner image not found: BuildKit says it in the words of a missing base image, naming it."""
+    if scanner is None or not _BASE_IMAGE_NOT_FOUND_RE.search(error):
+        return None
+    pulled = {match.group(1) for match in _PULLED_REF_RE.finditer(error)}
+    if not pulled & _reference_forms(scanner):
+        return None
+    return Failure(
+        Reason.SBOM_SCANNER_NOT_FOUND,
+        f"BuildKit could not pull the SBOM scanner image {scanner} ({_detail(error)}): the operator's"
+        " SERVICEBUILD_SBOM_SCANNER_IMAGE must name an image that exists and that BuildKit may pull (a"
+        " mirror of docker.io/docker/buildkit-syft-scanner); or build without one (spec.attestations.sbom:"
+        " false).",
+    )
+
+
+def _reference_forms(reference: str) -> set[str]:
+    """`reference` as written and as BuildKit names it in errors: Docker Hub's implicit parts spelled out."""
+    forms = {reference}
+    first, _, rest = reference.partition("/")
+    if not rest or not ("." in first or ":" in first or first == "localhost"):
+        path = reference if rest else f"library/{reference}"
+        forms.add(f"docker.io/{path}")
+    return forms
 
 
 def _registry_failure(error: str, step: str | None) -> Failure | None:

@@ -66,6 +66,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_RETRY_DELAY = 300.0
 _FIRST_RETRY_DELAY = 5.0
+_FENCED_RETRY_SECONDS = 2.0
 _LOCK_STRIPES = 64
 _RECHECK_TICK_SECONDS = 1.0
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -99,7 +100,9 @@ class Runtime:
         """The gateways' clients, connected as in-cluster config or the current kubeconfig says."""
         kube = Kube.from_environment(settings.api_timeout_seconds)
         registry = RegistryClient(
-            insecure_registries=settings.insecure_registries, timeout=settings.registry_timeout_seconds
+            insecure_registries=settings.insecure_registries,
+            timeout=settings.registry_timeout_seconds,
+            fence=kube.fence,
         )
         git = GitRemote(timeout=settings.git_timeout_seconds)
         runtime = cls(settings, kube, Reconciler(kube, registry, git, settings), registry)
@@ -122,6 +125,8 @@ class Runtime:
     def close(self) -> None:
         if self.registry is not None:
             self.registry.close()
+        if self.leadership is not None:
+            self.leadership.close()
         self.kube.close()
 
     def may_act(self) -> bool:
@@ -239,6 +244,9 @@ def _reconcile_quietly(runtime: Runtime, key: Key) -> None:
         try:
             pending += _counted_reconcile(runtime, current)
         except NotLeadingError:
+            # Not a failure of the build: again soon if this replica still leads then (a renewal came
+            # late), and a new term forgets it.
+            runtime.recheck(current, datetime.now(UTC) + timedelta(seconds=_FENCED_RETRY_SECONDS))
             logger.debug("ServiceBuild %s/%s is left to the leader", *current)
         except _GATEWAY_ERRORS as exc:
             fields = log_fields(*current)
@@ -287,7 +295,7 @@ def servicebuild_event(
         for woken in runtime.reconciler.forget(key):
             _reconcile_quietly(runtime, woken)
         return
-    if runtime.noticed(key, body.metadata.get("generation") or 0, body.metadata.annotations):
+    if runtime.noticed(key, *_news(body.metadata)):
         _reconcile_quietly(runtime, key)
 
 
@@ -445,31 +453,39 @@ def context_digests(
 
 
 async def _resync_forever(runtime: Runtime, digests: kopf.Index[tuple[str | None, str], str]) -> None:
-    """The safety tick: reconcile every ServiceBuild now and then, in case an event was missed.
-
-    One LIST; an object whose build ended and whose sources did not change since (its generation, its
-    ConfigMap's content as the watch saw it, a rebuild request) is passed by without a request. Polled
-    revisions and retries have their own times (`_recheck_forever`), base images their own task.
-    """
+    """The safety tick: reconcile every ServiceBuild now and then, in case an event was missed. Polled
+    revisions and retries have their own times (`_recheck_forever`), base images their own task."""
     while True:
         await asyncio.sleep(runtime.settings.resync_seconds)
-        if not runtime.may_act():
-            continue
-        try:
-            bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
-        except KubeError as exc:
-            logger.warning("Listing ServiceBuilds for the resync failed: %s", exc)
-            continue
-        tracked = runtime.reconciler.tracked()
-        listed = []
-        for servicebuild in map(parse_servicebuild, bodies):
-            key = servicebuild.metadata.key
-            listed.append(key)
-            if key in tracked or not plan.idle(servicebuild, _watched(servicebuild, digests)):
-                await asyncio.to_thread(_reconcile_quietly, runtime, key)
-        # A ServiceBuild deleted while the operator was not looking still holds its build slot.
-        for key in sorted(tracked - set(listed)):
-            await asyncio.to_thread(_reconcile_quietly, runtime, key)
+        if runtime.may_act():
+            await _resync(runtime, digests)
+
+
+async def _resync(runtime: Runtime, digests: kopf.Index[tuple[str | None, str], str]) -> None:
+    """One tick: one LIST, then a reconcile of each ServiceBuild not idle. An object whose build ended and
+    whose sources did not change since (its generation, its ConfigMap's content as the watch saw it, a
+    rebuild request) is passed by without a request.
+
+    The LIST is read a page at a time and only keys are kept, and nothing outlives the tick: otherwise the
+    task holds the last LIST's bodies, thousands of them, while it sleeps until the next.
+    """
+    tracked = runtime.reconciler.tracked()
+    listed: set[Key] = set()
+    due: list[Key] = []
+    pages = runtime.kube.servicebuild_pages(runtime.settings.namespaces)
+    try:
+        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            for servicebuild in map(parse_servicebuild, page):
+                key = servicebuild.metadata.key
+                listed.add(key)
+                if key in tracked or not plan.idle(servicebuild, _watched(servicebuild, digests)):
+                    due.append(key)
+    except KubeError as exc:
+        logger.warning("Listing ServiceBuilds for the resync failed: %s", exc)
+        return
+    # A ServiceBuild deleted while the operator was not looking still holds its build slot.
+    for key in [*due, *sorted(tracked - listed)]:
+        await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
 def _watched(
@@ -501,17 +517,21 @@ async def _check_base_images_forever(runtime: Runtime) -> None:
     interval = runtime.settings.base_image_poll_interval.total_seconds()
     while True:
         await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # noqa: S311 - jitter, not a secret
-        if not runtime.may_act():
-            continue
-        try:
-            bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
-        except KubeError as exc:
-            logger.warning("Listing ServiceBuilds for the base image check failed: %s", exc)
-            continue
-        servicebuilds = [sb for sb in map(parse_servicebuild, bodies) if isinstance(sb, ServiceBuild)]
-        changed = await asyncio.to_thread(runtime.reconciler.base_image_changes, servicebuilds)
-        for key in changed:
-            await asyncio.to_thread(_reconcile_quietly, runtime, key)
+        if runtime.may_act():
+            await _check_base_images(runtime)
+
+
+async def _check_base_images(runtime: Runtime) -> None:
+    """One check; its ServiceBuilds are not kept until the next (as `_resync`'s are not)."""
+    try:
+        bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
+    except KubeError as exc:
+        logger.warning("Listing ServiceBuilds for the base image check failed: %s", exc)
+        return
+    servicebuilds = [sb for sb in map(parse_servicebuild, bodies) if isinstance(sb, ServiceBuild)]
+    changed = await asyncio.to_thread(runtime.reconciler.base_image_changes, servicebuilds)
+    for key in changed:
+        await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
 def _push_recorder(
@@ -542,22 +562,39 @@ def _push_recorder(
 async def _begin_term(runtime: Runtime) -> None:
     """Begin acting: count the builds that run, then reconcile every ServiceBuild once, as a restart would.
 
-    Until the Jobs are counted nothing acts, or a build could start past the limits.
+    Until the Jobs are counted nothing acts, or a build could start past the limits. The ServiceBuilds are
+    read a page at a time and only their keys kept, as the resync reads them.
     """
     while True:
         try:
             jobs = await asyncio.to_thread(runtime.kube.list_build_jobs, runtime.settings.namespaces)
-            bodies = await asyncio.to_thread(runtime.kube.list_servicebuilds, runtime.settings.namespaces)
             break
         except KubeError as exc:
             logger.warning("Counting the running builds failed, trying again: %s", exc)
             await asyncio.sleep(_FIRST_RETRY_DELAY)
     runtime.begin_term(jobs)
-    for body in bodies:
-        meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace")), str(meta.get("name")))
-        if runtime.noticed(key, meta.get("generation") or 0, meta.get("annotations") or {}):
-            await asyncio.to_thread(_reconcile_quietly, runtime, key)
+    due: list[Key] = []  # kept across a failed listing: what was noticed is not news the second time
+    while True:
+        pages = runtime.kube.servicebuild_pages(runtime.settings.namespaces)
+        try:
+            while (page := await asyncio.to_thread(next, pages, None)) is not None:
+                due += [key for key, body in map(_keyed, page) if runtime.noticed(key, *_news(body))]
+            break
+        except KubeError as exc:
+            logger.warning("Listing the ServiceBuilds failed, trying again: %s", exc)
+            await asyncio.sleep(_FIRST_RETRY_DELAY)
+    for key in due:
+        await asyncio.to_thread(_reconcile_quietly, runtime, key)
+
+
+def _keyed(body: Mapping[str, Any]) -> tuple[Key, Mapping[str, Any]]:
+    meta = body.get("metadata") or {}
+    return (str(meta.get("namespace")), str(meta.get("name"))), meta
+
+
+def _news(meta: Mapping[str, Any]) -> tuple[int, Mapping[str, str]]:
+    """What makes a ServiceBuild's event news: its generation and annotations."""
+    return int(meta.get("generation") or 0), meta.get("annotations") or {}
 
 
 def _terms(runtime: Runtime) -> tuple[Callable[[], Awaitable[None]], Callable[[], None]]:

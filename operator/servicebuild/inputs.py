@@ -7,8 +7,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from servicebuild import naming, policy
-from servicebuild.api.models import BaseImage, ObjectMeta, ServiceBuild, ServiceBuildSpec
+from servicebuild import buildcontext, naming, policy
+from servicebuild.api.models import BaseImage, Finding, ObjectMeta, ServiceBuild, ServiceBuildSpec
 from servicebuild.config import Settings
 from servicebuild.credentials import (
     DOCKER_CONFIG_KEY,
@@ -19,6 +19,7 @@ from servicebuild.credentials import (
     secret_values,
 )
 from servicebuild.failures import Failure, Reason
+from servicebuild.findings import configmap_findings
 from servicebuild.gitremote import GitError
 from servicebuild.giturl import parse_git_url
 from servicebuild.naming import ANNOTATION_SOURCE_PUSHED_AT
@@ -137,11 +138,40 @@ class InputReader:
             raise Problem(Reason.SOURCE_NOT_FOUND, f"spec.source.configMap.archive: {message}")
         return naming.context_digest(data, binary_data)
 
+    def dockerfile_findings(self, servicebuild: ServiceBuild) -> tuple[Finding, ...] | None:
+        """The findings of a ConfigMap context, checked before its Job exists; None for a git source, whose
+        findings are BuildKit's checks in the build's report."""
+        meta, spec = servicebuild.metadata, servicebuild.spec
+        source = spec.source.config_map
+        if source is None:
+            return None
+        configmap = self.kube.get_configmap(meta.namespace, source.name)
+        return configmap_findings(spec, configmap) if configmap is not None else None
+
+    def context_files(
+        self, meta: ObjectMeta, spec: ServiceBuildSpec, digest: str | None
+    ) -> dict[str, bytes] | None:
+        """The files of the ConfigMap context a build used, if the ConfigMap still holds what had `digest`;
+        None for git sources, a ConfigMap changed or gone since, or an archive that cannot be read."""
+        source = spec.source.config_map
+        if source is None or digest is None:
+            return None
+        configmap = self.kube.get_configmap(meta.namespace, source.name)
+        if configmap is None:
+            return None
+        data = configmap.get("data") or {}
+        binary_data = configmap.get("binaryData") or {}
+        if naming.context_digest(data, binary_data) != digest:
+            return None
+        return buildcontext.context_files(data, binary_data, source.archive)
+
     def build_inputs(self, servicebuild: ServiceBuild, inputs: BuildInputs) -> BuildInputs:
         """Check what the build needs (allowlists, Secrets) and complete `inputs` with the commit to build."""
         meta, spec = servicebuild.metadata, servicebuild.spec
-        problem = policy.builder_image_problem(spec, self.settings) or policy.push_registry_problem(
-            meta.namespace, spec, self.settings
+        problem = (
+            policy.builder_image_problem(spec, self.settings)
+            or policy.push_registry_problem(meta.namespace, spec, self.settings)
+            or policy.provenance_problem(spec, self.settings)
         )
         if problem is not None:
             raise Problem(problem.reason, problem.message)

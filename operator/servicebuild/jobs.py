@@ -10,6 +10,8 @@ from servicebuild.naming import (
     ANNOTATION_BUILD,
     ANNOTATION_COMMIT,
     ANNOTATION_CONTEXT_DIGEST,
+    ANNOTATION_PROVENANCE,
+    ANNOTATION_SBOM_SCANNER,
     ANNOTATION_SERVICEBUILD,
 )
 from servicebuild.times import parse_time
@@ -52,6 +54,10 @@ class BuildJob:
     pods_succeeded: int = 0
     """Pods that ended well, counted (`status.succeeded`) or not yet (`uncountedTerminatedPods`)."""
     pods_failed: int = 0
+    provenance: str | None = None
+    """The provenance mode the build asked for; None on Jobs of operators without attestations."""
+    sbom_scanner: str | None = None
+    """The SBOM scanner image the build pulls, when it makes an SBOM."""
 
     def condition(self, *types: str) -> Condition | None:
         """The first true condition of these types, in the order given."""
@@ -148,6 +154,8 @@ def parse_job(raw: object) -> BuildJob:
         conditions=_true_conditions(status.get("conditions"), "lastTransitionTime"),
         pods_succeeded=_count(status.get("succeeded")) + _uncounted(status, "succeeded"),
         pods_failed=_count(status.get("failed")) + _uncounted(status, "failed"),
+        provenance=_optional_text(annotations.get(ANNOTATION_PROVENANCE)),
+        sbom_scanner=_optional_text(annotations.get(ANNOTATION_SBOM_SCANNER)),
     )
 
 

@@ -3,7 +3,7 @@
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -51,10 +51,11 @@ class KubeError(Exception):
 
 
 class NotLeadingError(KubeError):
-    """A write that acts on builds was not sent: this replica does not lead (or no longer does)."""
+    """A write that acts on builds was not sent: this replica does not lead (or no longer does). Transient:
+    whoever leads (this replica again, or another) does it later; it is never a verdict on the build."""
 
     def __init__(self, action: str) -> None:
-        super().__init__(f"{action}: not sent, this replica is not the leader", transient=False)
+        super().__init__(f"{action}: not sent, this replica is not the leader", transient=True)
 
 
 def _always() -> bool:
@@ -110,7 +111,9 @@ class Kube:
         self._timeout = request_timeout
         self.may_act = may_act
 
-    def _fence(self, action: str) -> None:
+    def fence(self, action: str) -> None:
+        """Raise NotLeadingError unless `may_act`: asked just before an acting write is sent, by this
+        gateway and by the registry gateway (a tag it writes is one)."""
         if not self.may_act():
             raise NotLeadingError(action)
 
@@ -140,16 +143,21 @@ class Kube:
         return json.loads(response.data) if response.data else {}
 
     def _list(self, action: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        """Every item of a LIST, fetched a page at a time: thousands of objects never arrive as one
-        document, which would set the operator's peak memory."""
-        items: list[dict[str, Any]] = []
+        """Every item of a LIST."""
+        return [item for page in self._pages(action, call, *args, **kwargs) for item in page]
+
+    def _pages(
+        self, action: str, call: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The items of a LIST, a page at a time: thousands of objects never arrive as one document,
+        which would set the operator's peak memory."""
         token = None
         while True:
             page = self._call(action, call, *args, limit=_PAGE_SIZE, _continue=token, **kwargs) or {}
-            items += page.get("items") or []
+            yield page.get("items") or []
             token = (page.get("metadata") or {}).get("continue")
             if not token:
-                return items
+                return
 
     def get_servicebuild(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = self._call(
@@ -165,15 +173,18 @@ class Kube:
 
     def list_servicebuilds(self, namespaces: Iterable[str]) -> list[dict[str, Any]]:
         """All ServiceBuilds in the given namespaces, or in all namespaces when none are given."""
+        return [item for page in self.servicebuild_pages(namespaces) for item in page]
+
+    def servicebuild_pages(self, namespaces: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
+        """The ServiceBuilds of `list_servicebuilds`, a page at a time, for a caller that needs only a
+        little of each."""
         scopes = sorted(namespaces)
         if not scopes:
-            return self._list(
+            yield from self._pages(
                 "list servicebuilds", self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
             )
-        return [
-            item
-            for namespace in scopes
-            for item in self._list(
+        for namespace in scopes:
+            yield from self._pages(
                 f"list servicebuilds in {namespace}",
                 self._custom.list_namespaced_custom_object,
                 GROUP,
@@ -181,7 +192,6 @@ class Kube:
                 namespace,
                 PLURAL,
             )
-        ]
 
     def annotate_servicebuild(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Merge-patch annotations onto a ServiceBuild (a record for whichever replica reconciles it)."""
@@ -198,7 +208,7 @@ class Kube:
 
     def patch_servicebuild_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource; fields set to None are removed."""
-        self._fence(f"patch status of servicebuild {namespace}/{name}")
+        self.fence(f"patch status of servicebuild {namespace}/{name}")
         self._call(
             f"patch status of servicebuild {namespace}/{name}",
             self._custom.patch_namespaced_custom_object_status,
@@ -219,7 +229,7 @@ class Kube:
     def create_job(self, job: dict[str, Any]) -> bool:
         """Create the Job; False when it already exists (another reconcile or an earlier run made it)."""
         metadata = job["metadata"]
-        self._fence(f"create job {metadata['namespace']}/{metadata['name']}")
+        self.fence(f"create job {metadata['namespace']}/{metadata['name']}")
         try:
             body = V1Job.model_validate(job)
         except pydantic.ValidationError as exc:
@@ -273,7 +283,7 @@ class Kube:
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and, in the background, its Pods; a Job already gone is fine."""
-        self._fence(f"delete job {namespace}/{name}")
+        self.fence(f"delete job {namespace}/{name}")
         self._call(
             f"delete job {namespace}/{name}",
             self._batch.delete_namespaced_job,
@@ -333,7 +343,7 @@ class Kube:
         self, involved: ObjectMeta, event_type: str, reason: str, message: str, now: datetime
     ) -> None:
         """Record an Event on a ServiceBuild, as `kubectl describe` shows it."""
-        self._fence(f"post event on servicebuild {involved.namespace}/{involved.name}")
+        self.fence(f"post event on servicebuild {involved.namespace}/{involved.name}")
         event = {
             "apiVersion": "v1",
             "kind": "Event",

@@ -8,6 +8,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -46,6 +47,9 @@ class Leadership:
         self.election = election
         self.retry_period = retry_period
         self.clock = clock
+        # Its own thread: renewals must never wait behind reconciles in the shared executor, or a busy
+        # leader would miss its renew deadline and stop acting.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="servicebuild-lease")
 
     def may_act(self) -> bool:
         return self.election.leading(self.clock())
@@ -78,13 +82,16 @@ class Leadership:
         ):
             logger.info("Released the lease %s/%s", self.namespace, self.name)
 
+    def close(self) -> None:
+        self._thread.shutdown(wait=False)
+
     async def run(self, elected: Callable[[], Awaitable[None]], deposed: Callable[[], None]) -> None:
         """Forever: claim or renew every retry period; `elected` when leading begins, `deposed` when it
         ends (by a refused renewal, or by the renew deadline passing while the API does not answer)."""
         leading = False
         while True:
             try:
-                await asyncio.to_thread(self.try_acquire_or_renew)
+                await asyncio.get_running_loop().run_in_executor(self._thread, self.try_acquire_or_renew)
             except KubeError as exc:
                 logger.warning(
                     "Reading or writing the lease %s/%s failed: %s", self.namespace, self.name, exc

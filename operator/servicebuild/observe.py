@@ -49,6 +49,8 @@ class Observation:
     """The git commit the Job builds."""
     context_digest: str | None = None
     """The digest of the ConfigMap context the Job builds."""
+    provenance: str | None = None
+    """The provenance mode the Job asks BuildKit for."""
 
 
 ABSENT = Observation(BuildState.ABSENT)
@@ -80,6 +82,7 @@ def observe(job: BuildJob | None, pod: BuildPod | None, pending: PendingLimit | 
         completion_time=container.finished_at if container is not None and ended else None,
         commit=job.commit,
         context_digest=job.context_digest,
+        provenance=job.provenance,
     )
     failed_early = container is not None and ended and container.exit_code != 0
     if job.failed is not None or failed_early:

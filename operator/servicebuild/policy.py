@@ -1,8 +1,10 @@
-"""What the platform team allows a build: builder images and push registries; pure."""
+"""What the platform team allows a build: builder images and push registries; what a spec may combine;
+pure."""
 
+import re
 from datetime import timedelta
 
-from servicebuild.api.models import ServiceBuildSpec, parse_duration
+from servicebuild.api.models import Provenance, ServiceBuildSpec, parse_duration
 from servicebuild.config import Settings
 from servicebuild.failures import Failure, Reason
 from servicebuild.giturl import is_full_commit, parse_git_url
@@ -16,6 +18,40 @@ def builder_image_problem(spec: ServiceBuildSpec, settings: Settings) -> Failure
         Reason.INVALID_SPEC,
         f"spec.builderImage: {spec.builder_image!r} is not an image the operator allows"
         " (SERVICEBUILD_ALLOWED_BUILDER_IMAGES).",
+    )
+
+
+# BuildKit's SecretsUsedInArgOrEnv check (`getSecretsRegex`, frontend/dockerfile/dockerfile2llb/
+# validations.go): a token at the start or end of the name, or between underscores, in any case.
+_SECRET_NAME_RE = re.compile(
+    r"(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)",
+    re.IGNORECASE,
+)
+_NOT_SECRET_NAME_RE = re.compile(r"(?:_|^)(?:public|file|version)(?:_|$)", re.IGNORECASE)
+
+
+def looks_secret(name: str) -> bool:
+    """Whether BuildKit's SecretsUsedInArgOrEnv check would flag an ARG or ENV of this name."""
+    return bool(_SECRET_NAME_RE.search(name)) and not _NOT_SECRET_NAME_RE.search(name)
+
+
+def provenance_problem(spec: ServiceBuildSpec, settings: Settings) -> Failure | None:
+    """`max` provenance records every build argument's value in an attestation anyone who may pull the
+    image may read: not with a build argument that looks like a secret."""
+    if settings.provenance_of(spec.attestations) != Provenance.MAX:
+        return None
+    flagged = sorted(name for name in spec.build_args if looks_secret(name))
+    if not flagged:
+        return None
+    source = (
+        "spec.attestations.provenance" if spec.attestations.provenance else "SERVICEBUILD_DEFAULT_PROVENANCE"
+    )
+    return Failure(
+        Reason.INVALID_SPEC,
+        f"spec.buildArgs: {', '.join(flagged)}: provenance `max` ({source}) records build argument values in"
+        " an attestation pushed with the image, and BuildKit's SecretsUsedInArgOrEnv check takes such names"
+        " for secrets: pass secrets in spec.secrets (`RUN --mount=type=secret`), or set"
+        " spec.attestations.provenance to `min`.",
     )
 
 

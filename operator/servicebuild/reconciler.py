@@ -18,16 +18,21 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from servicebuild import naming, plan
+from servicebuild import cachemiss, imagehistory, naming, plan, sizebudget
 from servicebuild.admission import BuildSlots, Claim, Idle, Key, Running, Waiting, Waves
 from servicebuild.api.models import (
     GROUP,
     KIND,
     VERSION,
     BaseImage,
+    BuildOutput,
+    CacheInputs,
+    Finding,
+    FirstMiss,
     InvalidServiceBuild,
     ObjectMeta,
     ServiceBuild,
+    ServiceBuildSpec,
     ServiceBuildStatus,
     SourceStatus,
     status_to_dict,
@@ -37,7 +42,9 @@ from servicebuild.credentials import (
     Credentials,
 )
 from servicebuild.failures import Failure, Reason
+from servicebuild.findings import blocking_failure, with_build_checks
 from servicebuild.gitremote import GitError
+from servicebuild.imagehistory import LayerBreakdown
 from servicebuild.imageref import ImageRef, parse_image
 from servicebuild.inputs import GitGateway, InputReader, Problem
 from servicebuild.jobs import BuildJob, BuildPod, parse_job, parse_pod
@@ -48,11 +55,12 @@ from servicebuild.naming import ANNOTATION_REQUESTED_AT
 from servicebuild.observe import BuildState, Observation, PendingLimit, observe, without_secrets
 from servicebuild.plan import DueBuild, ReadBack, Report, StartJob, StartNextAttempt, Wanted
 from servicebuild.registry import RegistryError
-from servicebuild.render.job import BUILD_CONTAINER, BuildInputs, render_job
+from servicebuild.render.job import BUILD_CONTAINER, BuildInputs, render_job, tags_after_budget
 from servicebuild.report_budget import BuildFacts, merge_facts, parse_log_facts
 from servicebuild.status import (
     DEFAULT_HISTORY,
     Build,
+    ConditionValue,
     InProgress,
     Outcome,
     Progress,
@@ -60,6 +68,7 @@ from servicebuild.status import (
     RetryScheduled,
     Stalled,
     Succeeded,
+    budget_event,
     decide,
     merge_patch,
     output_record,
@@ -108,6 +117,10 @@ class KubeGateway(Protocol):
 class RegistryGateway(Protocol):
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary: ...
     def tag_digest(self, image: ImageRef, credentials: Credentials | None) -> str: ...
+    def manifest_and_config(
+        self, image: ImageRef, digest: str, credentials: Credentials | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]: ...
+    def tag(self, image: ImageRef, digest: str, credentials: Credentials | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -292,6 +305,14 @@ class Reconciler:
                     self.kube.delete_job(meta.namespace, due.job_name)
                 return outcome
 
+    def _findings(self, servicebuild: ServiceBuild, due: DueBuild) -> tuple[Finding, ...] | None:
+        """The due build's Dockerfile findings: those its status already holds while it waits (a queued
+        build is reconciled again and again), else the context analysed once."""
+        previous = servicebuild.status
+        if previous.build == due.number and previous.findings is not None:
+            return tuple(previous.findings)
+        return self.inputs.dockerfile_findings(servicebuild)
+
     def _observe_job(self, meta: ObjectMeta, job_name: str) -> tuple[BuildJob | None, BuildPod | None]:
         raw_job = self.kube.get_job(meta.namespace, job_name)
         if raw_job is None:
@@ -303,14 +324,19 @@ class Reconciler:
 
     def _start(self, servicebuild: ServiceBuild, due: DueBuild, now: datetime) -> Outcome:
         """Create the due build's Job when a build slot is free, else wait in the queue."""
-        meta = servicebuild.metadata
+        meta, spec = servicebuild.metadata, servicebuild.spec
+        checked = replace(due.build, findings=self._findings(servicebuild, due))
+        blocked = blocking_failure(checked.findings or (), spec.checks, spec.dockerfile)
+        if blocked is not None:
+            self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
+            return Stalled(checked, blocked)
         wave = self.waves.admit(now) if due.trigger in plan.TRIGGERED else None
         if wave is not None:
-            return Queued(due.build, 1, due.since, WAVE_REASON, until=wave)
+            return Queued(checked, 1, due.since, WAVE_REASON, until=wave)
         answer = self.slots.update(meta.key, Waiting(due.job_name, due.since))
         if not answer.admitted:
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
-            return Queued(due.build, answer.position, due.since, answer.reason)
+            return Queued(checked, answer.position, due.since, answer.reason)
         try:
             seed = BuildInputs(
                 timestamp=compact_time(now),
@@ -325,7 +351,7 @@ class Reconciler:
         except Problem as problem:
             # The older build must not push either: the spec that asked for it is gone.
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
-            return Stalled(due.build, problem.failure, max_attempts=self.settings.max_build_attempts)
+            return Stalled(checked, problem.failure, max_attempts=self.settings.max_build_attempts)
         except (KubeError, RegistryError, GitError):
             self.slots.update(meta.key, Idle())
             raise
@@ -333,7 +359,7 @@ class Reconciler:
         self._stop_builds(meta, keep=due.job_name, unless_stopped=due.others_stopped)
         source = SourceStatus(commit=inputs.commit, context_digest=inputs.context_digest)
         build = replace(
-            due.build,
+            checked,
             job_name=due.job_name,
             source=source if inputs.commit or inputs.context_digest else None,
         )
@@ -374,12 +400,91 @@ class Reconciler:
                 raise
             failure = Failure(type(exc).__name__, f"Reading the pushed image back failed: {exc}")
             return Stalled(build, failure, completion_time=observation.completion_time)
-        output = output_record(spec.output.ref, summary, report, meta.generation)
+        context = self.inputs.context_files(meta, spec, observation.context_digest)
+        layers = self._layers(spec.output.ref, summary, credentials, _instructions(spec, context))
+        output = output_record(
+            spec.output.ref,
+            summary,
+            report,
+            meta.generation,
+            layers=layers,
+            provenance=observation.provenance,
+        )
         facts = self._all_facts(meta, observation)
         base_images = tuple(
             dict.fromkeys(BaseImage(ref=image.ref, digest=image.digest) for image in facts.base_images)
         )
-        return Succeeded(build, output, report, observation.completion_time, base_images=base_images)
+        findings = with_build_checks(servicebuild.status.findings or (), facts.warnings, spec.checks)
+        build = replace(build, findings=findings)
+        within_budget, over_budget = self._size_budget(spec, output, servicebuild.status.output, credentials)
+        if over_budget is not None:
+            return Stalled(build, over_budget, completion_time=observation.completion_time)
+        inputs = cachemiss.cache_inputs(context, spec.build_args)
+        return Succeeded(
+            build,
+            output,
+            report,
+            observation.completion_time,
+            base_images=base_images,
+            first_miss=_first_miss(servicebuild.status, facts.first_miss, inputs, base_images),
+            cache_inputs=inputs,
+            size_budget=within_budget,
+        )
+
+    def _size_budget(
+        self,
+        spec: ServiceBuildSpec,
+        output: BuildOutput,
+        previous: BuildOutput | None,
+        credentials: Credentials | None,
+    ) -> tuple[ConditionValue | None, Failure | None]:
+        """`WithinSizeBudget` for the build's images (None without a budget) and, for a `Fail` budget, why
+        the build failed: over budget, left untagged; or within it, tagged here with every reference the
+        build named (a registry write, fenced as the Kubernetes writes are)."""
+        budget = spec.size_budget
+        if budget is None:
+            return None, None
+        over = sizebudget.excesses(budget, sizebudget.measured(output, previous))
+        within = sizebudget.condition(budget, over)
+        if not tags_after_budget(spec):
+            return within, None
+        if over:
+            pushed = f"{spec.output.ref.name}@{output.digest}"
+            message = f"{within[2]} The image was pushed as {pushed} only; its tags did not move."
+            return within, Failure(Reason.SIZE_BUDGET_EXCEEDED, message)
+        try:
+            for reference in output.tags or [str(spec.output.ref)]:
+                self.registry.tag(parse_image(reference), output.digest, credentials)
+        except RegistryError as exc:
+            if exc.transient:
+                raise
+            why = (
+                f"Tagging the image within its size budget failed (the push Secret needs push rights): {exc}"
+            )
+            return within, Failure(type(exc).__name__, why)
+        return within, None
+
+    def _layers(
+        self,
+        image: ImageRef,
+        summary: ImageSummary,
+        credentials: Credentials | None,
+        instructions: list[str] | None,
+    ) -> dict[str, LayerBreakdown]:
+        """Where the bytes of each image (each platform's of an index) are, from its config's history; an
+        image whose history cannot be read is left out: the build succeeded all the same."""
+        found = {}
+        for digest in [platform.digest for platform in summary.platforms] or [summary.digest]:
+            try:
+                manifest, config = self.registry.manifest_and_config(image, digest, credentials)
+                found[digest] = imagehistory.breakdown(config, manifest, instructions)
+            except RegistryError as exc:
+                if exc.transient:
+                    raise
+                logger.warning("Reading the layers of %s@%s failed: %s", image.name, digest, exc)
+            except imagehistory.InvalidImage as exc:
+                logger.warning("The layers of %s@%s are not known: %s", image.name, digest, exc)
+        return found
 
     def _all_facts(self, meta: ObjectMeta, observation: Observation) -> BuildFacts:
         """The build's facts, those the termination message had no room for read from the end of the build
@@ -431,14 +536,14 @@ class Reconciler:
         *,
         history_limit: int,
     ) -> Result:
-        """Write the decided status when it changed, and post the Event of a transition."""
+        """Write the decided status when it changed, and post the Events of a transition and of a success
+        over a `Warn` size budget."""
         status = decide(previous, outcome, now, history_limit)
         if status == previous:
             return Result(status=status, written=False)
         patch = merge_patch(status_to_dict(previous), status_to_dict(status))
         self.kube.patch_servicebuild_status(meta.namespace, meta.name, patch)
-        event = transition_event(previous, status)
-        if event is not None:
+        for event in filter(None, (transition_event(previous, status), budget_event(previous, status))):
             fields = log_fields(meta.namespace, meta.name, build=status.build, reason=event.reason)
             logger.info(
                 "ServiceBuild %s/%s: %s: %s",
@@ -458,6 +563,24 @@ class Reconciler:
                     extra=fields,
                 )
         return Result(status=status, written=True)
+
+
+def _first_miss(
+    previous: ServiceBuildStatus, step: str | None, inputs: CacheInputs, base_images: tuple[BaseImage, ...]
+) -> FirstMiss | None:
+    """The first missed step, with what changed since the last successful build (`previous`)."""
+    if step is None:
+        return None
+    before = previous.cache.inputs if previous.cache else None
+    return cachemiss.explain(step, before, inputs, previous.base_images or (), base_images)
+
+
+def _instructions(spec: ServiceBuildSpec, context: dict[str, bytes] | None) -> list[str] | None:
+    """The target stage's instructions, from the Dockerfile of the context the build used, when known."""
+    dockerfile = (context or {}).get(spec.dockerfile)
+    if dockerfile is None:
+        return None
+    return imagehistory.target_instructions(dockerfile.decode(errors="replace"), spec.target, spec.build_args)
 
 
 def _claim(outcome: Outcome | None) -> Claim | None:

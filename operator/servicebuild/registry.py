@@ -1,10 +1,12 @@
-"""Registry gateway: the only module that talks to OCI registries (auth, manifests, image sizes)."""
+"""Registry gateway: the only module that talks to OCI registries (auth, manifests, image sizes, and the
+tags the operator writes for a `Fail` size budget)."""
 
 import base64
 import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -18,9 +20,11 @@ from servicebuild.manifests import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     INDEX_TYPES,
+    MANIFEST_TYPES,
     OCI_INDEX,
     OCI_MANIFEST,
     ImageSummary,
+    attestation_manifests,
     platform_manifests,
     summarize,
 )
@@ -57,10 +61,25 @@ class InvalidManifest(RegistryError):  # noqa: N818
     """The registry served something that is not a usable image manifest or index."""
 
 
-class RegistryClient:
-    """Reads manifests over the distribution API; one per operator, shared by all handlers."""
+def _unfenced(action: str) -> None:
+    """No leader election: every write may be sent."""
 
-    def __init__(self, *, insecure_registries: frozenset[str], timeout: float) -> None:
+
+class RegistryClient:
+    """Reads manifests over the distribution API, and writes tags; one per operator, shared by all handlers.
+
+    `fence` is asked just before a tag is written (an acting write, as the Kubernetes gateway's): with
+    leader election it is `Kube.fence`, which raises when this replica does not lead.
+    """
+
+    def __init__(
+        self,
+        *,
+        insecure_registries: frozenset[str],
+        timeout: float,
+        fence: Callable[[str], None] = _unfenced,
+    ) -> None:
+        self.fence = fence
         self._insecure = insecure_registries
         self._http = httpx.Client(timeout=timeout, follow_redirects=True)
         # Keyed by credentials too: a token got with one namespace's secret must not serve another's.
@@ -78,37 +97,59 @@ class RegistryClient:
         self.close()
 
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary:
-        """Fetch the manifest `digest` of `image`'s repository (and its platforms) and size it."""
+        """Fetch the manifest `digest` of `image`'s repository (and its platforms' and attestations'
+        manifests) and size it."""
         media_type, document = self._fetch(image, digest, credentials)
         try:
             children = {}
             if media_type in INDEX_TYPES:
-                for _, child in platform_manifests(document):
+                attestations = [digest for digest, _ in attestation_manifests(document)]
+                for child in [*(child for _, child in platform_manifests(document)), *attestations]:
                     children[child] = self._fetch(image, child, credentials)[1]
             return summarize(digest, media_type, document, children)
         except manifests.InvalidManifest as exc:
             raise InvalidManifest(str(exc)) from None
 
+    def manifest_and_config(
+        self, image: ImageRef, digest: str, credentials: Credentials | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The image manifest `digest` (one platform's, not an index) and the image config it names, whose
+        `history` tells which instruction made each layer."""
+        media_type, manifest = self._fetch(image, digest, credentials)
+        config = manifest.get("config")
+        if media_type not in MANIFEST_TYPES or not isinstance(config, dict):
+            raise InvalidManifest(f"{digest} of {image.name} is not an image manifest")
+        config_digest = str(config.get("digest"))
+        return manifest, self._document(image, f"blobs/{config_digest}", config_digest, credentials)[1]
+
     def _fetch(
         self, image: ImageRef, digest: str, credentials: Credentials | None
     ) -> tuple[str, dict[str, Any]]:
+        response, document = self._document(image, f"manifests/{digest}", digest, credentials)
+        content_type = response.headers.get("content-type", "").split(";")[0].strip()
+        return document.get("mediaType") or content_type, document
+
+    def _document(
+        self, image: ImageRef, path: str, digest: str, credentials: Credentials | None
+    ) -> tuple[httpx.Response, dict[str, Any]]:
+        """A JSON object the registry serves by its digest (a manifest, an image config), checked against
+        the digest."""
         if not _DIGEST_RE.match(digest):
             raise RegistryError(f"{digest!r} is not a sha256 or sha512 digest")
-        response = self._get(image, f"manifests/{digest}", credentials)
+        response = self._get(image, path, credentials)
         algorithm, _, expected = digest.partition(":")
         if hashlib.new(algorithm, response.content).hexdigest() != expected:
             raise DigestMismatch(
-                f"registry {image.api_host} served a manifest for {digest} in repository "
+                f"registry {image.api_host} served {path} in repository "
                 f"{image.repository} whose content has another digest"
             )
         try:
             document = json.loads(response.content)
         except ValueError:
-            raise InvalidManifest(f"manifest {digest} of {image.name} is not JSON") from None
+            raise InvalidManifest(f"{path} of {image.name} is not JSON") from None
         if not isinstance(document, dict):
-            raise InvalidManifest(f"manifest {digest} of {image.name} is not a JSON object")
-        content_type = response.headers.get("content-type", "").split(";")[0].strip()
-        return document.get("mediaType") or content_type, document
+            raise InvalidManifest(f"{path} of {image.name} is not a JSON object")
+        return response, document
 
     def tag_digest(self, image: ImageRef, credentials: Credentials | None) -> str:
         """The digest the registry serves for `image`'s tag now, from a HEAD request (which Docker Hub
@@ -119,28 +160,49 @@ class RegistryClient:
             raise InvalidManifest(f"registry {image.api_host} named no digest for {image}")
         return digest
 
+    def tag(self, image: ImageRef, digest: str, credentials: Credentials | None) -> None:
+        """Point `image`'s tag at the manifest (or index) `digest` of its repository: the manifest put
+        again under the tag, as `crane tag` does; needs push rights."""
+        response, _ = self._document(image, f"manifests/{digest}", digest, credentials)
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        self.fence(f"tag {image} as {digest}")
+        self._get(
+            image, f"manifests/{image.tag}", credentials, method="PUT", body=(media_type, response.content)
+        )
+
     def _get(
-        self, image: ImageRef, path: str, credentials: Credentials | None, *, method: str = "GET"
+        self,
+        image: ImageRef,
+        path: str,
+        credentials: Credentials | None,
+        *,
+        method: str = "GET",
+        body: tuple[str, bytes] | None = None,
     ) -> httpx.Response:
+        """A request to the repository's API, answering its auth challenge; `body` is (media type, bytes)."""
         host = image.api_host
         scheme = "http" if {image.registry, host} & self._insecure else "https"
         url = f"{scheme}://{host}/v2/{image.repository}/{path}"
-        headers = {"Accept": _ACCEPT}
-        cached = self._tokens.get((host, f"repository:{image.repository}:pull", credentials))
+        headers = {"Accept": _ACCEPT} | ({"Content-Type": body[0]} if body else {})
+        actions = "pull,push" if body else "pull"
+        cached = self._tokens.get((host, f"repository:{image.repository}:{actions}", credentials))
         if cached and cached[1] > time.monotonic():
             headers["Authorization"] = f"Bearer {cached[0]}"
-        response = self._send(method, url, headers, host)
+        content = body[1] if body else None
+        response = self._send(method, url, headers, host, content)
         if response.status_code == 401:
             headers["Authorization"] = self._authorization(response, image, credentials)
-            response = self._send(method, url, headers, host)
+            response = self._send(method, url, headers, host, content)
         if response.is_success:
             return response
         what = f"registry {host} answered HTTP {response.status_code} for {path} of {image.repository}"
         raise _status_error(response.status_code, what, credentials)
 
-    def _send(self, method: str, url: str, headers: dict[str, str], host: str) -> httpx.Response:
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], host: str, content: bytes | None = None
+    ) -> httpx.Response:
         try:
-            return self._http.request(method, url, headers=headers)
+            return self._http.request(method, url, headers=headers, content=content)
         except httpx.TransportError as error:
             raise RegistryUnavailable(f"registry {host} is unreachable: {type(error).__name__}") from error
 

@@ -7,21 +7,31 @@ from enum import Enum
 from typing import Any, Protocol
 
 from servicebuild.api.models import (
+    AttestationOutput,
+    AttestationType,
     BaseImage,
     BuildOutput,
     BuildRecord,
     BuildResult,
+    CacheInputs,
     CacheStats,
     Condition,
     ConditionStatus,
+    Finding,
+    FirstMiss,
+    LayerOutput,
     Phase,
     PlatformOutput,
+    Provenance,
+    ProvenanceRecorded,
     QueueStatus,
     ServiceBuildStatus,
     SourceStatus,
     Trigger,
 )
-from servicebuild.failures import Failure
+from servicebuild.failures import Failure, Reason
+from servicebuild.findings import DOCKERFILE_CLEAN, clean_condition
+from servicebuild.imagehistory import LayerBreakdown
 from servicebuild.imageref import ImageRef
 from servicebuild.manifests import ImageSummary
 from servicebuild.report import BuildReport
@@ -34,6 +44,10 @@ DEFAULT_HISTORY = 10
 _ENDED = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 CACHE_EXPORTED = "CacheExported"
 """A warning condition of the last successful build: False when its registry cache export failed."""
+ConditionValue = tuple[ConditionStatus, str, str]
+"""A condition's status, reason and message."""
+WITHIN_SIZE_BUDGET = "WithinSizeBudget"
+"""A warning condition of the last finished build with a `spec.sizeBudget`: False when an image was over."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,8 @@ class Build:
     trigger: Trigger | None = None
     request: str | None = None
     """The `requested-at` annotation's value this build handles, if any."""
+    findings: tuple[Finding, ...] | None = None
+    """What its Dockerfile gets wrong, when this outcome decided it; None keeps the status's findings."""
 
 
 class Progress(Enum):
@@ -113,6 +129,12 @@ class Succeeded:
     completion_time: datetime | None
     base_images: tuple[BaseImage, ...] = ()
     """The base images the build's stages used, as BuildKit resolved them."""
+    first_miss: FirstMiss | None = None
+    """The first step the cache missed, and why where knowable."""
+    cache_inputs: CacheInputs | None = None
+    """What the build read, for the next build's `first_miss` to compare with."""
+    size_budget: ConditionValue | None = None
+    """`WithinSizeBudget` as its images measured against `spec.sizeBudget`; None without a budget."""
 
 
 @dataclass(frozen=True)
@@ -135,10 +157,6 @@ def _seconds_between(start: datetime | None, end: datetime | None) -> int | None
     if start is None or end is None:
         return None
     return max(0, round((end - start).total_seconds()))
-
-
-ConditionValue = tuple[ConditionStatus, str, str]
-"""A condition's status, reason and message."""
 
 
 class _HasConditions(Protocol):
@@ -181,6 +199,22 @@ def _kept_cache_condition(previous: ServiceBuildStatus) -> list[Condition]:
     return [kept] if kept is not None else []
 
 
+def _budget_condition(stamp: _Stamp, value: ConditionValue | None) -> list[Condition]:
+    """WithinSizeBudget as a finished build decided it, else kept as it was."""
+    if value is not None:
+        return [stamp.condition(WITHIN_SIZE_BUDGET, value)]
+    kept = stamp.previous.condition(WITHIN_SIZE_BUDGET)
+    return [kept] if kept is not None else []
+
+
+def _dockerfile_condition(stamp: _Stamp, build: Build) -> list[Condition]:
+    """DockerfileClean sums up the findings: decided with them, else kept as it was."""
+    if build.findings is not None:
+        return [stamp.condition(DOCKERFILE_CLEAN, clean_condition(build.findings))]
+    kept = stamp.previous.condition(DOCKERFILE_CLEAN)
+    return [kept] if kept is not None else []
+
+
 def _cache_export(report: BuildReport) -> ConditionValue | None:
     """True or False as the build reported it; None (no condition) when it had no cache to export."""
     if report.cache_exported is None:
@@ -217,6 +251,7 @@ def _base(previous: ServiceBuildStatus, build: Build) -> dict[str, Any]:
         "trigger": build.trigger if build.number is not None else previous.trigger,
         "last_handled_request": build.request if build.request is not None else previous.last_handled_request,
         "base_images": previous.base_images,
+        "findings": previous.findings if build.findings is None else list(build.findings) or None,
     }
 
 
@@ -229,6 +264,9 @@ def _stalled(previous: ServiceBuildStatus, outcome: Stalled, now: datetime) -> S
     hint = f" Logs: kubectl logs job/{build.job_name} -c buildkit." if build.job_name else ""
     detail = f"{message}\n{outcome.log_tail}" if outcome.log_tail else message
     stamp = _Stamp(previous, build.generation, now)
+    over_budget: ConditionValue | None = (
+        ("False", reason, message) if reason == Reason.SIZE_BUDGET_EXCEEDED else None
+    )
     return ServiceBuildStatus(
         **_base(previous, build),
         phase=Phase.FAILED,
@@ -237,7 +275,9 @@ def _stalled(previous: ServiceBuildStatus, outcome: Stalled, now: datetime) -> S
             reconciling=("False", reason, "Nothing will change until the spec does."),
             stalled=("True", reason, detail),
         )
-        + _kept_cache_condition(previous),
+        + _kept_cache_condition(previous)
+        + _dockerfile_condition(stamp, build)
+        + _budget_condition(stamp, over_budget),
         message=message + hint,
         completion_time=outcome.completion_time,
         duration_seconds=_seconds_between(build.start_time, outcome.completion_time),
@@ -255,7 +295,12 @@ def _succeeded(previous: ServiceBuildStatus, outcome: Succeeded, now: datetime) 
     stamp = _Stamp(previous, build.generation, now)
     cache = previous.cache
     if report.cached_steps is not None and report.total_steps is not None:
-        cache = CacheStats(cached_steps=report.cached_steps, total_steps=report.total_steps)
+        cache = CacheStats(
+            cached_steps=report.cached_steps,
+            total_steps=report.total_steps,
+            first_miss=outcome.first_miss,
+            inputs=outcome.cache_inputs,
+        )
     return ServiceBuildStatus(
         **_base(previous, build)
         | {"output": output, "cache": cache, "base_images": list(outcome.base_images) or None},
@@ -265,7 +310,9 @@ def _succeeded(previous: ServiceBuildStatus, outcome: Succeeded, now: datetime) 
             reconciling=("False", "BuildSucceeded", "The image of this generation is built and pushed."),
             stalled=("False", "BuildSucceeded", ""),
         )
-        + ([] if cache_export is None else [stamp.condition(CACHE_EXPORTED, cache_export)]),
+        + ([] if cache_export is None else [stamp.condition(CACHE_EXPORTED, cache_export)])
+        + _dockerfile_condition(stamp, build)
+        + ([] if outcome.size_budget is None else [stamp.condition(WITHIN_SIZE_BUDGET, outcome.size_budget)]),
         message=message,
         completion_time=outcome.completion_time,
         duration_seconds=_seconds_between(build.start_time, outcome.completion_time),
@@ -300,15 +347,18 @@ def _in_progress(
     queue = (
         QueueStatus(position=outcome.position, since=outcome.since) if isinstance(outcome, Queued) else None
     )
+    stamp = _Stamp(previous, outcome.build.generation, now)
     return ServiceBuildStatus(
         **_base(previous, outcome.build),
         phase=phase,
-        conditions=_Stamp(previous, outcome.build.generation, now).standard(
+        conditions=stamp.standard(
             ready=("False", reason, message),
             reconciling=("True", reason, message),
             stalled=("False", reason, ""),
         )
-        + _kept_cache_condition(previous),
+        + _kept_cache_condition(previous)
+        + _dockerfile_condition(stamp, outcome.build)
+        + _budget_condition(stamp, None),
         message=message,
         queue=queue,
     )
@@ -384,15 +434,51 @@ def transition_event(previous: ServiceBuildStatus, current: ServiceBuildStatus) 
     return Event(type=event_type, reason=new_ready.reason, message=current.message or new_ready.message)
 
 
-def output_record(
-    image: ImageRef, summary: ImageSummary, report: BuildReport, generation: int
+def budget_event(previous: ServiceBuildStatus, current: ServiceBuildStatus) -> Event | None:
+    """The Warning Event of a build that succeeded over a `Warn` size budget, once per build; a `Fail`
+    budget's stall has its transition Event."""
+    over = current.condition(WITHIN_SIZE_BUDGET)
+    if current.phase != Phase.SUCCEEDED or over is None or over.status != "False":
+        return None
+    if previous.phase == Phase.SUCCEEDED and previous.build == current.build:
+        return None
+    return Event(type="Warning", reason=over.reason, message=over.message)
+
+
+def output_record(  # noqa: PLR0913 - what the registry serves, and what the build reported and asked for
+    image: ImageRef,
+    summary: ImageSummary,
+    report: BuildReport,
+    generation: int,
+    *,
+    layers: Mapping[str, LayerBreakdown] | None = None,
+    provenance: str | None = None,
 ) -> BuildOutput:
-    """The image as the registry serves it, pinned by digest, with every reference the build pushed."""
+    """The image as the registry serves it, pinned by digest, with every reference the build pushed, where
+    its bytes are (`layers`, by image manifest digest, where they were read) and the attestations served
+    with it. `provenance` is the mode the build asked for; what the registry serves decides whether the
+    image has any."""
+    layers = layers or {}
     platforms = [
-        PlatformOutput(platform=p.platform, digest=p.digest, size_bytes=p.size_bytes, layers=p.layers)
+        PlatformOutput(
+            platform=p.platform,
+            digest=p.digest,
+            size_bytes=p.size_bytes,
+            layers=p.layers,
+            **_layer_bytes(layers.get(p.digest)),
+        )
         for p in summary.platforms
     ]
+    attestations = [
+        AttestationOutput(
+            type=AttestationType(a.kind), digest=a.digest, subject=a.subject, platform=a.platform
+        )
+        for a in summary.attestations
+    ]
+    attested = any(a.type == AttestationType.PROVENANCE for a in attestations)
+    one_image = summary.digest if not platforms else platforms[0].digest if len(platforms) == 1 else None
     return BuildOutput(
+        **_layer_bytes(layers.get(one_image) if one_image else None),
         image=image.with_digest(summary.digest),
         digest=summary.digest,
         size_bytes=summary.size_bytes,
@@ -401,7 +487,27 @@ def output_record(
         generation=generation,
         platforms=platforms or None,
         tags=report.image_name.split(",") if report.image_name else [str(image)],
+        provenance=_recorded_provenance(provenance) if attested else "none",
+        attestations=attestations or None,
     )
+
+
+def _recorded_provenance(asked: str | None) -> ProvenanceRecorded:
+    """The mode a served provenance was made in: as asked; `min`, BuildKit's default, when unknown."""
+    return "max" if asked == Provenance.MAX else "min"
+
+
+def _layer_bytes(layers: LayerBreakdown | None) -> dict[str, Any]:
+    if layers is None:
+        return {}
+    return {
+        "base_bytes": layers.base_bytes,
+        "added_bytes": layers.added_bytes,
+        "largest_layers": [
+            LayerOutput(size_bytes=layer.size_bytes, instruction=layer.instruction)
+            for layer in layers.largest
+        ],
+    }
 
 
 _SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")

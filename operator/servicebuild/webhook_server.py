@@ -25,13 +25,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from aiohttp import web
 
 from servicebuild import webhooks
 from servicebuild.config import Settings
+from servicebuild.http_site import Site
 from servicebuild.webhooks import Delivery, DeliveryLog, Ignored, Push, PushEvent, Rejected
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ MAX_BODY_BYTES = 1024 * 1024
 ANSWER_WITHIN_SECONDS = 8.0
 """How long a delivery waits for `on_push` before it is answered anyway: GitHub and GitLab wait 10 s."""
 PATHS = {"github": "/hooks/github", "gitlab": "/hooks/gitlab"}
-_SHUTDOWN_SECONDS = 5.0
 _PROVIDER_NAMES = {"github": "GitHub", "gitlab": "GitLab"}
 
 Reader = Callable[[Mapping[str, str], bytes, bytes], Delivery]
@@ -66,10 +65,12 @@ def read_secret(path: Path) -> bytes:
     return secret
 
 
-class WebhookServer:
+class WebhookServer(Site):
     """The receiver: `await start()` at the operator's start-up, `await stop()` at its clean-up (or
     `async with`). The secret file is read at start (a missing secret fails the start) and again for every
     delivery, so that a changed Secret applies without a restart."""
+
+    name = "the webhook receiver"
 
     def __init__(
         self,
@@ -80,13 +81,11 @@ class WebhookServer:
         *,
         answer_within: float = ANSWER_WITHIN_SECONDS,
     ) -> None:
+        super().__init__(host, port)
         self._on_push = on_push
         self._secret_file = secret_file
-        self._host = host
-        self._port = port
         self._answer_within = answer_within
         self._deliveries = DeliveryLog()
-        self._runner: web.AppRunner | None = None
         self._recordings: set[asyncio.Task[int | None]] = set()
 
     @classmethod
@@ -100,21 +99,16 @@ class WebhookServer:
         host, port = listen
         return cls(on_push, settings.webhook_secret_file, host, port)
 
-    async def start(self) -> None:
-        """Listen; raises WebhookSecretError without a readable secret, OSError when the port is taken."""
-        read_secret(self._secret_file)
+    def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post(PATHS["github"], self._github)
         app.router.add_post(PATHS["gitlab"], self._gitlab)
-        # No access log: each delivery is logged below, once.
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_SECONDS)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self._host, self._port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
+        return app
+
+    async def start(self) -> None:
+        """Listen; raises WebhookSecretError without a readable secret, OSError when the port is taken."""
+        read_secret(self._secret_file)
+        await super().start()
         logger.info(
             "Receiving push webhooks on port %d: %s and %s", self.port, PATHS["github"], PATHS["gitlab"]
         )
@@ -124,25 +118,7 @@ class WebhookServer:
         for recording in self._recordings:
             recording.cancel()
         await asyncio.gather(*self._recordings, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        """The port listened on (the one asked for, or the one the system chose for 0)."""
-        if self._runner is None or not self._runner.addresses:
-            raise RuntimeError("the webhook receiver is not listening")
-        return int(self._runner.addresses[0][1])
+        await super().stop()
 
     async def _github(self, request: web.Request) -> web.Response:
         return await self._receive(request, "github", webhooks.read_github)

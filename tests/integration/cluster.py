@@ -7,6 +7,7 @@ code needs no special cases.
 
 import asyncio
 import base64
+import functools
 import itertools
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -91,6 +92,31 @@ def _conflict(resource: kmock.resource, name: str) -> aiohttp.web.Response:
     return aiohttp.web.json_response({**status, "reason": "Conflict", "code": 409}, status=409)
 
 
+@attrs.define
+class PodLog:
+    """A container's log as the kubelet serves it: what was written so far, and whether it has ended."""
+
+    text: str = ""
+    ended: bool = False
+    changed: asyncio.Condition = attrs.field(factory=asyncio.Condition)
+
+    def has_more(self, sent: int) -> bool:
+        return self.ended or len(self.text) > sent
+
+    async def write(self, text: str, *, end: bool = False) -> None:
+        async with self.changed:
+            self.text += text
+            self.ended = self.ended or end
+            self.changed.notify_all()
+
+
+def _tail(text: str, lines: str | None) -> str:
+    if lines is None:
+        return text
+    kept = text.splitlines(keepends=True)
+    return "".join(kept[len(kept) - int(lines) :]) if int(lines) < len(kept) else text
+
+
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesEmulator):
     """KMock's emulator with the bookkeeping a real API server does on every write: a uid and a
@@ -107,10 +133,14 @@ class ApiServer(kmock.KubernetesEmulator):
     _writing: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     unreachable: Callable[[kmock.Request], bool] = attrs.field(default=lambda _: False, init=False)
     """Requests that never reach this server (a network partition): answered 503, with no effect."""
+    pod_logs: dict[tuple[str, str], PodLog] = attrs.field(factory=dict, init=False)
+    """(namespace, Pod) → its build container's log, which KMock does not serve: `GET …/pods/NAME/log`."""
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if self.unreachable(request):
             return aiohttp.web.json_response({"kind": "Status", "code": 503}, status=503)
+        if request.resource == PODS and request.subresource == "log":
+            return await self._serve_log(request)
         creates = request.action == kmock.action.CREATE
         writes = creates or (request.action == kmock.action.UPDATE and request.name)
         if not (writes and request.resource is not None and isinstance(request.data, dict)):
@@ -124,6 +154,29 @@ class ApiServer(kmock.KubernetesEmulator):
                 metadata.setdefault("uid", str(uuid.uuid4()))
                 metadata.setdefault("creationTimestamp", _now())
             return await super()._handle(request)
+
+    async def _serve_log(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """As the kubelet serves it through the API server: 404 for a Pod that is gone, 400 for a container
+        not started; `tailLines`; with `follow=true` the log streamed as it is written, until it ends."""
+        if self._stored_version(request) is None:
+            return aiohttp.web.json_response({"kind": "Status", "code": 404}, status=404)
+        log = self.pod_logs.get((str(request.namespace), str(request.name)))
+        if log is None:
+            return aiohttp.web.json_response({"kind": "Status", "code": 400}, status=400)
+        if request.params.get("follow") != "true":
+            return aiohttp.web.Response(text=_tail(log.text, request.params.get("tailLines")))
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request._raw_request)
+        sent = 0
+        while True:
+            async with log.changed:
+                await log.changed.wait_for(functools.partial(log.has_more, sent))
+                chunk, ended = log.text[sent:], log.ended
+            sent += len(chunk)
+            await response.write(chunk.encode())
+            if ended:
+                await response.write_eof()
+                return response
 
     def _stored_version(self, request: kmock.Request) -> str | None:
         key = (request.resource, request.namespace, request.name)

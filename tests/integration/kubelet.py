@@ -2,7 +2,10 @@
 
 What it writes is what the real parts write: a real image (or multi-platform index) pushed under
 every name the Job's `--output` lists, the Pod's termination message in the wrapper's report
-format (or a BuildKit log tail on failure), and the Job conditions of the Job controller.
+format with its build facts (base images, the FromAsCasing build check when the Dockerfile triggers
+it), or a BuildKit log tail on failure, and the Job conditions of the Job controller. A Job asking for
+attestations (`--opt attest:…`) pushes an index with BuildKit's attestation manifests, even for one
+platform; one whose SBOM scanner is missing from a test registry fails as BuildKit does.
 """
 
 import asyncio
@@ -13,21 +16,31 @@ import re
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
-from cluster import CONFIGMAPS, JOBS, PODS, SECRETS, Cluster
+import httpx
+from cluster import CONFIGMAPS, JOBS, PODS, SECRETS, Cluster, PodLog
 
 from servicebuild.credentials import credentials_from_docker_config
 from servicebuild.imageref import parse_image
 from servicebuild.naming import ANNOTATION_SERVICEBUILD
-from support.oci_registry import push_image, push_index, tag_digest
+from support.oci_registry import (
+    SLSA_PROVENANCE,
+    SPDX_SBOM,
+    buildkit_history,
+    push_image,
+    push_index,
+    tag_digest,
+)
 
 Behaviour = Literal["succeed", "fail", "hold", "stuck", "cache-export-fails", "evicted"]
 """succeed; fail with a BuildKit error; hold running until released; stuck pending (image pull
 failing); succeed but report that the cache export failed; the Pod evicted for node pressure."""
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+DOCKERFILE_CHECK = "BUILDKIT_DOCKERFILE_CHECK"
 
 BUILDKIT_FAILURE_LOG = """\
 #9 [build 3/4] RUN make greet
@@ -47,6 +60,12 @@ ERROR: failed to solve: process "/bin/sh -c make greet" did not complete success
 """
 
 
+BUILDKIT_LOG = (Path(__file__).parents[1] / "unit" / "buildkit_samples" / "calc-cold-plain.log").read_text()
+"""What a successful build prints: a real BuildKit build's plain progress."""
+RUNNING_LINES = 43
+"""A running build has printed this much of it: up to its `RUN gcc` step, started and not done."""
+
+
 _FROM_RE = re.compile(r"^FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.MULTILINE | re.IGNORECASE)
 
 
@@ -59,14 +78,18 @@ def build_args(job: dict[str, Any]) -> list[str]:
     return args
 
 
-def output_names(job: dict[str, Any]) -> list[str]:
-    """The names BuildKit would push: `name` of the Job's `--output type=image`, CSV as buildctl reads it."""
+def output_options(job: dict[str, Any]) -> dict[str, str]:
+    """The Job's `--output type=image` attributes, CSV as buildctl reads them."""
     for argument in build_args(job):
         if argument.startswith("type=image"):
             fields = next(csv.reader([argument]))
-            options = dict(part.partition("=")[::2] for part in fields)
-            return options["name"].split(",")
+            return dict(part.partition("=")[::2] for part in fields)
     raise AssertionError(f"no --output type=image in {build_args(job)}")
+
+
+def output_names(job: dict[str, Any]) -> list[str]:
+    """The names BuildKit would push: `name` of the Job's `--output type=image`."""
+    return output_options(job)["name"].split(",")
 
 
 def platforms(job: dict[str, Any]) -> list[str]:
@@ -74,6 +97,41 @@ def platforms(job: dict[str, Any]) -> list[str]:
         if argument.startswith("platform="):
             return argument.removeprefix("platform=").split(",")
     return []
+
+
+def attestation_options(job: dict[str, Any]) -> dict[str, str]:
+    """The Job's `--opt attest:<type>=<params>`, by type."""
+    found = {}
+    for argument in build_args(job):
+        if argument.startswith("attest:"):
+            kind, _, params = argument.removeprefix("attest:").partition("=")
+            found[kind] = params
+    return found
+
+
+def attestation_predicates(job: dict[str, Any]) -> tuple[str, ...]:
+    """The in-toto predicate types BuildKit would attest for the Job: SBOM first, as BuildKit orders them."""
+    options = attestation_options(job)
+    return (
+        *((SPDX_SBOM,) if "sbom" in options else ()),
+        *((SLSA_PROVENANCE,) if "provenance" in options else ()),
+    )
+
+
+def missing_scanner_log(scanner: str) -> str:
+    """buildctl's end when BuildKit cannot resolve the SBOM scanner (seen on a real cluster, buildkit.md)."""
+    return f"""\
+#1 [internal] load build definition from Dockerfile
+#1 transferring dockerfile: 104B done
+#1 DONE 0.0s
+
+#5 [internal] load metadata for {scanner}
+#5 ERROR: {scanner}: not found
+------
+ > [internal] load metadata for {scanner}:
+------
+error: failed to solve: failed to resolve source metadata for {scanner}: {scanner}: not found
+"""
 
 
 @dataclass
@@ -99,6 +157,9 @@ class Kubelet:
     real cluster; False leaves the Job untouched until it completes it, so only the Pod tells."""
     completions: set[asyncio.Task[None]] = field(default_factory=set)
     """The Job controller's pending completions."""
+    first_misses: dict[str, str] = field(default_factory=dict)
+    """Per ServiceBuild name, the first step BuildKit's cache missed in its builds (the wrapper's `miss`
+    fact); none when not given."""
 
     def plan(self, servicebuild: str, *behaviours: Behaviour) -> None:
         self.behaviours[servicebuild].extend(behaviours)
@@ -177,6 +238,12 @@ class Kubelet:
 
     async def _set_running(self, job: dict[str, Any]) -> None:
         await self._create_pod(job, "Running", {"running": {"startedAt": _now()}})
+        log = PodLog()
+        self.cluster.kmock.pod_logs[self._pod_key(job)] = log
+        await log.write("".join(BUILDKIT_LOG.splitlines(keepends=True)[:RUNNING_LINES]))
+
+    def _pod_key(self, job: dict[str, Any]) -> tuple[str, str]:
+        return job["metadata"]["namespace"], f"{job['metadata']['name']}-x7k2p"
 
     async def _create_pod(self, job: dict[str, Any], phase: str, state: dict[str, Any]) -> None:
         """The Job controller marks the Job active and creates the Pod, which the kubelet reports."""
@@ -204,13 +271,27 @@ class Kubelet:
                 return (credentials.username, credentials.password) if credentials else None
         return None
 
+    def _check_warnings(self, job: dict[str, Any]) -> list[str]:
+        """The build checks BuildKit reports for the Dockerfile, as `checks-plain.log` in the shared samples
+        words them (`#1 WARN: <Rule>: <message> (line N)`); FromAsCasing only, less the skipped checks."""
+        skipped: list[str] = []
+        for argument in build_args(job):
+            if argument.startswith(f"build-arg:{DOCKERFILE_CHECK}=skip="):
+                skipped = argument.partition("=skip=")[2].split(",")
+        warnings = []
+        for number, line in enumerate(self._dockerfile(job).splitlines(), start=1):
+            words = line.split()
+            if len(words) >= 4 and words[0].upper() == "FROM" and words[-2].upper() == "AS":
+                from_word, as_word = words[0], words[-2]
+                if from_word.isupper() != as_word.isupper() and "FromAsCasing" not in skipped:
+                    message = f"'{as_word}' and '{from_word}' keywords' casing do not match"
+                    warnings.append(f"FromAsCasing: {message} (line {number})")
+        return warnings
+
     def _base_image_steps(self, job: dict[str, Any]) -> list[str]:
         """The `FROM <ref>@<digest>` steps BuildKit prints for the base images of a ConfigMap context's
         Dockerfile, resolved against the test registries (other registries are not reachable here)."""
-        volumes = job["spec"]["template"]["spec"].get("volumes", [])
-        names = [volume["configMap"]["name"] for volume in volumes if "configMap" in volume]
-        configmap = self.cluster.get(CONFIGMAPS, job["metadata"]["namespace"], names[0]) if names else None
-        dockerfile = ((configmap or {}).get("data") or {}).get("Dockerfile", "")
+        dockerfile = self._dockerfile(job)
         stages = re.findall(
             r"^FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", dockerfile, re.MULTILINE | re.IGNORECASE
         )
@@ -225,31 +306,77 @@ class Kubelet:
             steps.append(f"[{stage or f'stage-{index}'} 1/2] FROM {image}@{digest}")
         return steps
 
+    def _dockerfile(self, job: dict[str, Any]) -> str:
+        """The Dockerfile of a ConfigMap context, as the Job's init container copies it."""
+        volumes = job["spec"]["template"]["spec"].get("volumes", [])
+        names = [volume["configMap"]["name"] for volume in volumes if "configMap" in volume]
+        configmap = self.cluster.get(CONFIGMAPS, job["metadata"]["namespace"], names[0]) if names else None
+        return str(((configmap or {}).get("data") or {}).get("Dockerfile", ""))
+
     def _push(self, job: dict[str, Any]) -> str:
-        """Push under every name of the `--output`, as BuildKit does; return the digest."""
+        """Push under every name of the `--output`, as BuildKit does (by digest only, untagged, with
+        `push-by-digest=true`); return the digest."""
         names = [parse_image(name) for name in output_names(job)]
+        by_digest = output_options(job).get("push-by-digest") == "true"
         auth = self._push_credentials(job)
+        predicates = attestation_predicates(job)
+        dockerfile = self._dockerfile(job)
+        layers = [f"{job['metadata']['name']}: layer {index}\n".encode() * (index + 1) for index in range(3)]
+        # Attestations make BuildKit push an index even for one platform.
+        images = None if platforms(job) else {"linux/amd64": layers}
+        history = buildkit_history(dockerfile, 2 if images is None else len(layers))
         digest = ""
         for image in names:
             registry = self.mirrors.get(image.registry, image.registry)
-            if platforms(job):
-                digest = push_index(registry, image.repository, image.tag, auth=auth).digest
+            tag = None if by_digest else image.tag
+            if images is None or predicates:
+                digest = push_index(
+                    registry,
+                    image.repository,
+                    tag,
+                    auth=auth,
+                    images=images,
+                    history=history,
+                    predicates=predicates,
+                ).digest
             else:
-                layers = [f"{job['metadata']['name']}: layer {index}\n".encode() for index in range(3)]
-                digest = push_image(registry, image.repository, image.tag, layers, auth=auth).digest
+                pushed = push_image(registry, image.repository, tag, layers, auth=auth, history=history)
+                digest = pushed.digest
         return digest
+
+    def _missing_scanner(self, job: dict[str, Any]) -> str | None:
+        """The SBOM scanner the Job names, when it is on a test registry that does not have it."""
+        generator = attestation_options(job).get("sbom", "").partition("generator=")[2]
+        if not generator:
+            return None
+        scanner = parse_image(generator)
+        if not scanner.registry.startswith(("127.0.0.1:", "localhost:")):
+            return None  # another registry is not reachable here: taken as pulled
+        try:
+            tag_digest(scanner.registry, scanner.repository, scanner.tag)
+        except httpx.HTTPStatusError as error:
+            if error.response.status_code == 404:
+                return generator
+            raise
+        return None
 
     async def _finish(self, job: dict[str, Any], behaviour: Behaviour) -> None:
         metadata = job["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
-        succeeded = behaviour in {"succeed", "cache-export-fails"}
-        if succeeded:
+        missing_scanner = await asyncio.to_thread(self._missing_scanner, job)
+        succeeded = behaviour in {"succeed", "cache-export-fails"} and missing_scanner is None
+        if missing_scanner is not None:
+            terminated = {"exitCode": 1, "reason": "Error", "message": missing_scanner_log(missing_scanner)}
+        elif succeeded:
             digest = await asyncio.to_thread(self._push, job)
             self.pushed[name] = digest
             metrics = {"total": 9, "completed": 9, "user_total": 7, "user_cached": 5, "user_completed": 7}
             report = {"digest": digest, "imageName": ",".join(output_names(job)), "cacheMetrics": metrics}
             report["cacheExported"] = behaviour != "cache-export-fails"
             facts = [f"base {step}" for step in await asyncio.to_thread(self._base_image_steps, job)]
+            facts += [f"warn {warning}" for warning in self._check_warnings(job)]
+            owner = job["metadata"]["annotations"][ANNOTATION_SERVICEBUILD]
+            facts += [f"miss {self.first_misses[owner]}"] if owner in self.first_misses else []
             message = "\n".join([json.dumps(report), *facts]) + "\n"
             terminated = {"exitCode": 0, "reason": "Completed", "message": message}
         else:
@@ -260,6 +387,9 @@ class Kubelet:
             terminated = {"exitCode": 137, "reason": "Error"}
             pod_status |= {"reason": "Evicted", "message": "The node was low on resource: memory."}
         terminated["finishedAt"] = _now()
+        rest = "".join(BUILDKIT_LOG.splitlines(keepends=True)[RUNNING_LINES:])
+        log_end = rest if succeeded else self.failure_log if behaviour != "evicted" else ""
+        await self.cluster.kmock.pod_logs[self._pod_key(job)].write(log_end, end=True)
         pod_status["containerStatuses"] = [{"name": "buildkit", "state": {"terminated": terminated}}]
         await self.cluster.patch(PODS, namespace, f"{name}-x7k2p", {"status": pod_status}, status=True)
         # The Job controller counts the Pod out at once but marks the Job finished only seconds later.

@@ -59,13 +59,20 @@ async def test_build_ends_ready_with_the_registrys_digest_and_size(
     assert status["output"]["generation"] == 1
     assert status["phase"] == "Succeeded"
     assert status["observedGeneration"] == 1
-    assert status["cache"] == {"cachedSteps": 5, "totalSteps": 7, "summary": "5/7"}
+    cache = status["cache"]
+    assert {key: cache[key] for key in ("cachedSteps", "totalSteps", "summary")} == {
+        "cachedSteps": 5,
+        "totalSteps": 7,
+        "summary": "5/7",
+    }
+    assert set(cache["inputs"]["files"]) == {"Dockerfile", "main.c"}  # for the next build's firstMiss
     assert status["duration"] == format_duration(status["durationSeconds"])
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Ready": "True",
         "Reconciling": "False",
         "Stalled": "False",
         "CacheExported": "True",
+        "DockerfileClean": "True",  # the ConfigMap context's Dockerfile was checked before the Job
     }
     assert all(c["observedGeneration"] == 1 for c in status["conditions"])
 

@@ -198,15 +198,26 @@ def identity_of(cluster: Cluster, token: str) -> Callable[[], str | None]:
     return find
 
 
+async def leader_then_standby(cluster: Cluster, replicas: dict[str, OperatorProcess]) -> str:
+    """Start replica-a, wait until it holds the Lease, then start replica-b; the leader's identity."""
+    replicas["replica-a"].start()
+    leader_identity: str = await eventually(identity_of(cluster, "replica-a"))
+    await eventually(lambda: holder(cluster) == leader_identity)
+    replicas["replica-b"].start()
+    await eventually(lambda: any(by(r, "replica-b") and r.resource == LEASES for r in cluster.kmock))
+    return leader_identity
+
+
+def writers(cluster: Cluster) -> list[str]:
+    """Who made each acting write, in order."""
+    return [("replica-a" if by(r, "replica-a") else "replica-b") for r in acting_writes(cluster)]
+
+
 async def test_the_standby_finishes_the_build_of_a_leader_killed_mid_build(
     cluster: Cluster, kubelet: Kubelet, replicas: dict[str, OperatorProcess], oci_registry: RunningRegistry
 ) -> None:
     leader, standby = replicas["replica-a"], replicas["replica-b"]
-    leader.start()
-    leader_identity = await eventually(identity_of(cluster, "replica-a"))
-    await eventually(lambda: holder(cluster) == leader_identity)
-    standby.start()
-    await eventually(lambda: any(by(r, "replica-b") and r.resource == LEASES for r in cluster.kmock))
+    leader_identity = await leader_then_standby(cluster, replicas)
     kubelet.plan("cart", "hold")
     await cluster.create_servicebuild(NAMESPACE, "cart", spec(oci_registry, "cart"))
     job_name = await eventually(lambda: next(iter(kubelet.held), None))
@@ -223,21 +234,17 @@ async def test_the_standby_finishes_the_build_of_a_leader_killed_mid_build(
     [job] = cluster.all(JOBS, NAMESPACE)
     assert job["metadata"]["name"] == job_name
     assert body["status"]["output"]["digest"] == kubelet.pushed[job_name]
-    writers = [("replica-a" if by(r, "replica-a") else "replica-b") for r in acting_writes(cluster)]
-    assert "replica-b" in writers, "the new leader wrote the result"
-    assert writers == sorted(writers), f"the writers interleave: {writers}"
+    order = writers(cluster)
+    assert "replica-b" in order, "the new leader wrote the result"
+    assert order == sorted(order), f"the writers interleave: {order}"
     assert len(cluster.requests(kmock.action.CREATE, JOBS)) == 1, "one Job, created once"
 
 
 async def test_a_leader_that_cannot_renew_stops_acting_before_the_standby_takes_over(
     cluster: Cluster, kubelet: Kubelet, replicas: dict[str, OperatorProcess], oci_registry: RunningRegistry
 ) -> None:
-    leader, standby = replicas["replica-a"], replicas["replica-b"]
-    leader.start()
-    leader_identity = await eventually(identity_of(cluster, "replica-a"))
-    await eventually(lambda: holder(cluster) == leader_identity)
-    standby.start()
-    await eventually(lambda: any(by(r, "replica-b") and r.resource == LEASES for r in cluster.kmock))
+    leader = replicas["replica-a"]
+    leader_identity = await leader_then_standby(cluster, replicas)
     await cluster.create_servicebuild(NAMESPACE, "before", spec(oci_registry, "before"))
     await eventually(lambda: ready(cluster, "before"))
 
@@ -248,8 +255,8 @@ async def test_a_leader_that_cannot_renew_stops_acting_before_the_standby_takes_
     await cluster.create_servicebuild(NAMESPACE, "after", spec(oci_registry, "after"))
     await eventually(lambda: ready(cluster, "after"), within=90)
 
-    writers = [("replica-a" if by(r, "replica-a") else "replica-b") for r in acting_writes(cluster)]
-    assert writers == sorted(writers), f"the writers interleave: {writers}"
-    assert writers[0] == "replica-a", "the first leader built `before`"
-    assert writers[-1] == "replica-b", "the new leader built `after`"
+    order = writers(cluster)
+    assert order == sorted(order), f"the writers interleave: {order}"
+    assert order[0] == "replica-a", "the first leader built `before`"
+    assert order[-1] == "replica-b", "the new leader built `after`"
     assert leader.running, "a deposed leader stands by; it does not exit"

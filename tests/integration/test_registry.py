@@ -3,15 +3,20 @@
 We test these aspects:
 - a single manifest (OCI and Docker v2): the digest is the one pushed, the size is config + layers;
 - an OCI index: one entry per platform with its own size and layers, totals over the platforms,
-  the BuildKit attestation manifest left out;
+  the BuildKit attestation manifests left out of the sizes but read back: per platform image, what
+  its in-toto statements attest (provenance, SBOM), its digest as the registry serves it; a
+  single-platform index with provenance sizes exactly as the plain image of the same layers;
 - htpasswd (Basic) auth: the right credentials read the manifest, wrong or none are denied;
 - token (Bearer) auth: a token is fetched from the realm with the credentials and reused while
   valid; wrong credentials or an anonymous token without access are denied;
+- an image's manifest and config (with its history) are read back, with auth; an index has no config;
 - an unknown digest is a permanent ManifestNotFound;
 - a stopped registry, a 5xx and a 429 are transient RegistryUnavailable; a host not listed as
   insecure is reached over https (so a plain-http registry is unavailable to it);
 - content that does not hash to the digest asked for is a DigestMismatch;
-- no error message carries the password.
+- no error message carries the password;
+- a digest pushed untagged (an image, an index) is tagged with push rights, with Basic and Bearer auth;
+  wrong credentials are denied; a fence that says no stops the write and the tag keeps its digest.
 """
 
 import hashlib
@@ -25,9 +30,11 @@ import pytest
 
 from servicebuild.credentials import Credentials
 from servicebuild.imageref import ImageRef, parse_image
-from servicebuild.manifests import ImageSummary, PlatformImage
+from servicebuild.kube import NotLeadingError
+from servicebuild.manifests import Attestation, ImageSummary, PlatformImage
 from servicebuild.registry import (
     DigestMismatch,
+    InvalidManifest,
     ManifestNotFound,
     RegistryAuthDenied,
     RegistryClient,
@@ -38,6 +45,8 @@ from support.oci_registry import (
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
+    SLSA_PROVENANCE,
+    SPDX_SBOM,
     RunningRegistry,
     push_image,
     push_index,
@@ -86,6 +95,28 @@ def test_single_manifest_is_sized_as_config_plus_layers(
     )
 
 
+def test_manifest_and_config_are_read_with_htpasswd_auth_and_the_config_history(
+    oci_registry_htpasswd: RunningRegistry, unique_repository: str
+) -> None:
+    history = [{"created_by": "base layer"}, {"created_by": "COPY /app /app # buildkit"}]
+    pushed = push_image(oci_registry_htpasswd, unique_repository, "1.0", layers(), history=history)
+
+    with client_for(oci_registry_htpasswd.host) as client:
+        manifest, config = client.manifest_and_config(
+            image_of(oci_registry_htpasswd, unique_repository), pushed.digest, RIGHT
+        )
+
+    assert manifest == pushed.manifest
+    assert config["history"] == history
+
+
+def test_an_index_has_no_config_of_its_own(oci_registry: RunningRegistry, unique_repository: str) -> None:
+    pushed = push_index(oci_registry, unique_repository, "multi")
+
+    with client_for(oci_registry.host) as client, pytest.raises(InvalidManifest):
+        client.manifest_and_config(image_of(oci_registry, unique_repository, "multi"), pushed.digest, None)
+
+
 def test_index_is_sized_per_platform_without_the_attestation(
     oci_registry: RunningRegistry, unique_repository: str
 ) -> None:
@@ -107,6 +138,39 @@ def test_index_is_sized_per_platform_without_the_attestation(
             PlatformImage("linux/amd64", amd64.digest, amd64.size_bytes, 2),
             PlatformImage("linux/arm64", arm64.digest, arm64.size_bytes, 2),
         ),
+        attestations=(
+            Attestation("provenance", pushed.attestations["linux/amd64"].digest, amd64.digest, "linux/amd64"),
+            Attestation("provenance", pushed.attestations["linux/arm64"].digest, arm64.digest, "linux/arm64"),
+        ),
+    )
+
+
+def test_a_single_platform_build_with_provenance_and_sbom_sizes_as_without(
+    oci_registry: RunningRegistry, unique_repository: str
+) -> None:
+    blobs = layers()
+    plain = push_image(oci_registry, unique_repository, "plain", blobs)
+    attested = push_index(
+        oci_registry,
+        unique_repository,
+        "attested",
+        images={"linux/amd64": blobs},
+        predicates=(SPDX_SBOM, SLSA_PROVENANCE),
+    )
+
+    with client_for(oci_registry.host) as client:
+        without = client.inspect(image_of(oci_registry, unique_repository, "plain"), plain.digest, None)
+        summary = client.inspect(image_of(oci_registry, unique_repository, "attested"), attested.digest, None)
+
+    statement = attested.attestations["linux/amd64"]
+    assert statement.layer_sizes[0] > 50_000  # counting it would change the total visibly
+    assert (
+        (summary.size_bytes, summary.layers) == (without.size_bytes, without.layers) == (plain.size_bytes, 2)
+    )
+    assert summary.platforms == (PlatformImage("linux/amd64", plain.digest, plain.size_bytes, 2),)
+    assert summary.attestations == (
+        Attestation("sbom", statement.digest, plain.digest, "linux/amd64"),
+        Attestation("provenance", statement.digest, plain.digest, "linux/amd64"),
     )
 
 
@@ -257,3 +321,46 @@ def test_content_that_does_not_match_the_digest_is_rejected(fixed_server: Thread
         client.inspect(image_of(host, "shop/checkout"), asked, None)
 
     assert not mismatch.value.transient
+
+
+def fenced_off(action: str) -> None:
+    """`Kube.fence` of a replica that does not lead."""
+    raise NotLeadingError(action)
+
+
+@pytest.mark.parametrize("registry_fixture", ["oci_registry_htpasswd", "oci_registry_token"])
+def test_a_digest_pushed_untagged_is_tagged_with_push_rights(
+    request: pytest.FixtureRequest, registry_fixture: str, unique_repository: str
+) -> None:
+    registry: RunningRegistry = request.getfixturevalue(registry_fixture)
+    image = push_image(registry, unique_repository, None, layers())
+    index = push_index(registry, unique_repository, None)
+    release, multi = (
+        image_of(registry, unique_repository, "release"),
+        image_of(registry, unique_repository, "multi"),
+    )
+
+    with client_for(registry.host) as client:
+        with pytest.raises(ManifestNotFound):
+            client.tag_digest(release, RIGHT)
+        client.tag(release, image.digest, RIGHT)
+        client.tag(multi, index.digest, RIGHT)
+        with pytest.raises(RegistryAuthDenied):
+            client.tag(release, index.digest, WRONG)
+
+        assert client.tag_digest(release, RIGHT) == image.digest
+        assert client.tag_digest(multi, RIGHT) == index.digest
+        assert client.inspect(multi, index.digest, RIGHT).platforms != ()
+
+
+def test_a_fenced_off_tag_is_never_written(oci_registry: RunningRegistry, unique_repository: str) -> None:
+    first = push_image(oci_registry, unique_repository, "release", layers())
+    second = push_image(oci_registry, unique_repository, None, layers())
+    release = image_of(oci_registry, unique_repository, "release")
+
+    client = RegistryClient(insecure_registries=frozenset({oci_registry.host}), timeout=5.0, fence=fenced_off)
+    with client, pytest.raises(NotLeadingError):
+        client.tag(release, second.digest, None)
+
+    with client_for(oci_registry.host) as reader:
+        assert reader.tag_digest(release, None) == first.digest

@@ -13,6 +13,7 @@ from servicebuild import naming
 from servicebuild.api.models import ObjectMeta
 from servicebuild.credentials import Credentials, GitCredentials
 from servicebuild.imageref import ImageRef
+from servicebuild.kube import NotLeadingError
 from servicebuild.manifests import ImageSummary
 
 COMMIT = "9fceb02d0ae598e95dc970b74767f19372d61af8"
@@ -111,18 +112,35 @@ class FakeRegistry:
 
     def __init__(self) -> None:
         self.tags: dict[str, str] = {}
+        self.size_bytes = IMAGE_SIZE
+        """The size of the image `inspect` serves."""
+        self.acting = True
+        """False: tags are fenced off, as `Kube.fence` fences them for a replica that does not lead."""
 
     def tag_digest(self, image: ImageRef, credentials: Credentials | None) -> str:
         return self.tags[str(image)]
+
+    def tag(self, image: ImageRef, digest: str, credentials: Credentials | None) -> None:
+        if not self.acting:
+            raise NotLeadingError(f"tag {image}")
+        self.tags[str(image)] = digest
 
     def inspect(self, image: ImageRef, digest: str, credentials: Credentials | None) -> ImageSummary:
         return ImageSummary(
             digest=digest,
             media_type="application/vnd.oci.image.manifest.v1+json",
-            size_bytes=IMAGE_SIZE,
+            size_bytes=self.size_bytes,
             layers=3,
             platforms=(),
         )
+
+    def manifest_and_config(
+        self, image: ImageRef, digest: str, credentials: Credentials | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The three layers of `inspect`'s image: a base layer and two the Dockerfile's `RUN`s made."""
+        sizes = (IMAGE_SIZE // 2, IMAGE_SIZE // 4, IMAGE_SIZE // 8)
+        history = [{"created_by": "base layer"}, *({"created_by": f"RUN step {n}"} for n in (1, 2))]
+        return {"layers": [{"size": size} for size in sizes]}, {"history": history}
 
 
 class FakeGit:

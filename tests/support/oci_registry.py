@@ -2,7 +2,8 @@
 
 `start_registry` runs it without auth, with htpasswd (Basic) auth, or with token (Bearer) auth
 backed by `TokenServer`, a tiny token service in the test process. `push_image` and `push_index`
-upload real blobs and manifests the way BuildKit does, and return what the registry must serve.
+upload real blobs and manifests the way BuildKit does (an index with BuildKit's attestation manifests
+of in-toto statements), and return what the registry must serve.
 """
 
 import base64
@@ -11,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import secrets
 import socket
 import subprocess
@@ -309,6 +311,9 @@ class PushedIndex:
     index: dict[str, Any]
     platforms: dict[str, PushedImage] = field(default_factory=dict)
     attestation: PushedImage | None = None
+    """The first platform's attestation manifest."""
+    attestations: dict[str, PushedImage] = field(default_factory=dict)
+    """Per platform, the attestation manifest describing its image."""
 
     @property
     def size_bytes(self) -> int:
@@ -337,66 +342,136 @@ def push_image(
     token: str | None = None,
     media_type: str = OCI_MANIFEST,
     platform: str = "linux/amd64",
+    history: list[dict[str, Any]] | None = None,
 ) -> PushedImage:
     """Upload `layers` (gzipped tars, see `tar_gz`), an image config and a manifest; tag it.
 
     `registry` is a `RunningRegistry` (its own credentials are used) or a URL or `host:port`
-    with `auth` (Basic) or `token` (Bearer). With `tag=None` the manifest is put by digest.
+    with `auth` (Basic) or `token` (Bearer). With `tag=None` the manifest is put by digest. `history`
+    is the config's, as BuildKit writes it (see `buildkit_history`).
     """
     with _client(registry, repository, auth, token) as client:
-        return _push_image(client, repository, tag, layers, media_type=media_type, platform=platform)
+        return _push_image(
+            client, repository, tag, layers, media_type=media_type, platform=platform, history=history
+        )
+
+
+SLSA_PROVENANCE = "https://slsa.dev/provenance/v0.2"
+SPDX_SBOM = "https://spdx.dev/Document"
 
 
 def push_index(
     registry: RunningRegistry | str,
     repository: str,
-    tag: str,
+    tag: str | None,
     *,
     auth: tuple[str, str] | None = None,
     token: str | None = None,
+    images: dict[str, list[bytes]] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    predicates: tuple[str, ...] = (SLSA_PROVENANCE,),
 ) -> PushedIndex:
-    """Push linux/amd64 and linux/arm64 images plus a BuildKit-style attestation in an OCI index."""
+    """Push an image per platform (with `history` in each config, see `buildkit_history`) and, as BuildKit
+    does, an attestation manifest per platform holding one in-toto statement per predicate type, all in one
+    OCI index; with `tag=None` the index is put by digest.
+
+    `images` maps each platform to its layers; default: linux/amd64 and linux/arm64 images of two layers
+    and their own sizes. No `predicates`: an index of the images alone.
+    """
+    images = images or {
+        platform: [
+            tar_gz({"app": f"{platform} binary ".encode() * (100 * (number + 1))}),
+            tar_gz({"etc/os": b"x"}),
+        ]
+        for number, platform in enumerate(("linux/amd64", "linux/arm64"))
+    }
     with _client(registry, repository, auth, token) as client:
         platforms = {
-            platform: _push_image(
-                client,
-                repository,
-                None,
-                [
-                    tar_gz({"app": f"{platform} binary ".encode() * (100 * (number + 1))}),
-                    tar_gz({"etc/os": b"x"}),
-                ],
-                platform=platform,
-            )
-            for number, platform in enumerate(("linux/amd64", "linux/arm64"))
+            platform: _push_image(client, repository, None, layers, platform=platform, history=history)
+            for platform, layers in images.items()
         }
-        # BuildKit's provenance: an OCI manifest of in-toto layers, platform unknown/unknown.
-        attestation = _push_image(
-            client,
-            repository,
-            None,
-            [json.dumps({"_type": "https://in-toto.io/Statement/v0.1", "pad": "p" * 50_000}).encode()],
-            platform="unknown/unknown",
-            layer_media_type=IN_TOTO,
-        )
-        amd64 = platforms["linux/amd64"]
+        attestations = {
+            platform: _push_attestation(client, repository, image, predicates)
+            for platform, image in platforms.items()
+            if predicates
+        }
         index = {
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
             "manifests": [
                 *(_descriptor(image, platform) for platform, image in platforms.items()),
-                _descriptor(attestation, "unknown/unknown")
-                | {
-                    "annotations": {
-                        "vnd.docker.reference.digest": amd64.digest,
-                        "vnd.docker.reference.type": "attestation-manifest",
+                *(
+                    _descriptor(attestation, "unknown/unknown")
+                    | {
+                        "annotations": {
+                            "vnd.docker.reference.digest": platforms[platform].digest,
+                            "vnd.docker.reference.type": "attestation-manifest",
+                        }
                     }
-                },
+                    for platform, attestation in attestations.items()
+                ),
             ],
         }
         body = _canonical(index)
         digest = _put_manifest(client, repository, tag, body, OCI_INDEX)
-        return PushedIndex(repository, tag, digest, index, platforms, attestation)
+        first = next(iter(attestations.values()), None)
+        return PushedIndex(repository, tag, digest, index, platforms, first, attestations)
+
+
+def _push_attestation(
+    client: httpx.Client, repository: str, subject: PushedImage, predicates: tuple[str, ...]
+) -> PushedImage:
+    """BuildKit's attestation manifest for `subject`: platform unknown/unknown, one in-toto statement
+    layer per predicate type, each annotated with it (`in-toto.io/predicate-type`)."""
+    statements = [
+        _canonical(
+            {
+                "_type": "https://in-toto.io/Statement/v0.1",
+                "predicateType": predicate,
+                "subject": [{"name": f"pkg:docker/{repository}", "digest": {"sha256": subject.digest[7:]}}],
+                "predicate": {"pad": "p" * 50_000},
+            }
+        )
+        for predicate in predicates
+    ]
+    return _push_image(
+        client,
+        repository,
+        None,
+        statements,
+        platform="unknown/unknown",
+        layer_media_type=IN_TOTO,
+        layer_annotations=[{"in-toto.io/predicate-type": predicate} for predicate in predicates],
+    )
+
+
+_LAYERED = frozenset({"ADD", "COPY", "RUN"})
+
+
+def buildkit_history(dockerfile: str, layers: int) -> list[dict[str, Any]]:
+    """The config history BuildKit writes for the last stage of a simple Dockerfile (one instruction a
+    line) in an image of `layers` layers: `--from=` dropped, `RUN` through the shell, `# buildkit` after
+    the instructions that made a layer, and entries of the base image for the layers the stage did not
+    make (`shared/samples/buildkit/calc-runtime-config.json`)."""
+    lines = [line.strip() for line in dockerfile.splitlines() if line.strip() and not line.startswith("#")]
+    starts = [index for index, line in enumerate(lines) if line.upper().startswith("FROM ")]
+    own = lines[starts[-1] + 1 :] if starts else []
+    entries = []
+    for line in own:
+        keyword, _, arguments = line.partition(" ")
+        if keyword.upper() not in _LAYERED:
+            entries.append({"created_by": line, "comment": "buildkit.dockerfile.v0", "empty_layer": True})
+            continue
+        if keyword.upper() == "RUN":
+            arguments = f"/bin/sh -c {arguments}"
+        arguments = re.sub(r"--from=\S+\s+", "", arguments)
+        entries.append(
+            {"created_by": f"{keyword} {arguments} # buildkit", "comment": "buildkit.dockerfile.v0"}
+        )
+    made = sum(1 for entry in entries if not entry.get("empty_layer"))
+    assert made <= layers, f"the last stage makes {made} layers, more than the image's {layers}"
+    base = [{"created_by": "base layer (made without a Dockerfile)"}] * (layers - made)
+    return [*base, *entries]
 
 
 def tag_digest(
@@ -437,6 +512,8 @@ def _push_image(
     media_type: str = OCI_MANIFEST,
     platform: str = "linux/amd64",
     layer_media_type: str | None = None,
+    layer_annotations: list[dict[str, str]] | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> PushedImage:
     docker = media_type == DOCKER_MANIFEST
     os_name, architecture = platform.split("/")[:2]
@@ -447,6 +524,7 @@ def _push_image(
             "config": {},
             "rootfs": {"type": "layers", "diff_ids": [_diff_id(layer) for layer in layers]},
         }
+        | ({"history": history} if history is not None else {})
     )
     layer_type = layer_media_type or (DOCKER_LAYER if docker else OCI_LAYER)
     manifest = {
@@ -459,7 +537,8 @@ def _push_image(
         },
         "layers": [
             {"mediaType": layer_type, "digest": _upload_blob(client, repository, layer), "size": len(layer)}
-            for layer in layers
+            | ({"annotations": layer_annotations[index]} if layer_annotations else {})
+            for index, layer in enumerate(layers)
         ],
     }
     body = _canonical(manifest)

@@ -30,11 +30,15 @@ KUBERNETES_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
 HOSTILE = "$(touch pwned); `touch pwned` \"q\" 'q' \\ | & * ?\nsecond line, with comma"
 
 
-def settings(*insecure: str) -> Settings:
+SCANNER_MIRROR = "registry.example.com/mirror/buildkit-syft-scanner:1.9.0"
+
+
+def settings(*insecure: str, **more: Any) -> Settings:
     return Settings(
         buildkit_image="moby/buildkit:v0.32.2-rootless",
         insecure_registries=frozenset(insecure),
         job_ttl_seconds=3600,
+        **more,
     )
 
 
@@ -138,6 +142,17 @@ CASES: dict[str, tuple[ServiceBuild, Settings, BuildInputs]] = {
         ),
         settings("registry.local:5000"),
         BuildInputs(timestamp=TIMESTAMP, context_digest=CONTEXT_DIGEST),
+    ),
+    "provenance-max-sbom": (
+        servicebuild(attestations={"provenance": "max", "sbom": True}, buildArgs={"VERSION": "1.4.2"}),
+        settings(),
+        INPUTS,
+    ),
+    "provenance-off": (servicebuild(attestations={"provenance": "off"}), settings(), INPUTS),
+    "sbom-only-by-settings": (
+        servicebuild(attestations={"sbom": True}),
+        settings(default_provenance="off", sbom_scanner_image=SCANNER_MIRROR),
+        INPUTS,
     ),
     "scheduling": (
         servicebuild(

@@ -1,7 +1,9 @@
 """We test these aspects of the settings, read from SERVICEBUILD_* variables as the operator reads them:
 
 - comma-separated lists become sets, blanks ignored;
-- the BuildKit image must be an exact tag (no implicit tag, no `latest`);
+- the BuildKit image and the SBOM scanner image must be an exact tag or a digest (no implicit tag, no
+  `latest`);
+- provenance defaults to `min`; the setting takes `min`, `max` or `off` and a spec's own choice wins;
 - the per-namespace push registries parse from JSON, with `*` for the namespaces not named;
 - the webhook receiver's address, as a table: `[host]:port`, IPv6 in brackets, empty is off; anything
   else (no port, a URL, a port out of range) is refused; an address needs a secret file.
@@ -12,12 +14,20 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from servicebuild.api.models import Attestations, Provenance
 from servicebuild.config import Settings, listen_address
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    names = ("INSECURE_REGISTRIES", "BUILDKIT_IMAGE", "ALLOWED_PUSH_REGISTRIES", "NAMESPACES")
+    names = (
+        "INSECURE_REGISTRIES",
+        "BUILDKIT_IMAGE",
+        "ALLOWED_PUSH_REGISTRIES",
+        "NAMESPACES",
+        "SBOM_SCANNER_IMAGE",
+    )
+    names = (*names, "DEFAULT_PROVENANCE")
     for name in (*names, "WEBHOOK_ADDRESS", "WEBHOOK_SECRET_FILE", "METRICS_ADDRESS"):
         monkeypatch.delenv(f"SERVICEBUILD_{name}", raising=False)
 
@@ -34,6 +44,40 @@ def test_comma_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
 def test_buildkit_image_needs_an_exact_tag(monkeypatch: pytest.MonkeyPatch, image: str) -> None:
     monkeypatch.setenv("SERVICEBUILD_BUILDKIT_IMAGE", image)
     with pytest.raises(ValidationError, match="exact release tag"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["docker/buildkit-syft-scanner", "docker/buildkit-syft-scanner:latest", "mirror.example.com:5000/syft"],
+)
+def test_sbom_scanner_image_needs_an_exact_tag(monkeypatch: pytest.MonkeyPatch, image: str) -> None:
+    monkeypatch.setenv("SERVICEBUILD_SBOM_SCANNER_IMAGE", image)
+    with pytest.raises(ValidationError, match="exact release tag or a digest"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "docker.io/docker/buildkit-syft-scanner:stable-1",
+        "mirror.example.com:5000/docker/buildkit-syft-scanner:1.9.0",
+        f"mirror.example.com/syft@sha256:{'a' * 64}",
+    ],
+)
+def test_sbom_scanner_image_by_tag_or_digest(monkeypatch: pytest.MonkeyPatch, image: str) -> None:
+    monkeypatch.setenv("SERVICEBUILD_SBOM_SCANNER_IMAGE", image)
+    assert Settings().sbom_scanner_image == image
+
+
+def test_provenance_defaults_to_min_and_a_spec_choice_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().provenance_of(Attestations()) == Provenance.MIN
+    monkeypatch.setenv("SERVICEBUILD_DEFAULT_PROVENANCE", "off")
+    settings = Settings()
+    assert settings.provenance_of(Attestations()) == Provenance.OFF
+    assert settings.provenance_of(Attestations(provenance=Provenance.MAX)) == Provenance.MAX
+    monkeypatch.setenv("SERVICEBUILD_DEFAULT_PROVENANCE", "full")
+    with pytest.raises(ValidationError, match="default_provenance"):
         Settings()
 
 

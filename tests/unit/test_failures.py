@@ -9,6 +9,8 @@
   daemon that cannot start names both sysctls that refuse user namespaces;
 - only unreachable registries and git servers and evicted Pods are transient;
 - errors BuildKit recovered from earlier in the log (a cold cache import) never decide the reason;
+- a missing SBOM scanner, in the words of a missing base image, gets its own reason when the Job names
+  that scanner (however the setting spells a Docker Hub reference), and only then;
 - garbage in any argument gives a BuildFailed answer, never an exception;
 - `scrub` replaces secret values and their base64 form, and nothing else.
 
@@ -697,8 +699,87 @@ def test_a_pod_that_does_not_start_says_why(
         assert text in failure.message
 
 
+SCANNER = "docker.io/docker/buildkit-syft-scanner:stable-1"
+
+
+def sbom_job(scanner: str | None) -> dict[str, Any]:
+    """A failed build Job that made an SBOM with `scanner` (as its annotation records), or none."""
+    annotations = {"servicebuild.dev/sbom-scanner": scanner} if scanner else {}
+    return {"metadata": {"annotations": annotations}, **FAILED_JOB}
+
+
+def scanner_error(ref: str, error: str) -> str:
+    """BuildKit failing to pull `ref` (seen on a real cluster for a missing scanner, buildkit.md)."""
+    return failing(
+        f"[internal] load metadata for {ref}", f"failed to resolve source metadata for {ref}: {error}"
+    )
+
+
+WITH_SCANNER: dict[str, tuple[str | None, str, Reason, tuple[str, ...]]] = {
+    "scanner missing": (
+        SCANNER,
+        scanner_error(SCANNER, f"{SCANNER}: not found"),
+        Reason.SBOM_SCANNER_NOT_FOUND,
+        (SCANNER, "SERVICEBUILD_SBOM_SCANNER_IMAGE", "spec.attestations.sbom"),
+    ),
+    "scanner set without Docker Hub's implicit parts": (
+        "docker/buildkit-syft-scanner:stable-1",
+        scanner_error(SCANNER, f"{SCANNER}: not found"),
+        Reason.SBOM_SCANNER_NOT_FOUND,
+        ("SERVICEBUILD_SBOM_SCANNER_IMAGE",),
+    ),
+    "scanner of a private mirror, pinned by digest, missing": (
+        f"mirror.example.com:5000/scanners/syft@sha256:{'5' * 64}",
+        scanner_error(
+            f"mirror.example.com:5000/scanners/syft@sha256:{'5' * 64}",
+            f"mirror.example.com:5000/scanners/syft@sha256:{'5' * 64}: not found",
+        ),
+        Reason.SBOM_SCANNER_NOT_FOUND,
+        ("mirror.example.com:5000/scanners/syft@sha256:",),
+    ),
+    "base image missing in a build with a scanner": (
+        SCANNER,
+        base_image_error(
+            "docker.io/library/golang:1.99-alpine", "docker.io/library/golang:1.99-alpine: not found"
+        ),
+        Reason.BASE_IMAGE_NOT_FOUND,
+        ("golang:1.99-alpine",),
+    ),
+    "scanner missing in a Job that names no scanner": (
+        None,
+        scanner_error(SCANNER, f"{SCANNER}: not found"),
+        Reason.BASE_IMAGE_NOT_FOUND,
+        (SCANNER,),
+    ),
+    "scanner registry unreachable": (
+        SCANNER,
+        scanner_error(
+            SCANNER,
+            'failed to do request: Head "https://registry-1.docker.io/v2/docker/buildkit-syft-scanner/manifests/'
+            'stable-1": dial tcp: lookup registry-1.docker.io: i/o timeout',
+        ),
+        Reason.REGISTRY_UNAVAILABLE,
+        ("worth retrying",),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("scanner", "log", "reason", "quoted"), WITH_SCANNER.values(), ids=WITH_SCANNER.keys()
+)
+def test_a_missing_sbom_scanner_is_named_when_the_job_names_it(
+    scanner: str | None, log: str, reason: Reason, quoted: tuple[str, ...]
+) -> None:
+    pod = build_pod(terminated={"exitCode": 1, "reason": "Error", "message": log})
+    failure = classify(sbom_job(scanner), pod, termination_message(pod))
+    assert failure.reason == reason
+    for text in quoted:
+        assert text in failure.message
+
+
 def test_every_reason_but_the_operators_own_is_reachable() -> None:
     reached = {reason for _, reason, _ in FROM_LOG.values()}
+    reached |= {reason for _, _, reason, _ in WITH_SCANNER.values()}
     reached |= {reason for _, _, reason, _ in FROM_STATES.values()}
     reached |= {reason for _, reason, _ in PENDING.values()}
     operators_own = {
@@ -708,6 +789,8 @@ def test_every_reason_but_the_operators_own_is_reachable() -> None:
         Reason.SECRET_NOT_FOUND,
         Reason.INVALID_PUSH_SECRET,
         Reason.JOB_REJECTED,
+        Reason.DOCKERFILE_CHECK_FAILED,
+        Reason.SIZE_BUDGET_EXCEEDED,
     }
     assert set(Reason) - reached == operators_own
 

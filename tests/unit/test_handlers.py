@@ -3,12 +3,20 @@
 - a ConfigMap no ServiceBuild builds from is filtered out before any handler runs (no work, no log);
 - the ConfigMap handler copies the names from Kopf's index on the event loop before reconciling in
   worker threads: the index changing meanwhile (Kopf updates it on the loop) cannot break the loop;
+- the resync reads its LIST page by page, reconciles the ServiceBuilds of every page once the whole
+  LIST is read, and keeps none of their bodies while it waits for the next tick.
 - Kopf itself writes nothing to the objects (a standby must not): only event and index handlers are
   registered, no create/update/delete handlers (which keep progress in annotations) and no daemons;
 - a ServiceBuild's event is news when its generation or annotations changed, or it is new to the term; a
   status change alone (the operator's own write) is not.
 """
 
+import asyncio
+import contextlib
+import gc
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +65,72 @@ async def test_the_index_may_change_while_the_servicebuilds_are_reconciled() -> 
     )
 
     assert sorted(kube.read) == ["cart", "checkout"]
+
+
+class Body(dict[str, Any]):
+    """A ServiceBuild as the API returns it, which a weak reference can follow (a plain dict cannot)."""
+
+
+def _body(name: str) -> Body:
+    # An unreadable spec: never idle, so every tick reconciles it.
+    return Body(
+        metadata={"namespace": NAMESPACE, "name": name, "uid": f"uid-{name}", "generation": 1}, spec={}
+    )
+
+
+@dataclass
+class PagingKube:
+    """Serves each tick's LIST as two pages of fresh bodies; the second tick's LIST waits for `release`."""
+
+    pages: tuple[tuple[str, ...], ...] = (("checkout", "cart"), ("search",))
+    read: list[str] = field(default_factory=list)
+    listed: list[weakref.ref[Body]] = field(default_factory=list)
+    second_tick: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    ticks: int = 0
+
+    def servicebuild_pages(self, namespaces: Iterable[str]) -> Iterator[list[dict[str, Any]]]:  # noqa: ARG002
+        self.ticks += 1
+        if self.ticks > 1:
+            self.second_tick.set()
+            self.release.wait()
+        for names in self.pages:
+            page = [_body(name) for name in names]
+            self.listed += map(weakref.ref, page)
+            yield list(page)
+
+    def get_servicebuild(self, namespace: str, name: str) -> dict[str, Any] | None:  # noqa: ARG002
+        self.read.append(name)
+        return None  # deleted meanwhile: nothing more to reconcile
+
+
+def _paging_runtime(kube: PagingKube) -> handlers.Runtime:
+    settings = Settings(resync_seconds=0.01)
+    reconciler = Reconciler(FakeKube(now="2026-11-28T10:00:00Z"), FakeRegistry(), FakeGit(), settings)
+    return handlers.Runtime(settings=settings, kube=kube, reconciler=reconciler, acting=True)  # type: ignore[arg-type]
+
+
+async def test_a_resync_tick_reconciles_every_page_once_the_list_is_read() -> None:
+    kube = PagingKube()
+
+    await handlers._resync(_paging_runtime(kube), {})  # type: ignore[arg-type]
+
+    assert kube.read == ["checkout", "cart", "search"]
+
+
+async def test_no_servicebuild_body_outlives_its_resync_tick() -> None:
+    kube = PagingKube()
+    resync = asyncio.create_task(handlers._resync_forever(_paging_runtime(kube), {}))  # type: ignore[arg-type]
+    try:
+        assert await asyncio.to_thread(kube.second_tick.wait, 30), "the second tick did not start"
+        gc.collect()
+        assert len(kube.listed) == 3
+        assert [ref() for ref in kube.listed] == [None, None, None]
+    finally:
+        kube.release.set()
+        resync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await resync
 
 
 def test_kopf_keeps_no_progress_on_any_object() -> None:

@@ -5,17 +5,27 @@
   once, a failure is reported at once, and neither is ever judged a `PendingTimeout`, however long the
   build ran;
 - a transient failure schedules the next attempt after the retry delay, measured with the `now` the
-  reconciler is given: before it the status says when, from it on the next attempt's Job exists.
+  reconciler is given: before it the status says when, from it on the next attempt's Job exists;
+- a ConfigMap context's findings: with `checks.policy: Fail` a secret copied into the image stalls as
+  DockerfileCheckFailed before any Job; with `Warn` the Job is created, the findings and DockerfileClean
+  are in the status from the start, BuildKit's checks from the report join them, and Ready is True;
+- a `Fail` size budget: the Job pushes by digest only, the operator tags the digest within budget; over
+  it the build stalls as SizeBudgetExceeded, nothing is tagged and the output stays the last image within
+  budget; a replica that stops leading writes no tag; a `Warn` budget: Ready stays True,
+  WithinSizeBudget=False and one Warning Event, no tag written by the operator.
 """
 
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from servicebuild.api.models import ServiceBuildStatus, parse_servicebuild
 from servicebuild.config import Settings
+from servicebuild.kube import NotLeadingError
 from servicebuild.reconciler import Reconciler, Result
-from support.fakes import FakeGit, FakeKube, FakeRegistry
+from support.fakes import IMAGE_SIZE, FakeGit, FakeKube, FakeRegistry
 from support.pods import pod_body
 
 NAMESPACE = "shop"
@@ -205,3 +215,103 @@ def test_a_permanent_failure_of_a_retry_counts_the_attempts_it_may_have() -> Non
 
     assert status.attempt == 2
     assert (status.message or "").startswith("Attempt 2 of 3: "), status.message
+
+
+LEAKY_CONTEXT = {
+    "data": {
+        "Dockerfile": "FROM node:22-slim as app\nWORKDIR /app\nCOPY . .\nUSER node\n",
+        "server.js": "",
+        ".env": "API_TOKEN=x",
+    }
+}
+
+
+def test_policy_fail_stops_a_secret_in_the_image_before_any_job() -> None:
+    world = World(spec={**SPEC, "checks": {"policy": "Fail"}})
+    world.kube.configmaps["ctx"] = LEAKY_CONTEXT
+
+    status = world.reconcile(0)
+
+    assert _condition(status, "Stalled") == ("True", "DockerfileCheckFailed")
+    assert "SecretInImage" in (status.message or "")
+    assert "Dockerfile line 3" in (status.message or "")
+    assert _condition(status, "DockerfileClean") == ("False", "SecretInImage")
+    assert [(f.rule, f.line) for f in status.findings or ()] == [("SecretInImage", 3)]
+    assert world.kube.created == []
+
+
+def test_findings_warn_then_join_buildkits_checks_and_never_touch_ready() -> None:
+    world = World()
+    world.kube.configmaps["ctx"] = LEAKY_CONTEXT
+
+    started = world.reconcile(0)
+    assert _condition(started, "DockerfileClean") == ("False", "SecretInImage")
+    assert len(world.kube.created) == 1, "policy Warn builds anyway"
+
+    checks = "warn FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)\n"
+    status = world.build(1, message=_report() + "\n" + checks)
+
+    assert _condition(status, "Ready") == ("True", "BuildSucceeded")
+    assert [(f.rule, f.line) for f in status.findings or ()] == [("SecretInImage", 3), ("FromAsCasing", 1)]
+    assert _condition(status, "DockerfileClean") == ("False", "SecretInImage")
+
+
+def test_a_fail_budget_tags_the_digest_only_within_budget() -> None:
+    world = World(spec={**SPEC, "sizeBudget": {"maxBytes": "20Mi", "action": "Fail"}})
+    world.reconcile(0)
+    job_args = json.dumps(world.kube.created[-1])
+    assert "push-by-digest=true" in job_args, "BuildKit pushes untagged"
+
+    within = world.build(1)
+
+    assert _condition(within, "Ready") == ("True", "BuildSucceeded")
+    assert _condition(within, "WithinSizeBudget") == ("True", "WithinSizeBudget")
+    assert world.registry.tags == {IMAGE: DIGEST}
+
+    world.registry.tags.clear()
+    world.registry.size_bytes = 30 * 1024 * 1024
+    world.change_spec(buildArgs={"VERSION": "2"})
+    world.reconcile(20)
+    over = world.build(21)
+
+    assert _condition(over, "Stalled") == ("True", "SizeBudgetExceeded")
+    assert _condition(over, "Ready") == ("False", "SizeBudgetExceeded")
+    assert _condition(over, "WithinSizeBudget") == ("False", "SizeBudgetExceeded")
+    assert "the image has 30.0 MiB, over maxBytes 20Mi" in (over.message or "")
+    assert f"registry.example.com/shop/checkout@{DIGEST} only" in (over.message or "")
+    assert world.registry.tags == {}, "nothing tagged over budget"
+    assert over.output is not None
+    assert over.output.generation == 1, "the output stays the last image within budget"
+
+
+def test_a_fail_budget_writes_no_tag_once_the_replica_stops_leading() -> None:
+    world = World(spec={**SPEC, "sizeBudget": {"maxBytes": "20Mi", "action": "Fail"}})
+    world.reconcile(0)
+    world.registry.acting = False
+
+    with pytest.raises(NotLeadingError):
+        world.build(1)
+
+    assert world.registry.tags == {}
+    assert world.kube.status.get("phase") != "Succeeded"
+
+
+def test_a_warn_budget_warns_once_and_leaves_ready_alone() -> None:
+    world = World(spec={**SPEC, "sizeBudget": {"maxGrowthPercent": 10}})
+    world.reconcile(0)
+    world.build(1)
+    assert "push-by-digest=true" not in json.dumps(world.kube.created[-1])
+    world.registry.size_bytes = IMAGE_SIZE * 2
+    world.change_spec(buildArgs={"VERSION": "2"})
+    world.reconcile(20)
+
+    grown = world.build(21)
+    world.reconcile(40)
+
+    assert _condition(grown, "Ready") == ("True", "BuildSucceeded")
+    assert _condition(grown, "WithinSizeBudget") == ("False", "SizeBudgetExceeded")
+    warnings = [event for event in world.kube.events if event[1] == "SizeBudgetExceeded"]
+    assert len(warnings) == 1
+    assert warnings[0][0] == "Warning"
+    assert "grew 100% (12.0 MiB → 24.0 MiB), over maxGrowthPercent 10" in warnings[0][2]
+    assert world.registry.tags == {}, "a Warn budget leaves tagging to BuildKit"

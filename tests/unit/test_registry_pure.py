@@ -5,6 +5,9 @@ We test these aspects:
   are InvalidManifest;
 - an index: platforms with variants, attestation manifests and unknown/unknown entries skipped,
   totals over the platforms; an index of attestations only and unknown media types are invalid;
+- attestations: each attestation manifest named by BuildKit's annotations, with the image it
+  describes; what it attests read from its statements' predicate types (SLSA provenance v0.2 and v1,
+  SPDX and CycloneDX SBOMs; others left out), listed per kind with the image's platform;
 - which errors are transient.
 """
 
@@ -17,9 +20,12 @@ from servicebuild.manifests import (
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
+    Attestation,
     ImageSummary,
     InvalidManifest,
     PlatformImage,
+    attestation_manifests,
+    attested_kinds,
     manifest_size,
     platform_manifests,
     summarize,
@@ -136,6 +142,95 @@ def test_unknown_media_type_is_invalid() -> None:
 def test_index_entry_without_digest_is_invalid() -> None:
     with pytest.raises(InvalidManifest):
         platform_manifests({"manifests": [{"platform": {"os": "linux", "architecture": "amd64"}}]})
+
+
+def statements(*predicate_types: str) -> dict[str, Any]:
+    """An attestation manifest as BuildKit pushes it: one in-toto layer per statement, each annotated with
+    its predicate type."""
+    found = manifest(241, *(1000 for _ in predicate_types))
+    for layer, predicate_type in zip(found["layers"], predicate_types, strict=True):
+        layer |= {
+            "mediaType": "application/vnd.in-toto+json",
+            "annotations": {"in-toto.io/predicate-type": predicate_type},
+        }
+    return found
+
+
+SLSA_V02 = "https://slsa.dev/provenance/v0.2"
+SLSA_V1 = "https://slsa.dev/provenance/v1"
+SPDX = "https://spdx.dev/Document"
+
+
+def test_attestation_manifests_name_the_image_they_describe() -> None:
+    # Both entries carry BuildKit's annotations, whatever their platform says; att3 and att4 carry none.
+    assert attestation_manifests(INDEX) == [("sha256:att1", "sha256:a"), ("sha256:att2", "sha256:a")]
+
+
+@pytest.mark.parametrize(
+    ("predicate_types", "kinds"),
+    [
+        ((SLSA_V02,), ["provenance"]),
+        ((SLSA_V1,), ["provenance"]),
+        ((SPDX, SPDX, SLSA_V02), ["sbom", "provenance"]),
+        (("https://cyclonedx.org/bom/v1.5",), ["sbom"]),
+        (("https://in-toto.io/attestation/vulns/v0.1",), []),
+        ((), []),
+    ],
+)
+def test_attested_kinds_come_from_the_predicate_types(
+    predicate_types: tuple[str, ...], kinds: list[str]
+) -> None:
+    assert attested_kinds(statements(*predicate_types)) == kinds
+
+
+def test_layers_without_a_predicate_type_attest_nothing() -> None:
+    assert attested_kinds(manifest(241, 1000)) == []
+
+
+def test_index_summary_lists_the_attestations_and_leaves_them_out_of_the_sizes() -> None:
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            entry("sha256:a", {"os": "linux", "architecture": "amd64"}),
+            entry("sha256:b", {"os": "linux", "architecture": "arm64"}),
+            entry("sha256:att-a", {"os": "unknown", "architecture": "unknown"}, ATTESTATION),
+            entry(
+                "sha256:att-b",
+                {"os": "unknown", "architecture": "unknown"},
+                {**ATTESTATION, "vnd.docker.reference.digest": "sha256:b"},
+            ),
+        ],
+    }
+    children = {
+        "sha256:a": manifest(600, 1000),
+        "sha256:b": manifest(700, 2000),
+        "sha256:att-a": statements(SPDX, SLSA_V02),
+        "sha256:att-b": statements(SLSA_V02),
+    }
+    summary = summarize("sha256:i", OCI_INDEX, index, children)
+    assert (summary.size_bytes, summary.layers) == (1600 + 2700, 2)
+    assert summary.attestations == (
+        Attestation("sbom", "sha256:att-a", "sha256:a", "linux/amd64"),
+        Attestation("provenance", "sha256:att-a", "sha256:a", "linux/amd64"),
+        Attestation("provenance", "sha256:att-b", "sha256:b", "linux/arm64"),
+    )
+
+
+def test_a_single_platform_index_with_provenance_sizes_as_its_image() -> None:
+    image = manifest(600, 1000, 2000)
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            entry("sha256:a", {"os": "linux", "architecture": "amd64"}),
+            entry("sha256:att", {"os": "unknown", "architecture": "unknown"}, ATTESTATION),
+        ],
+    }
+    summary = summarize("sha256:i", OCI_INDEX, index, {"sha256:a": image, "sha256:att": statements(SLSA_V02)})
+    plain = summarize("sha256:a", OCI_MANIFEST, image, {})
+    assert (summary.size_bytes, summary.layers) == (plain.size_bytes, plain.layers)
+    assert summary.attestations == (Attestation("provenance", "sha256:att", "sha256:a", "linux/amd64"),)
 
 
 def test_only_unavailability_is_transient() -> None:

@@ -4,10 +4,13 @@
   on the export, and none with the cache disabled; `registry.insecure=true` decided per registry;
   image names normalised;
 - the Dockerfile path, the target and build args as frontend options (`--opt build-arg:K=V`, sorted),
-  never shell text;
+  never shell text; `checks.skip` as `BUILDKIT_DOCKERFILE_CHECK=skip=…`, BuildKit's rules only;
 - platforms as one option, all tags in one CSV-quoted `--output` name (also on an insecure registry),
   one `--import-cache` per import ref, deduplicated and off with the cache;
-- `expand_tags` as a table, and its errors (a commit it needs, tags over 128 characters).
+- `expand_tags` as a table, and its errors (a commit it needs, tags over 128 characters);
+- attestations as frontend options (`attest:provenance=mode=…`, `attest:sbom=generator=<scanner>`):
+  the spec's provenance, else the operator's default; none at all with provenance off and no SBOM; the
+  Job's annotations record what the build attests.
 """
 
 import csv
@@ -24,6 +27,7 @@ from support.render import (
     HOSTILE,
     IMAGE,
     INPUTS,
+    SCANNER_MIRROR,
     TIMESTAMP,
     build_container,
     flag_values,
@@ -47,6 +51,8 @@ def test_buildctl_arguments_of_a_minimal_build() -> None:
         "dockerfile=/workspace",
         "--opt",
         "filename=Dockerfile",
+        "--opt",
+        "attest:provenance=mode=min",
         "--output",
         f"type=image,name={IMAGE},push=true",
         "--export-cache",
@@ -123,7 +129,7 @@ def test_image_names_are_normalised() -> None:
 def test_dockerfile_path_and_target_are_frontend_options() -> None:
     build = servicebuild(dockerfile="docker/Dockerfile", target="runtime")
     opts = flag_values(buildctl_args(build.spec, settings(), INPUTS, generation=3), "--opt")
-    assert opts == ["filename=docker/Dockerfile", "target=runtime"]
+    assert opts == ["filename=docker/Dockerfile", "target=runtime", "attest:provenance=mode=min"]
 
 
 def test_build_args_are_sorted_options_and_never_shell_text() -> None:
@@ -135,11 +141,26 @@ def test_build_args_are_sorted_options_and_never_shell_text() -> None:
         "build-arg:A_FIRST=",
         f"build-arg:MOTD={HOSTILE}",
         "build-arg:VERSION=1.4.2",
+        "attest:provenance=mode=min",
     ]
     assert container["command"] == ["sh", "-c", render.WRAPPER_SCRIPT, render.WRAPPER_NAME]
     shell_text = " ".join(container["command"])
     for fragment in ("VERSION", "1.4.2", "MOTD", "pwned", "registry.example.com"):
         assert fragment not in shell_text
+
+
+def test_skipped_build_checks_reach_buildkit_and_the_operators_own_rules_do_not() -> None:
+    build = servicebuild(
+        buildArgs={"VERSION": "1"}, checks={"skip": ["FromAsCasing", "RunsAsRoot", "JSONArgsRecommended"]}
+    )
+    opts = flag_values(buildctl_args(build.spec, settings(), INPUTS, generation=3), "--opt")
+    assert [opt for opt in opts if opt.startswith("build-arg:")] == [
+        "build-arg:VERSION=1",
+        "build-arg:BUILDKIT_DOCKERFILE_CHECK=skip=FromAsCasing,JSONArgsRecommended",
+    ]
+    only_own = servicebuild(checks={"skip": ["RunsAsRoot"]})
+    only_own_opts = flag_values(buildctl_args(only_own.spec, settings(), INPUTS, generation=3), "--opt")
+    assert not [opt for opt in only_own_opts if opt.startswith("build-arg:")]
 
 
 # Platforms, tags and caches
@@ -273,3 +294,60 @@ def test_cache_import_refs_are_deduplicated_and_off_with_the_cache() -> None:
     ]
     disabled = servicebuild(cache={"disabled": True, "importRefs": refs})
     assert not flag_values(buildctl_args(disabled.spec, settings(), INPUTS, generation=3), "--import-cache")
+
+
+# Attestations
+
+
+@pytest.mark.parametrize(
+    ("case", "options", "annotations"),
+    [
+        ("minimal", ["attest:provenance=mode=min"], {"servicebuild.dev/provenance": "min"}),
+        (
+            "provenance-max-sbom",
+            [
+                "attest:provenance=mode=max",
+                "attest:sbom=generator=docker.io/docker/buildkit-syft-scanner:stable-1",
+            ],
+            {
+                "servicebuild.dev/provenance": "max",
+                "servicebuild.dev/sbom-scanner": "docker.io/docker/buildkit-syft-scanner:stable-1",
+            },
+        ),
+        ("provenance-off", [], {"servicebuild.dev/provenance": "off"}),
+        (
+            "sbom-only-by-settings",
+            [f"attest:sbom=generator={SCANNER_MIRROR}"],
+            {"servicebuild.dev/provenance": "off", "servicebuild.dev/sbom-scanner": SCANNER_MIRROR},
+        ),
+    ],
+)
+def test_attestations_are_frontend_options_recorded_on_the_job(
+    case: str, options: list[str], annotations: dict[str, str]
+) -> None:
+    build, config, inputs = CASES[case]
+    job = render_job(build, config, inputs)
+    args = build_container(job)["args"]
+    assert [value for value in flag_values(args, "--opt") if value.startswith("attest:")] == options
+    recorded = job["metadata"]["annotations"]
+    assert {key: recorded[key] for key in recorded if "provenance" in key or "sbom" in key} == annotations
+
+
+@pytest.mark.parametrize(
+    ("spec_provenance", "default", "expected"),
+    [
+        (None, "min", "min"),
+        (None, "max", "max"),
+        (None, "off", None),
+        ("min", "off", "min"),
+        ("off", "max", None),
+    ],
+)
+def test_the_spec_provenance_wins_over_the_operators_default(
+    spec_provenance: str | None, default: str, expected: str | None
+) -> None:
+    attestations = {"provenance": spec_provenance} if spec_provenance else {}
+    build = servicebuild(attestations=attestations)
+    args = buildctl_args(build.spec, settings(default_provenance=default), INPUTS, generation=3)
+    provenance = [value for value in flag_values(args, "--opt") if value.startswith("attest:provenance=")]
+    assert provenance == ([f"attest:provenance=mode={expected}"] if expected else [])

@@ -50,6 +50,7 @@ def test_a_git_build_fetches_the_resolved_commit_with_the_token() -> None:
         "filename=build/Dockerfile",
         f"label:org.opencontainers.image.source={GIT_URL}",
         f"label:org.opencontainers.image.revision={COMMIT}",
+        "attest:provenance=mode=min",
     ]
     assert flag_values(args, "--secret") == ["id=GIT_AUTH_TOKEN.git.example.com,src=/run/secrets/git/token"]
     assert not flag_values(args, "--ssh")

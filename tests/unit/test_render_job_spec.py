@@ -70,7 +70,11 @@ def test_identity_labels_annotation_and_owner() -> None:
     assert meta["name"] == naming.job_name("checkout", UID, 1, naming.build_key(1, 3, None, 1))
     assert meta["namespace"] == "shop"
     assert meta["labels"] == job["spec"]["template"]["metadata"]["labels"] == naming.job_labels(UID, 3)
-    assert meta["annotations"] == {naming.ANNOTATION_SERVICEBUILD: "checkout", naming.ANNOTATION_BUILD: "1"}
+    assert meta["annotations"] == {
+        naming.ANNOTATION_SERVICEBUILD: "checkout",
+        naming.ANNOTATION_BUILD: "1",
+        naming.ANNOTATION_PROVENANCE: "min",
+    }
     assert meta["ownerReferences"] == [
         {
             "apiVersion": "servicebuild.dev/v1alpha1",

@@ -13,7 +13,9 @@
 - what was built (`status.source`) follows the outcome;
 - a build waiting for a slot is Queued with its position; a transient failure with attempts left is
   RetryScheduled, not Stalled; the attempt shows from the second one on;
-- the output record: the registry's digest pinned in the image, every pushed reference;
+- the output record: the registry's digest pinned in the image, every pushed reference; the
+  attestations the registry serves, and the provenance: the mode asked for when the registry serves a
+  provenance attestation, `none` when it serves none, whatever was asked;
 - the merge patch that turns the old status into the new one, and human sizes;
 - the preformatted fields kubectl's columns read (`duration`, `cache.summary`, `source.shortCommit`):
   computed from the fields beside them, so a status read back or written by an older operator gets
@@ -29,6 +31,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from servicebuild.api.models import (
+    AttestationOutput,
     BuildOutput,
     Phase,
     QueueStatus,
@@ -40,7 +43,7 @@ from servicebuild.api.models import (
 )
 from servicebuild.failures import Failure
 from servicebuild.imageref import parse_image
-from servicebuild.manifests import ImageSummary, PlatformImage
+from servicebuild.manifests import Attestation, ImageSummary, PlatformImage
 from servicebuild.report import BuildReport
 from servicebuild.status import (
     Build,
@@ -332,6 +335,51 @@ def test_output_record_pins_the_registrys_digest_and_lists_the_pushed_references
     assert output.platforms is not None
     assert output.platforms[0].platform == "linux/amd64"
     assert output_record(image, replace(summary, platforms=()), REPORT, 4).tags == ["r.io/shop/checkout:1"]
+
+
+def test_output_record_lists_the_served_attestations_and_the_provenance_mode() -> None:
+    image = parse_image("r.io/shop/checkout:1")
+    platforms = (PlatformImage("linux/amd64", "sha256:" + "a1" * 32, 100, 2),)
+    attestation = "sha256:" + "c3" * 32
+    attestations = (
+        Attestation("sbom", attestation, platforms[0].digest, "linux/amd64"),
+        Attestation("provenance", attestation, platforms[0].digest, "linux/amd64"),
+    )
+    summary = ImageSummary(DIGEST, "application/vnd.oci.image.index.v1+json", 100, 2, platforms, attestations)
+    output = output_record(image, summary, REPORT, 4, provenance="max")
+    assert output.provenance == "max"
+    assert output.attestations == [
+        AttestationOutput(
+            type="sbom", digest=attestation, subject=platforms[0].digest, platform="linux/amd64"
+        ),
+        AttestationOutput(
+            type="provenance", digest=attestation, subject=platforms[0].digest, platform="linux/amd64"
+        ),
+    ]
+    assert (output.size_bytes, output.layers) == (100, 2)
+
+
+@pytest.mark.parametrize(
+    ("asked", "served", "recorded"),
+    [
+        ("min", ("provenance",), "min"),
+        ("max", ("provenance",), "max"),
+        (None, ("provenance",), "min"),
+        ("max", ("sbom",), "none"),
+        ("min", (), "none"),
+        ("off", (), "none"),
+        (None, (), "none"),
+    ],
+)
+def test_the_provenance_recorded_is_what_the_registry_serves(
+    asked: str | None, served: tuple[str, ...], recorded: str
+) -> None:
+    subject = "sha256:" + "a1" * 32
+    attestations = tuple(Attestation(kind, "sha256:" + "c3" * 32, subject, None) for kind in served)
+    summary = ImageSummary(DIGEST, "application/vnd.oci.image.index.v1+json", 100, 2, (), attestations)
+    output = output_record(parse_image("r.io/shop/checkout:1"), summary, REPORT, 4, provenance=asked)
+    assert output.provenance == recorded
+    assert status_to_dict(ServiceBuildStatus(output=output))["output"]["provenance"] == recorded
 
 
 def test_merge_patch_removes_sets_and_nests() -> None:

@@ -99,6 +99,7 @@ PLATFORM_PATTERN = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"
 MAX_LIST_ITEMS = 16
 SHORT_COMMIT_LENGTH = 12
+MAX_FINDINGS = 50
 AFFINITY_KINDS = frozenset({"nodeAffinity", "podAffinity", "podAntiAffinity"})
 
 
@@ -372,6 +373,116 @@ class Triggers(_Model):
     See docs/servicebuild.md#base-image-updates in the operator's repository."""
 
 
+class Provenance(StrEnum):
+    """How much BuildKit's SLSA provenance attestation records (`attest:provenance=mode=…`)."""
+
+    MIN = "min"
+    MAX = "max"
+    OFF = "off"
+
+
+class Attestations(_Model):
+    """Attestations BuildKit pushes with the image; with any, the pushed result is an OCI index holding
+    the image and an attestation manifest (some consumers reject such indexes)."""
+
+    provenance: Provenance | None = None
+    """SLSA provenance: `min` (how and from what the image was built), `max` (also the build's parameters,
+    build argument values included: a build argument whose name looks like a secret refuses `max`), or
+    `off`; default: the operator's `SERVICEBUILD_DEFAULT_PROVENANCE` (`min` unless set).
+
+    See docs/servicebuild.md#attestations in the operator's repository."""
+
+    sbom: bool = False
+    """An SPDX software bill of materials, made by the scanner image the operator's
+    `SERVICEBUILD_SBOM_SCANNER_IMAGE` names; default: false."""
+
+
+class CheckPolicy(StrEnum):
+    WARN = "Warn"
+    FAIL = "Fail"
+
+
+CHECK_RULE_PATTERN = r"^[A-Z][A-Za-z0-9]*$"
+"""A rule's name as findings and BuildKit's build checks spell it, e.g. `RunsAsRoot`, `FromAsCasing`."""
+
+
+class Checks(_Model):
+    """What the Dockerfile findings may do to a build, and which rules to leave out."""
+
+    policy: CheckPolicy = CheckPolicy.WARN
+    """`Warn` reports findings in `status.findings` and the condition `DockerfileClean`, and builds anyway;
+    `Fail` stops the build on an `error` finding (for a ConfigMap source before any Job exists), as
+    `Stalled` with the reason `DockerfileCheckFailed`. Default: `Warn`.
+
+    See docs/dockerfile-findings.md in the operator's repository."""
+
+    skip: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=64, pattern=CHECK_RULE_PATTERN)]],
+        Field(max_length=32, json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = Field(default_factory=list)
+    """Up to 32 rules not to report, the operator's own (`RunsAsRoot`) or BuildKit's build checks
+    (`FromAsCasing`, passed to BuildKit as `BUILDKIT_DOCKERFILE_CHECK=skip=…`); default: none."""
+
+    @field_validator("skip")
+    @classmethod
+    def rules_are_unique(cls, skip: list[str]) -> list[str]:
+        return _unique(skip)
+
+
+class SizeBudgetAction(StrEnum):
+    WARN = "Warn"
+    FAIL = "Fail"
+
+
+SIZE_BUDGET_RULE_MESSAGE = "sizeBudget: give maxBytes, maxGrowthPercent or both"
+
+
+class SizeBudget(_Model):
+    """How large each platform's image may be, and what happens to one that is larger."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.maxBytes) || has(self.maxGrowthPercent)",
+                    "message": SIZE_BUDGET_RULE_MESSAGE,
+                }
+            ],
+        },
+    )
+
+    max_bytes: Quantity | None = None
+    """The most bytes each platform's image may have (its config and compressed layers, as the registry
+    serves them), a quantity such as `50Mi` or `200M`; default: no limit."""
+
+    max_growth_percent: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    """The most each platform's image may grow, in percent, against the last successful build's image of
+    that platform; default: no limit."""
+
+    action: SizeBudgetAction = SizeBudgetAction.WARN
+    """`Warn`: an image over budget is pushed and tagged as any other, with the condition
+    `WithinSizeBudget=False` and a Warning Event; `Ready` is unaffected. `Fail`: the image is pushed by
+    digest only and the operator tags it only when it is within budget; over budget, the build is `Stalled`
+    with the reason `SizeBudgetExceeded` and the tags keep the image they had. `Fail` needs the push Secret
+    to grant the operator push rights. Default: `Warn`.
+
+    See docs/servicebuild.md#size-budget in the operator's repository."""
+
+    @field_validator("max_bytes")
+    @classmethod
+    def quantity(cls, value: int | str | None) -> str | None:
+        """Checked as the CRD checks it, kept as a string (as Kubernetes serialises a quantity)."""
+        if isinstance(value, str) and not re.fullmatch(QUANTITY_PATTERN, value):
+            raise ValueError(f"{value!r} is not a quantity such as 50Mi or 200M")
+        return None if value is None else str(value)
+
+    @model_validator(mode="after")
+    def some_limit(self) -> "SizeBudget":
+        if self.max_bytes is None and self.max_growth_percent is None:
+            raise ValueError(SIZE_BUDGET_RULE_MESSAGE)
+        return self
+
+
 MAX_HISTORY = 50
 
 
@@ -492,6 +603,23 @@ class ServiceBuildSpec(_Model):
     history_limit: Annotated[int, Field(ge=1, le=MAX_HISTORY)] = 10
     """How many finished builds `status.history` keeps, newest first; default: 10, at most 50."""
 
+    attestations: Attestations = Field(default_factory=Attestations)
+    """Provenance and SBOM attestations pushed with the image; default: provenance as the operator's
+    `SERVICEBUILD_DEFAULT_PROVENANCE` says, no SBOM.
+
+    See docs/servicebuild.md#attestations in the operator's repository."""
+    checks: Checks = Field(default_factory=Checks)
+    """The Dockerfile findings: whether an `error` finding stops the build, and rules to skip; default:
+    findings are reported, never block.
+
+    See docs/dockerfile-findings.md in the operator's repository."""
+
+    size_budget: SizeBudget | None = None
+    """How large each platform's image may be (`maxBytes`, `maxGrowthPercent`) and whether an image over
+    budget only warns or fails the build (`action`); default: no budget.
+
+    See docs/servicebuild.md#size-budget in the operator's repository."""
+
     @field_validator("timeout", "pending_timeout")
     @classmethod
     def duration_is_positive(cls, value: str) -> str:
@@ -563,7 +691,8 @@ class Condition(_StatusModel):
     """A standard Kubernetes condition (metav1.Condition)."""
 
     type: str
-    """What the condition is about: `Ready`, `Reconciling`, `Stalled` or `CacheExported`."""
+    """What the condition is about: `Ready`, `Reconciling`, `Stalled`, `CacheExported` or
+    `DockerfileClean`."""
     status: ConditionStatus
     """Whether the condition holds: `True`, `False` or `Unknown`."""
     reason: str
@@ -579,7 +708,31 @@ class Condition(_StatusModel):
     """When `status` last changed (RFC 3339)."""
 
 
-class PlatformOutput(_StatusModel):
+class LayerOutput(_StatusModel):
+    """One layer of the image and what made it."""
+
+    size_bytes: int
+    """The layer's compressed size, as the registry serves it."""
+    instruction: str
+    """The instruction that made it, from the image's history; as the Dockerfile writes it when the target
+    stage's instructions were known (ConfigMap sources), else as BuildKit recorded it (which drops
+    `--from=`)."""
+
+
+class _LayerBytes(_StatusModel):
+    """Where an image's bytes are."""
+
+    base_bytes: int | None = None
+    """The layers of the target stage's base image (everything before the stage's own instructions); only
+    when the target stage's instructions are known and agree with the image's history."""
+    added_bytes: int | None = None
+    """The layers the target stage's own instructions added; `sizeBytes` is the config plus `baseBytes`
+    plus `addedBytes`."""
+    largest_layers: Annotated[list[LayerOutput], Field(max_length=5)] | None = None
+    """The largest layers, at most 5, largest first, each with the instruction that made it."""
+
+
+class PlatformOutput(_LayerBytes):
     """One platform's image inside a multi-platform index."""
 
     platform: str
@@ -669,8 +822,31 @@ class BuildRecord(_StatusModel):
     """Its Job; kept for the last builds (see the operator's Job history settings)."""
 
 
-class BuildOutput(_StatusModel):
-    """The result of the last successful build; kept while a new build runs or fails."""
+class AttestationType(StrEnum):
+    PROVENANCE = "provenance"
+    SBOM = "sbom"
+
+
+class AttestationOutput(_StatusModel):
+    """One attestation the registry serves with the image."""
+
+    type: AttestationType
+    """`provenance` (SLSA) or `sbom` (SPDX or CycloneDX)."""
+    digest: str
+    """The digest of the attestation manifest that holds it."""
+    subject: str
+    """The digest of the platform image manifest it describes."""
+    platform: str | None = None
+    """That image's platform, e.g. `linux/amd64`."""
+
+
+ProvenanceRecorded = Literal["none", "min", "max"]
+
+
+class BuildOutput(_LayerBytes):
+    """The result of the last successful build; kept while a new build runs or fails. `baseBytes`,
+    `addedBytes` and `largestLayers` are here for an image of one platform (an index with attestations
+    included), and in each of `platforms` for an index."""
 
     image: str
     """`registry/repository:tag@digest`: pull this to get exactly what was built."""
@@ -688,6 +864,13 @@ class BuildOutput(_StatusModel):
     """Per-platform images when the output is a multi-platform index."""
     tags: list[str] | None = None
     """Every reference pushed for this image, `output.tags` expanded."""
+    provenance: ProvenanceRecorded | None = None
+    """The provenance the registry serves with the image: `none`, `min` or `max`.
+
+    See docs/servicebuild.md#attestations in the operator's repository."""
+    attestations: list[AttestationOutput] | None = None
+    """The attestations the registry serves with the image, read back like the image itself; they are not
+    counted in its size."""
 
 
 class QueueStatus(_StatusModel):
@@ -699,6 +882,29 @@ class QueueStatus(_StatusModel):
     """When it started waiting (RFC 3339); the queue is first come first served by this time."""
 
 
+class FirstMiss(_StatusModel):
+    """The first step of the build, in build order, that the cache did not serve, and why where knowable."""
+
+    step: str
+    """The step as BuildKit names it, e.g. `[build 3/4] COPY util.h util.c calc.c ./`."""
+    changed_files: Annotated[list[str], Field(max_length=5)] | None = None
+    """Context files this `COPY` or `ADD` copies that changed since the last successful build, at most 5
+    (ConfigMap sources)."""
+    changed_build_args: Annotated[list[str], Field(max_length=5)] | None = None
+    """Build arguments whose value changed since the last successful build, at most 5."""
+    changed_base_images: Annotated[list[str], Field(max_length=5)] | None = None
+    """Base images whose digest changed since the last successful build, at most 5."""
+
+
+class CacheInputs(_StatusModel):
+    """Short digests of what the last successful build read, to tell what the next one changed."""
+
+    files: dict[str, str] | None = None
+    """Context file → the first 16 hex digits of its sha256 (ConfigMap sources of at most 100 files)."""
+    build_args: dict[str, str] | None = None
+    """Build argument → the first 16 hex digits of its value's sha256."""
+
+
 class CacheStats(_StatusModel):
     """How much of the last finished build came from the cache."""
 
@@ -706,12 +912,37 @@ class CacheStats(_StatusModel):
     """How many of the build's steps BuildKit served from the cache."""
     total_steps: int
     """How many steps the build had, cached or not (BuildKit's internal steps not counted)."""
+    first_miss: FirstMiss | None = None
+    """The first step the cache missed, in build order; none when every step was cached."""
+    inputs: CacheInputs | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def summary(self) -> str:
         """`cachedSteps/totalSteps`, e.g. `4/5`: the CACHED column of `kubectl get sb -o wide`."""
         return f"{self.cached_steps}/{self.total_steps}"
+
+
+class FindingSeverity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Finding(_StatusModel):
+    """Something about the Dockerfile, its target or its build context worth changing, and how."""
+
+    rule: str
+    """The rule, e.g. `SecretInImage`, or a BuildKit build check such as `FromAsCasing`."""
+    severity: FindingSeverity
+    """`error` (with `spec.checks.policy: Fail` it stops the build), `warning` or `info`."""
+    stage: str | None = None
+    """The stage as BuildKit's output names it (its name, or `stage-<index>`); unset for a BuildKit
+    check, which names only the line."""
+    line: int | None = None
+    """The Dockerfile line of the instruction to change."""
+    message: str
+    """What is wrong and the fix, in one or two sentences."""
 
 
 class ServiceBuildStatus(_StatusModel):
@@ -726,8 +957,8 @@ class ServiceBuildStatus(_StatusModel):
 
     See docs/servicebuild.md#phases-and-conditions in the operator's repository."""
     conditions: list[Condition] = Field(default_factory=list)
-    """The standard conditions `Ready`, `Reconciling` and `Stalled`, and `CacheExported` after a successful
-    build with a cache.
+    """The standard conditions `Ready`, `Reconciling` and `Stalled`; `CacheExported` after a successful
+    build with a cache; `DockerfileClean` once the Dockerfile was checked.
 
     See docs/servicebuild.md#phases-and-conditions in the operator's repository."""
     message: str | None = None
@@ -766,6 +997,12 @@ class ServiceBuildStatus(_StatusModel):
     """The base images the last successful build used, with their digests."""
     history: list[BuildRecord] | None = None
     """The last finished builds, newest first (`spec.historyLimit`)."""
+    findings: Annotated[list[Finding], Field(max_length=MAX_FINDINGS)] | None = None
+    """What the current (or last) build's Dockerfile gets wrong, worst first, at most 50: the operator's own
+    rules and BuildKit's build checks, less `spec.checks.skip`. Summed up by the condition
+    `DockerfileClean`.
+
+    See docs/dockerfile-findings.md in the operator's repository."""
     attempt: int | None = None
     """Which attempt at building this generation the status describes; set from the second attempt on, as
     transient failures (an evicted Pod, an unreachable registry) are retried."""

@@ -33,15 +33,20 @@ from servicebuild.api.models import (
     VERSION,
     ConfigMapSource,
     GitSource,
+    Provenance,
     Resources,
     ServiceBuild,
     ServiceBuildSpec,
+    SizeBudgetAction,
 )
 from servicebuild.config import Settings
+from servicebuild.dockerfile import RULE_NAMES
 from servicebuild.giturl import parse_git_url
 from servicebuild.imageref import ImageRef, parse_image
 
 BUILD_CONTAINER = "buildkit"
+DOCKERFILE_CHECK_ARG = "BUILDKIT_DOCKERFILE_CHECK"
+"""The build argument that configures BuildKit's build checks (`skip=Rule1,Rule2`)."""
 CONTEXT_CONTAINER = "context"
 
 BUILDKITD_VOLUME = "buildkitd"
@@ -211,6 +216,11 @@ def expand_tags(spec: ServiceBuildSpec, inputs: BuildInputs, generation: int) ->
     return references
 
 
+def tags_after_budget(spec: ServiceBuildSpec) -> bool:
+    """Whether the build pushes by digest only, for the operator to tag the image within its size budget."""
+    return spec.size_budget is not None and spec.size_budget.action == SizeBudgetAction.FAIL
+
+
 def buildctl_args(
     spec: ServiceBuildSpec, settings: Settings, inputs: BuildInputs, *, generation: int
 ) -> list[str]:
@@ -219,14 +229,18 @@ def buildctl_args(
     `generation` (of the ServiceBuild's metadata; the spec does not carry it) feeds `{generation}` in tags.
     """
     names = ",".join(expand_tags(spec, inputs, generation))
+    # A `Fail` size budget: no tag may serve the image before the operator measured it, so BuildKit pushes
+    # it by digest (`image.name` in the metadata still lists the names) and the operator tags it.
+    by_digest = ["push-by-digest=true"] if tags_after_budget(spec) else []
     return [
         "build",
         "--progress=plain",
         "--frontend",
         "dockerfile.v0",
         *_frontend_args(spec, inputs),
+        *_attestation_args(spec, settings),
         "--output",
-        _attributes(spec.output.ref, settings, "type=image", f"name={names}", "push=true"),
+        _attributes(spec.output.ref, settings, "type=image", f"name={names}", "push=true", *by_digest),
         *_cache_args(spec, settings),
         *_session_args(spec, inputs),
         "--metadata-file",
@@ -248,12 +262,28 @@ def _frontend_args(spec: ServiceBuildSpec, inputs: BuildInputs) -> list[str]:
         args += ["--opt", f"target={spec.target}"]
     for key, value in sorted(spec.build_args.items()):
         args += ["--opt", f"build-arg:{key}={value}"]
+    skipped_checks = [rule for rule in spec.checks.skip if rule not in RULE_NAMES]
+    if skipped_checks:
+        # BuildKit's own syntax (`# check=skip=…` as a build argument); the operator's rules stay out of it.
+        args += ["--opt", f"build-arg:{DOCKERFILE_CHECK_ARG}=skip={','.join(skipped_checks)}"]
     if spec.platforms:
         args += ["--opt", f"platform={','.join(spec.platforms)}"]
     if git is not None:
         args += ["--opt", f"label:{OCI_SOURCE}={parse_git_url(git.url).public}"]
         if inputs.commit is not None:
             args += ["--opt", f"label:{OCI_REVISION}={inputs.commit}"]
+    return args
+
+
+def _attestation_args(spec: ServiceBuildSpec, settings: Settings) -> list[str]:
+    """The attestations BuildKit adds to the pushed result (`attest:<type>=<params>`, docs/attestations):
+    none with provenance off and no SBOM, so the result stays a plain image manifest."""
+    args = []
+    provenance = settings.provenance_of(spec.attestations)
+    if provenance != Provenance.OFF:
+        args += ["--opt", f"attest:provenance=mode={provenance.value}"]
+    if spec.attestations.sbom:
+        args += ["--opt", f"attest:sbom=generator={settings.sbom_scanner_image}"]
     return args
 
 
@@ -332,13 +362,7 @@ def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> 
     job_labels = dict(labels)
     if spec.queue_name is not None:
         job_labels[LABEL_QUEUE_NAME] = spec.queue_name
-    annotations = {naming.ANNOTATION_SERVICEBUILD: meta.name, naming.ANNOTATION_BUILD: str(inputs.build)}
-    if inputs.trigger is not None:
-        annotations[naming.ANNOTATION_TRIGGER] = inputs.trigger
-    if inputs.commit is not None:
-        annotations[naming.ANNOTATION_COMMIT] = inputs.commit
-    if inputs.context_digest is not None:
-        annotations[naming.ANNOTATION_CONTEXT_DIGEST] = inputs.context_digest
+    annotations = _job_annotations(build, settings, inputs)
     image = spec.builder_image or settings.buildkit_image
     configmap = spec.source.config_map
     return {
@@ -385,6 +409,26 @@ def render_job(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> 
             },
         },
     }
+
+
+def _job_annotations(build: ServiceBuild, settings: Settings, inputs: BuildInputs) -> dict[str, str]:
+    """What the Job builds and why, for the operator reading it back."""
+    annotations = {
+        naming.ANNOTATION_SERVICEBUILD: build.metadata.name,
+        naming.ANNOTATION_BUILD: str(inputs.build),
+    }
+    if inputs.trigger is not None:
+        annotations[naming.ANNOTATION_TRIGGER] = inputs.trigger
+    if inputs.commit is not None:
+        annotations[naming.ANNOTATION_COMMIT] = inputs.commit
+    if inputs.context_digest is not None:
+        annotations[naming.ANNOTATION_CONTEXT_DIGEST] = inputs.context_digest
+    # What the build attests, as it ran: the spec may change meanwhile, and the default with the operator.
+    attestations = build.spec.attestations
+    annotations[naming.ANNOTATION_PROVENANCE] = settings.provenance_of(attestations).value
+    if attestations.sbom:
+        annotations[naming.ANNOTATION_SBOM_SCANNER] = settings.sbom_scanner_image
+    return annotations
 
 
 def _scheduling(spec: ServiceBuildSpec) -> dict[str, Any]:
