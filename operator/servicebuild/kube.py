@@ -448,7 +448,7 @@ class Kube:
 
     def patch_builderpool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         action = f"patch status of builderpool {namespace}/{name}"
-        self._fence(action)
+        self.fence(action)
         self._call(
             action,
             self._custom.patch_namespaced_custom_object_status,
@@ -464,7 +464,7 @@ class Kube:
         """Create or replace a pool daemon's Secret (its server certificate) in the pool's namespace."""
         namespace, name = _where(body)
         action = f"write secret {namespace}/{name}"
-        self._fence(action)
+        self.fence(action)
         secret = _typed(V1Secret, body, action)
         if exists:
             self._call(action, self._core.replace_namespaced_secret, name, namespace, secret)
@@ -484,7 +484,7 @@ class Kube:
         """Create or replace a Secret of the operator's own namespace (a pool's CA and client certificate)."""
         namespace, name = _where(body)
         action = f"write secret {namespace}/{name}"
-        self._fence(action)
+        self.fence(action)
         secret = _typed(V1Secret, body, action)
         if exists:
             self._call(action, self._core.replace_namespaced_secret, name, namespace, secret)
@@ -494,7 +494,7 @@ class Kube:
     def delete_own_secret(self, namespace: str, name: str) -> None:
         """Delete a Secret of the operator's own namespace; one already gone is fine."""
         action = f"delete secret {namespace}/{name}"
-        self._fence(action)
+        self.fence(action)
         self._call(action, self._core.delete_namespaced_secret, name, namespace)
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -507,7 +507,7 @@ class Kube:
         """Create or replace a pool's Deployment; the object as stored."""
         namespace, name = _where(body)
         action = f"write deployment {namespace}/{name}"
-        self._fence(action)
+        self.fence(action)
         deployment = _typed(V1Deployment, body, action)
         if exists:
             stored = self._call(action, self._apps.replace_namespaced_deployment, name, namespace, deployment)
@@ -518,7 +518,7 @@ class Kube:
     def delete_deployment(self, namespace: str, name: str) -> None:
         """Delete a pool's Deployment (its storage became a claim); one already gone is fine."""
         action = f"delete deployment {namespace}/{name}"
-        self._fence(action)
+        self.fence(action)
         self._call(action, self._apps.delete_namespaced_deployment, name, namespace)
 
     def get_statefulset(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -531,7 +531,7 @@ class Kube:
         """Create or replace a pool's StatefulSet; the object as stored."""
         namespace, name = _where(body)
         action = f"write statefulset {namespace}/{name}"
-        self._fence(action)
+        self.fence(action)
         statefulset = _typed(V1StatefulSet, body, action)
         if exists:
             stored = self._call(
@@ -545,7 +545,7 @@ class Kube:
         """Delete a pool's StatefulSet (its storage became an emptyDir); its claim stays, as Kubernetes
         keeps it; one already gone is fine."""
         action = f"delete statefulset {namespace}/{name}"
-        self._fence(action)
+        self.fence(action)
         self._call(action, self._apps.delete_namespaced_stateful_set, name, namespace)
 
     def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -559,7 +559,7 @@ class Kube:
         carry the cluster IP the API server allocated."""
         namespace, name = _where(body)
         action = f"write service {namespace}/{name}"
-        self._fence(action)
+        self.fence(action)
         if exists:
             self._call(
                 action,
