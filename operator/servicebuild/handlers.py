@@ -13,12 +13,14 @@ own (`Runtime.retry_later`).
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import secrets
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +56,7 @@ from servicebuild.naming import (
     MANAGED_BY,
     context_digest,
 )
+from servicebuild.poolruns import PoolRuns
 from servicebuild.pools import PoolReconciler
 from servicebuild.reconciler import Reconciler, log_fields
 from servicebuild.registry import RegistryClient, RegistryError
@@ -91,6 +94,9 @@ class Runtime:
     _failures: dict[Key, int] = field(default_factory=dict)
     _seen: dict[Key, int] = field(default_factory=dict)
     _recheck_guard: threading.Lock = field(default_factory=threading.Lock)
+    _pool_work: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="pools")
+    )
     _locks: tuple[threading.Lock, ...] = field(
         default_factory=lambda: tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
     )
@@ -105,8 +111,13 @@ class Runtime:
             fence=kube.fence,
         )
         git = GitRemote(timeout=settings.git_timeout_seconds)
-        runtime = cls(settings, kube, Reconciler(kube, registry, git, settings), registry)
-        runtime.pools = PoolReconciler(kube, settings, own_namespace=_lease_namespace(settings))
+        own_namespace = _lease_namespace(settings)
+        runs = PoolRuns(settings.pool_run_directory)
+        reconciler = Reconciler(kube, registry, git, settings, runs=runs, own_namespace=own_namespace)
+        runtime = cls(settings, kube, reconciler, registry)
+        runtime.pools = PoolReconciler(kube, settings, own_namespace, activity=runs)
+        runs.on_end = functools.partial(_reconcile_quietly, runtime)
+        runs.on_pool = runtime.reconcile_pool_soon
         kube.may_act = runtime.may_act
         if settings.leader_election:
             identity = f"{socket.gethostname()}_{secrets.token_hex(4)}"
@@ -123,11 +134,18 @@ class Runtime:
         return runtime
 
     def close(self) -> None:
+        self.reconciler.pools.runs.stop_all()
+        self._pool_work.shutdown(wait=False, cancel_futures=True)
         if self.registry is not None:
             self.registry.close()
         if self.leadership is not None:
             self.leadership.close()
         self.kube.close()
+
+    def reconcile_pool_soon(self, key: Key) -> None:
+        """Reconcile a pool on the pools' own thread: a build on it started or ended, or wants it started.
+        Never in the caller's thread, which may hold a ServiceBuild's lock (the pool's may be the same)."""
+        self._pool_work.submit(_reconcile_pool, self, key)
 
     def may_act(self) -> bool:
         """Whether a write that acts on a build may be sent now."""

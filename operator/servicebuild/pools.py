@@ -7,6 +7,7 @@ rendering changed; the status follows the daemon's availability and is written o
 """
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -25,6 +26,13 @@ from servicebuild.status import merge_patch
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+
+
+class PoolActivity(Protocol):
+    """The builds this operator runs on pools (`poolruns.PoolRuns`)."""
+
+    def running(self, pool: Key) -> int: ...
+    def last_activity(self, pool: Key) -> datetime: ...
 
 
 class PoolGateway(Protocol):
@@ -59,8 +67,11 @@ def _unchanged(live: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
 class PoolReconciler:
     """Brings each BuilderPool's objects and status to what its spec asks for."""
 
-    def __init__(self, kube: PoolGateway, settings: Settings, own_namespace: str) -> None:
+    def __init__(
+        self, kube: PoolGateway, settings: Settings, own_namespace: str, activity: PoolActivity
+    ) -> None:
         self.kube = kube
+        self.activity = activity
         self.settings = settings
         self.own_namespace = own_namespace
         """Where the pools' CAs and the operator's client certificates live (the operator's namespace)."""
@@ -80,9 +91,14 @@ class PoolReconciler:
             self._write(pool, now, problem)
             return
         server = self._server_material(pool, self._operator_material(pool, now), now)
-        workload = self._apply_daemon(pool, server)
+        running = self.activity.running(key)
+        replicas = pool_status.daemon_replicas(
+            pool.spec.idle_timeout_seconds, running, self.activity.last_activity(key), now
+        )
+        workload = self._apply_daemon(pool, server, replicas)
         self._apply_service(pool)
-        self._write(pool, now, pool_status.observe_daemon(workload), render.endpoint(pool))
+        daemon = pool_status.observe_daemon(workload, replicas)
+        self._write(pool, now, replace(daemon, endpoint=render.endpoint(pool), builds_running=running))
 
     def _image_problem(self, pool: BuilderPool) -> str | None:
         """Another BuildKit image only from SERVICEBUILD_ALLOWED_BUILDER_IMAGES, as for builds."""
@@ -126,11 +142,11 @@ class PoolReconciler:
             )
         return server
 
-    def _apply_daemon(self, pool: BuilderPool, server: pki.KeyPair) -> dict[str, Any] | None:
+    def _apply_daemon(self, pool: BuilderPool, server: pki.KeyPair, replicas: int) -> dict[str, Any] | None:
         """The daemon's workload as stored after any write; the one of the other kind is deleted (the
         storage changed between an emptyDir and a claim)."""
         meta = pool.metadata
-        desired = render.render_daemon(pool, self.settings, server)
+        desired = render.render_daemon(pool, self.settings, server, replicas=replicas)
         name = desired["metadata"]["name"]
         if desired["kind"] == "Deployment":
             if self.kube.get_statefulset(meta.namespace, name) is not None:
@@ -157,11 +173,10 @@ class PoolReconciler:
         pool: BuilderPool | InvalidBuilderPool,
         now: datetime,
         observed: pool_status.Daemon | str,
-        endpoint: str | None = None,
     ) -> None:
         """The whole status, sent only when it differs from the stored one."""
         meta = pool.metadata
-        status = pool_status.decide(pool.status, meta.generation, now, observed, endpoint)
+        status = pool_status.decide(pool.status, meta.generation, now, observed)
         if pool_status_to_dict(status) != pool_status_to_dict(pool.status):
             patch = merge_patch(pool_status_to_dict(pool.status), pool_status_to_dict(status))
             self.kube.patch_builderpool_status(meta.namespace, meta.name, patch)

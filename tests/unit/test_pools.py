@@ -13,7 +13,7 @@ We test these aspects:
 
 import base64
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from servicebuild import naming
@@ -120,8 +120,22 @@ class InMemoryKube:
         return next(c for c in status["conditions"] if c["type"] == condition_type)
 
 
-def reconciler(kube: InMemoryKube, **settings: Any) -> PoolReconciler:
-    return PoolReconciler(kube, Settings(**settings), own_namespace=OWN)
+class Activity:
+    """The builds on pools as `poolruns.PoolRuns` counts them (of the one pool here)."""
+
+    def __init__(self) -> None:
+        self.builds = 0
+        self.last = NOW
+
+    def running(self, pool: tuple[str, str]) -> int:  # noqa: ARG002 - one pool
+        return self.builds
+
+    def last_activity(self, pool: tuple[str, str]) -> datetime:  # noqa: ARG002 - one pool
+        return self.last
+
+
+def reconciler(kube: InMemoryKube, activity: Activity | None = None, **settings: Any) -> PoolReconciler:
+    return PoolReconciler(kube, Settings(**settings), OWN, activity=activity or Activity())
 
 
 DAEMON = naming.pool_daemon_name(KEY[1])
@@ -159,6 +173,50 @@ def test_a_new_pool_gets_its_objects_then_is_ready_when_its_daemon_is() -> None:
     pools.reconcile(KEY, NOW)
     assert kube.condition("Ready")["status"] == "True"
     assert kube.condition("Ready")["reason"] == "DaemonAvailable"
+
+
+def replicas(kube: InMemoryKube) -> int:
+    workload = kube.objects[("Deployment", KEY[0], DAEMON)]
+    count: int = workload["spec"]["replicas"]
+    return count
+
+
+def test_an_idle_pool_scales_to_zero_and_a_build_wanting_it_starts_it_again() -> None:
+    kube, activity = InMemoryKube(), Activity()
+    kube.add_pool({"idleTimeout": "30m"})
+    pools = reconciler(kube, activity)
+    pools.reconcile(KEY, NOW + timedelta(minutes=29, seconds=59))
+    kube.make_available()
+    pools.reconcile(KEY, NOW + timedelta(minutes=29, seconds=59))
+    assert (replicas(kube), kube.condition("Ready")["reason"]) == (1, "DaemonAvailable")
+
+    pools.reconcile(KEY, NOW + timedelta(minutes=30))
+    assert replicas(kube) == 0
+    ready = kube.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Idle")
+    assert kube.condition("Reconciling")["status"] == "False"
+
+    activity.last = NOW + timedelta(hours=2)  # a build asked for the pool
+    pools.reconcile(KEY, NOW + timedelta(hours=2))
+    assert replicas(kube) == 1
+    assert kube.condition("Reconciling")["reason"] == "DaemonStarting"
+
+
+def test_a_pool_with_builds_running_stays_up_and_says_how_many() -> None:
+    kube, activity = InMemoryKube(), Activity()
+    kube.add_pool({"idleTimeout": "1m"})
+    activity.builds = 2
+    pools = reconciler(kube, activity)
+    pools.reconcile(KEY, NOW + timedelta(hours=1))
+    assert replicas(kube) == 1
+    assert kube.objects[("BuilderPool", *KEY)]["status"]["buildsRunning"] == 2
+
+
+def test_an_idle_timeout_of_zero_keeps_the_daemon_on() -> None:
+    kube = InMemoryKube()
+    kube.add_pool({"idleTimeout": "0s"})
+    reconciler(kube).reconcile(KEY, NOW + timedelta(days=30))
+    assert replicas(kube) == 1
 
 
 def test_nothing_changed_writes_nothing() -> None:

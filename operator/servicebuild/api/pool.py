@@ -128,6 +128,9 @@ class BuilderPoolStatus(_StatusModel):
     """Where the daemon listens, `tcp://<service>.<namespace>.svc:1234`; it serves only clients with a
     certificate of the pool's CA, which only the operator holds."""
 
+    builds_running: Annotated[int, Field(ge=0)] | None = None
+    """How many builds the daemon runs now, as the operator last saw them."""
+
     def condition(self, condition_type: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == condition_type), None)
 

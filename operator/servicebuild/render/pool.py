@@ -136,11 +136,14 @@ def _pod_template(pool: BuilderPool, settings: Settings, server: KeyPair) -> dic
     }
 
 
-def render_daemon(pool: BuilderPool, settings: Settings, server: KeyPair) -> dict[str, Any]:
+def render_daemon(
+    pool: BuilderPool, settings: Settings, server: KeyPair, *, replicas: int = 1
+) -> dict[str, Any]:
     """The daemon's workload: a Deployment over an emptyDir, or a StatefulSet keeping a claim per daemon.
 
-    One replica: a daemon's cache is its own, and a second would share no layer with the first. A
-    Deployment replaces its Pod with `Recreate`, so two daemons never run at once.
+    One replica: a daemon's cache is its own, and a second would share no layer with the first; none while
+    the pool is idle (`idleTimeout`). A Deployment replaces its Pod with `Recreate`, so two daemons never run
+    at once.
     """
     name = naming.pool_daemon_name(pool.metadata.name)
     selector = {"matchLabels": _labels(pool)}
@@ -148,7 +151,7 @@ def render_daemon(pool: BuilderPool, settings: Settings, server: KeyPair) -> dic
     claim = pool.spec.storage.persistent_volume_claim
     if claim is None:
         spec: dict[str, Any] = {
-            "replicas": 1,
+            "replicas": replicas,
             "selector": selector,
             "strategy": {"type": "Recreate"},
             "template": template,
@@ -163,7 +166,7 @@ def render_daemon(pool: BuilderPool, settings: Settings, server: KeyPair) -> dic
     if claim.storage_class_name is not None:
         claim_spec["storageClassName"] = claim.storage_class_name
     spec = {
-        "replicas": 1,
+        "replicas": replicas,
         "serviceName": name,
         "selector": selector,
         "template": template,
