@@ -85,12 +85,18 @@ class PoolBuilds:
         self.settings = settings
         self.own_namespace = own_namespace
         """Where the pools' client certificates are (the operator's namespace)."""
+        self._waiting: dict[Key, tuple[str, datetime]] = {}
+        """Which build of a ServiceBuild waits for its pool, since when (in this process: a restart waits
+        afresh)."""
 
     def observe(self, name: str) -> Observation:
         return observe_run(self.runs.state(name))
 
     def stop(self, servicebuild: Key, keep: str | None) -> None:
         self.runs.stop(servicebuild, keep)
+        waiting = self._waiting.get(servicebuild)
+        if waiting is not None and waiting[0] != keep:
+            del self._waiting[servicebuild]
 
     def builder(self, meta: ObjectMeta, pool_name: str) -> Builder | str:
         """The pool, ready for a build; else why the build waits (a pool scaled to zero is told a build
@@ -109,11 +115,17 @@ class PoolBuilds:
         return Builder(key, pool.status.endpoint, tls)
 
     def waiting(
-        self, build: Build, since: datetime, why: str, pending_timeout: int, now: datetime
+        self, servicebuild: Key, name: str, build: Build, why: str, timeouts: tuple[int, datetime]
     ) -> Outcome:
-        """Waiting for the pool (`Reconciling`, WaitingForBuilder), up to `spec.pendingTimeout`."""
+        """Waiting for the pool (`Reconciling`, WaitingForBuilder), up to `spec.pendingTimeout` (`timeouts`:
+        it and the time now)."""
+        pending_timeout, now = timeouts
+        waiting = self._waiting.get(servicebuild)
+        since = waiting[1] if waiting is not None and waiting[0] == name else now
+        self._waiting[servicebuild] = (name, since)
         if (now - since).total_seconds() <= pending_timeout:
             return InProgress(build, Progress.WAITING_FOR_BUILDER, detail=why)
+        del self._waiting[servicebuild]
         failure = Failure(
             Reason.PENDING_TIMEOUT, f"The build did not start within spec.pendingTimeout: {why}"
         )
@@ -128,4 +140,5 @@ class PoolBuilds:
             )
         except ValueError as exc:
             raise Problem(Reason.INVALID_SPEC, str(exc)) from exc
+        self._waiting.pop(servicebuild.metadata.key, None)
         self.runs.start(servicebuild.metadata.key, name, builder.key, run)

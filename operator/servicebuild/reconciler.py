@@ -355,8 +355,9 @@ class Reconciler:
             return Queued(checked, 1, due.since, WAVE_REASON, until=wave)
         builder = self.pools.builder(meta, spec.builder_pool) if spec.builder_pool is not None else None
         if isinstance(builder, str):
-            self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
-            return self.pools.waiting(checked, due.since, builder, spec.pending_timeout_seconds, now)
+            self._stop_builds(meta, keep=due.job_name, unless_stopped=due.others_stopped)
+            timeouts = (spec.pending_timeout_seconds, now)
+            return self.pools.waiting(meta.key, due.job_name, checked, builder, timeouts)
         answer = self.slots.update(meta.key, Waiting(due.job_name, due.since))
         if not answer.admitted:
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)

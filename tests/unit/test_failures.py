@@ -781,21 +781,29 @@ def test_a_missing_sbom_scanner_is_named_when_the_job_names_it(
 # dial, or loses the daemon mid-build, as moby/buildkit#1222 and #1702 show them; the rest as in a Job.
 FROM_RUN = {
     "daemon refuses the connection": (
-        "error: failed to get status: rpc error: code = Unavailable desc = connection error: desc ="
-        ' "transport: Error while dialing: dial tcp 10.96.12.7:1234: connect: connection refused"\n',
+        (
+            "error: failed to get status: rpc error: code = Unavailable desc = connection error: desc ="
+            ' "transport: Error while dialing: dial tcp 10.96.12.7:1234: connect: connection refused"\n'
+        ),
         Reason.BUILDER_UNAVAILABLE,
         ("could not be reached", "connection refused", "retried"),
     ),
     "daemon gone mid-build": (
-        "#9 [build 3/4] RUN make greet\n#9 0.412 cc -O2 -o greet main.c greet.c\n"
-        "error: failed to receive status: rpc error: code = Unavailable desc = transport is closing\n",
+        (
+            "#9 [build 3/4] RUN make greet\n#9 0.412 cc -O2 -o greet main.c greet.c\n"
+            "error: failed to receive status: rpc error: code = Unavailable desc = transport is closing\n"
+        ),
         Reason.BUILDER_UNAVAILABLE,
         ("transport is closing",),
     ),
     "a build step fails": (
-        '#9 ERROR: process "/bin/sh -c make greet" did not complete successfully: exit code: 2\n'
-        "------\n > [build 3/4] RUN make greet:\n0.431 main.c:3:10: fatal error: greet.h: No such file\n------\n"
-        'ERROR: failed to solve: process "/bin/sh -c make greet" did not complete successfully: exit code: 2\n',
+        (
+            '#9 ERROR: process "/bin/sh -c make greet" did not complete successfully: exit code: 2\n'
+            "------\n > [build 3/4] RUN make greet:\n"
+            "0.431 main.c:3:10: fatal error: greet.h: No such file\n------\n"
+            'ERROR: failed to solve: process "/bin/sh -c make greet" did not complete successfully:'
+            " exit code: 2\n"
+        ),
         Reason.BUILD_STEP_FAILED,
         ("make greet", "exit code: 2"),
     ),
