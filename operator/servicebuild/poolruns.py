@@ -170,14 +170,17 @@ class PoolRuns:
 
 
 def _write_files(directory: Path, files: dict[str, bytes]) -> None:
-    """Each file readable by the operator's user only, never outside the run's directory."""
+    """Secrets readable by the operator's user only; the context as a ConfigMap volume shows it in a Job
+    (0644: BuildKit copies modes into the image). Never outside the run's directory (itself 0700)."""
     root = directory.resolve()
+    context = root / RUN_PATHS.context
     for relative, content in files.items():
         path = (root / relative).resolve()
         if not path.is_relative_to(root) or path == root:
             raise OSError(f"file {relative!r} would leave the run's directory")
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        shared = path.is_relative_to(context)
+        path.parent.mkdir(mode=0o755 if shared else 0o700, parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644 if shared else 0o600)
         with os.fdopen(descriptor, "wb") as file:
             file.write(content)
 

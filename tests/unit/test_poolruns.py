@@ -60,7 +60,7 @@ def _run(*args: str, files: dict[str, bytes] | None = None, timeout: int = 600) 
     return PoolRun(argv=("buildctl", *args), files=files or {}, timeout_seconds=timeout)
 
 
-def test_a_run_writes_its_private_files_reports_and_removes_them(tmp_path: Path, record: Path) -> None:
+def test_a_run_writes_its_files_reports_and_removes_them(tmp_path: Path, record: Path) -> None:
     runs, ended, ends = _runs(tmp_path)
     files = {"tls/tls.key": b"key", "docker/config.json": b"{}", "context/Dockerfile": b"FROM scratch\n"}
     runs.start(SB, "checkout-1", POOL, _run("ok", "0", files=files))
@@ -73,7 +73,7 @@ def test_a_run_writes_its_private_files_reports_and_removes_them(tmp_path: Path,
     assert "#9 DONE" in state.log
     assert ends == [SB]
     assert (record / "files").read_text().split("\n")[:3] == [
-        "./context/Dockerfile 600",
+        "./context/Dockerfile 644",
         "./docker/config.json 600",
         "./tls/tls.key 600",
     ]
