@@ -691,9 +691,6 @@ def _steps(
         if key.startswith("build-arg:")
     }
     stages = _parse_stages(dockerfile, build_args)
-    context_digest = hashlib.sha256(
-        json.dumps(sorted((k, v.hex()) for k, v in context.items())).encode()
-    ).hexdigest()
     by_name = {stage.name: stage for stage in stages if stage.name}
     last_key: dict[int, str] = {}
     steps: list[_Step] = []
@@ -709,14 +706,17 @@ def _steps(
         else:
             resolved = _resolve(stage.base, mirrors)
             key = f"from {resolved}"
-            steps.append(_Step(f"{prefix}1/{count}] FROM {resolved}", key, is_from=True, resolved=resolved))
+            if all(step.key != key for step in steps):  # one vertex for the same base: BuildKit merges them
+                steps.append(
+                    _Step(f"{prefix}1/{count}] FROM {resolved}", key, is_from=True, resolved=resolved)
+                )
         number = 1
         for line in stage.instructions:
             keyword = line.split()[0].upper()
             if keyword == "ARG":
                 name, _, default = line.split(maxsplit=1)[1].partition("=")
                 line = f"ARG {name}={build_args.get(name, default)}"  # noqa: PLW2901 - the value is what counts
-            extra = context_digest if keyword in {"COPY", "ADD"} and "--from=" not in line else ""
+            extra = _copied(line, context) if keyword in {"COPY", "ADD"} and "--from=" not in line else ""
             sources = [word.removeprefix("--from=") for word in line.split() if word.startswith("--from=")]
             extra += "".join(last_key[by_name[source].index] for source in sources if source in by_name)
             key = hashlib.sha256(f"{key}\n{line}\n{extra}".encode()).hexdigest()
@@ -725,6 +725,19 @@ def _steps(
                 steps.append(_Step(f"{prefix}{number}/{count}] {line}", key))
         last_key[stage.index] = key
     return steps
+
+
+def _copied(line: str, context: Mapping[str, bytes]) -> str:
+    """The digest of the context files a COPY or ADD copies (its sources, or all for `.` or a pattern)."""
+    sources = [word for word in line.split()[1:-1] if not word.startswith("--")]
+    whole = any(source in {".", "./"} or any(c in source for c in "*?[") for source in sources)
+    prefixes = [source.strip("./") for source in sources]
+    names = [
+        name
+        for name in sorted(context)
+        if whole or any(name == prefix or name.startswith(f"{prefix}/") for prefix in prefixes)
+    ]
+    return hashlib.sha256(b"".join(name.encode() + b"\0" + context[name] for name in names)).hexdigest()
 
 
 def _resolve(ref: str, mirrors: Mapping[str, str]) -> str:
