@@ -21,13 +21,14 @@ import pytest
 
 from servicebuild.buildlog import StepState, is_user_step, parse_plain
 from servicebuild.cachemetrics import parse_cache_metrics
-from support.fake_buildctl import holds_started, install_fake_buildctl, plan, release
+from support.fake_buildctl import holds_started, plan, release
 from support.fixtures import REGISTRY_USER
 from support.oci_registry import OCI_MANIFEST, RunningRegistry, push_image, tag_digest
 from support.pool_client import (
     build_command,
     client_of,
     pool_ca,
+    run_buildctl,
     write_context,
     write_docker_config,
     write_tlsdir,
@@ -50,16 +51,6 @@ def base_image(oci_registry: RunningRegistry) -> str:
 
 
 @pytest.fixture
-def plan_dir(tmp_path: Path) -> Path:
-    return tmp_path / "plan"
-
-
-@pytest.fixture
-def buildctl(tmp_path: Path, plan_dir: Path) -> Path:
-    return install_fake_buildctl(tmp_path / "bin", plan_dir)
-
-
-@pytest.fixture
 def run_dir(tmp_path: Path, oci_registry: RunningRegistry, base_image: str) -> Path:
     run = tmp_path / "run"
     write_context(
@@ -70,23 +61,16 @@ def run_dir(tmp_path: Path, oci_registry: RunningRegistry, base_image: str) -> P
     return run
 
 
-def build(buildctl: Path, run_dir: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ["PATH"], "DOCKER_CONFIG": str(run_dir / "docker")}
-    return subprocess.run(
-        [str(buildctl), *args], cwd=run_dir, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 def metadata(run_dir: Path) -> dict:
     return json.loads((run_dir / "metadata.json").read_text())
 
 
 def test_a_build_pushes_what_the_metadata_file_says(
-    buildctl, run_dir, oci_registry, unique_repository, base_image
+    fake_buildctl, run_dir, oci_registry, unique_repository, base_image
 ):
     names = f"{oci_registry.host}/{unique_repository}:1.0,{oci_registry.host}/{unique_repository}:latest"
 
-    result = build(buildctl, run_dir, build_command(run_dir, names))
+    result = run_buildctl(fake_buildctl, build_command(run_dir, names), run_dir)
 
     assert result.returncode == 0, result.stderr
     written = metadata(run_dir)
@@ -107,16 +91,16 @@ def test_a_build_pushes_what_the_metadata_file_says(
 
 
 def test_a_rebuild_on_the_same_daemon_is_cached_and_a_final_stage_change_misses_there(
-    buildctl, run_dir, oci_registry, unique_repository
+    fake_buildctl, run_dir, oci_registry, unique_repository
 ):
     image = f"{oci_registry.host}/{unique_repository}:1"
-    cold = build(buildctl, run_dir, build_command(run_dir, image))
+    cold = run_buildctl(fake_buildctl, build_command(run_dir, image), run_dir)
     first = metadata(run_dir)["containerimage.digest"]
 
-    warm = build(buildctl, run_dir, build_command(run_dir, image))
+    warm = run_buildctl(fake_buildctl, build_command(run_dir, image), run_dir)
     same = metadata(run_dir)["containerimage.digest"]
     (run_dir / "context" / "Dockerfile").write_text(dockerfile(oci_registry, 'ENTRYPOINT ["/app", "-v"]'))
-    changed = build(buildctl, run_dir, build_command(run_dir, image))
+    changed = run_buildctl(fake_buildctl, build_command(run_dir, image), run_dir)
 
     assert (cold.returncode, warm.returncode, changed.returncode) == (0, 0, 0)
     assert {step.state for step in parse_plain(warm.stderr).steps if is_user_step(step.name)} == {
@@ -130,11 +114,11 @@ def test_a_rebuild_on_the_same_daemon_is_cached_and_a_final_stage_change_misses_
     assert tag_digest(oci_registry, unique_repository, "1") == metadata(run_dir)["containerimage.digest"]
 
 
-def test_push_by_digest_pushes_no_tag(buildctl, run_dir, oci_registry, unique_repository):
+def test_push_by_digest_pushes_no_tag(fake_buildctl, run_dir, oci_registry, unique_repository):
     command = build_command(run_dir, f"{oci_registry.host}/{unique_repository}:1")
     command[command.index("--output") + 1] += ",push-by-digest=true"
 
-    result = build(buildctl, run_dir, command)
+    result = run_buildctl(fake_buildctl, command, run_dir)
 
     assert result.returncode == 0, result.stderr
     digest = metadata(run_dir)["containerimage.digest"]
@@ -144,16 +128,16 @@ def test_push_by_digest_pushes_no_tag(buildctl, run_dir, oci_registry, unique_re
 
 
 def test_the_cache_export_is_in_the_metadata_only_when_it_succeeded(
-    buildctl, run_dir, plan_dir, oci_registry, unique_repository
+    fake_buildctl, run_dir, buildctl_plan_dir, oci_registry, unique_repository
 ):
     cache = f"{oci_registry.host}/{unique_repository}:buildcache"
     export = f"type=registry,ref={cache},mode=max,ignore-error=true,registry.insecure=true"
     command = build_command(run_dir, f"{oci_registry.host}/{unique_repository}:1", "--export-cache", export)
-    plan(plan_dir, unique_repository, "succeed", "cache-export-fails")
+    plan(buildctl_plan_dir, unique_repository, "succeed", "cache-export-fails")
 
-    exported = build(buildctl, run_dir, command)
+    exported = run_buildctl(fake_buildctl, command, run_dir)
     descriptor = json.loads(metadata(run_dir)["cache.manifest"])
-    failed = build(buildctl, run_dir, command)
+    failed = run_buildctl(fake_buildctl, command, run_dir)
 
     assert (exported.returncode, failed.returncode) == (0, 0)
     assert descriptor["digest"] == tag_digest(oci_registry, unique_repository, "buildcache")
@@ -161,14 +145,14 @@ def test_the_cache_export_is_in_the_metadata_only_when_it_succeeded(
 
 
 def test_push_credentials_come_from_the_docker_config(
-    buildctl, run_dir, oci_registry_htpasswd, unique_repository
+    fake_buildctl, run_dir, oci_registry_htpasswd, unique_repository
 ):
     user, password = REGISTRY_USER
     write_docker_config(run_dir, {oci_registry_htpasswd.host: {"username": user, "password": password}})
 
-    result = build(
-        buildctl, run_dir, build_command(run_dir, f"{oci_registry_htpasswd.host}/{unique_repository}:1")
-    )
+    image = f"{oci_registry_htpasswd.host}/{unique_repository}:1"
+
+    result = run_buildctl(fake_buildctl, build_command(run_dir, image), run_dir)
 
     assert result.returncode == 0, result.stderr
     assert (
@@ -196,14 +180,18 @@ def start(buildctl: Path, run_dir: Path, args: list[str]) -> subprocess.Popen[st
     )
 
 
-def test_a_held_build_waits_until_released(buildctl, run_dir, plan_dir, oci_registry, unique_repository):
-    plan(plan_dir, unique_repository, "hold")
-    process = start(buildctl, run_dir, build_command(run_dir, f"{oci_registry.host}/{unique_repository}:1"))
+def test_a_held_build_waits_until_released(
+    fake_buildctl, run_dir, buildctl_plan_dir, oci_registry, unique_repository
+):
+    plan(buildctl_plan_dir, unique_repository, "hold")
+    process = start(
+        fake_buildctl, run_dir, build_command(run_dir, f"{oci_registry.host}/{unique_repository}:1")
+    )
 
-    wait_for(lambda: holds_started(plan_dir, unique_repository) == 1)
+    wait_for(lambda: holds_started(buildctl_plan_dir, unique_repository) == 1)
     assert process.poll() is None
     assert not (run_dir / "metadata.json").exists()
-    release(plan_dir, unique_repository)
+    release(buildctl_plan_dir, unique_repository)
 
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
@@ -212,11 +200,13 @@ def test_a_held_build_waits_until_released(buildctl, run_dir, plan_dir, oci_regi
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
 def test_a_held_build_dies_with_its_process_group(
-    buildctl, run_dir, plan_dir, oci_registry, unique_repository, stop
+    fake_buildctl, run_dir, buildctl_plan_dir, oci_registry, unique_repository, stop
 ):
-    plan(plan_dir, unique_repository, "hold")
-    process = start(buildctl, run_dir, build_command(run_dir, f"{oci_registry.host}/{unique_repository}:1"))
-    wait_for(lambda: holds_started(plan_dir, unique_repository) == 1)
+    plan(buildctl_plan_dir, unique_repository, "hold")
+    process = start(
+        fake_buildctl, run_dir, build_command(run_dir, f"{oci_registry.host}/{unique_repository}:1")
+    )
+    wait_for(lambda: holds_started(buildctl_plan_dir, unique_repository) == 1)
 
     os.killpg(process.pid, stop)
 

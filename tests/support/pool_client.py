@@ -5,6 +5,8 @@ arguments the operator gives `buildctl` for it."""
 import csv
 import io
 import json
+import os
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -77,3 +79,19 @@ def build_command(run_dir: Path, image: str, *extra: str, insecure: bool = True)
         "--debug-json-cache-metrics",
         str(run_dir / "cache-metrics.json"),
     ]
+
+
+def run_buildctl(
+    buildctl: Path, args: list[str], run_dir: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `buildctl` as the operator does: in the run directory, `DOCKER_CONFIG=<run dir>/docker`."""
+    environment = {"PATH": os.environ["PATH"], "DOCKER_CONFIG": str(run_dir / "docker"), **env}
+    return subprocess.run(
+        [str(buildctl), *args],
+        cwd=run_dir,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
