@@ -2,6 +2,11 @@
 # the final stage holds that venv and the Python runtime, nothing else: no compilers, no pip,
 # no build or download caches. Both stages use the same base, so the venv's interpreter links stay valid.
 ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm
+# The operator runs `buildctl` itself for builds on a builder pool: the client of the BuildKit release the
+# build Jobs and pools run by default (config.py's `buildkit_image`; a unit test keeps the two equal).
+ARG BUILDKIT_IMAGE=moby/buildkit:v0.32.2-rootless
+
+FROM ${BUILDKIT_IMAGE} AS buildkit
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -33,6 +38,8 @@ RUN python -m pip uninstall --yes --no-cache-dir pip setuptools wheel \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin servicebuild
 COPY --from=builder /opt/servicebuild /opt/servicebuild
+# buildctl is one static binary: nothing else of the BuildKit image comes along.
+COPY --from=buildkit /usr/bin/buildctl /usr/local/bin/buildctl
 ENV PATH=/opt/servicebuild/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
