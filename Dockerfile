@@ -34,9 +34,11 @@ RUN /opt/servicebuild/bin/pip install --no-deps . \
 FROM ${PYTHON_IMAGE}
 # The base image's own pip, setuptools and wheel are not needed at run time either. The operator runs as
 # an unprivileged user that exists in /etc/passwd: Kopf names itself after the user when POD_ID is unset.
+# The builds it runs on builder pools die with it through util-linux's `setpriv --pdeathsig` (checked here).
 RUN python -m pip uninstall --yes --no-cache-dir pip setuptools wheel \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin servicebuild
+        --shell /usr/sbin/nologin servicebuild \
+ && setpriv --pdeathsig KILL -- true
 COPY --from=builder /opt/servicebuild /opt/servicebuild
 # buildctl is one static binary: nothing else of the BuildKit image comes along.
 COPY --from=buildkit /usr/bin/buildctl /usr/local/bin/buildctl

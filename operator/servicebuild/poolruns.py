@@ -25,6 +25,9 @@ from servicebuild.render.pool_run import DOCKER_CONFIG_DIR, RUN_PATHS, PoolRun, 
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+DIE_WITH_THE_OPERATOR = ("setpriv", "--pdeathsig", "KILL", "--")
+"""buildctl is killed by the kernel when the operator process dies (a run in its own process group would
+otherwise live on, and push, after a crash); util-linux's setpriv, in the operator image."""
 MAX_LOG_BYTES = 1024 * 1024
 """The end of a run's log that is kept: enough for BuildKit's closing error and the build's facts."""
 MAX_FILE_BYTES = 64 * 1024
@@ -139,7 +142,7 @@ class PoolRuns:
             env["DOCKER_CONFIG"] = str(directory / DOCKER_CONFIG_DIR)
         with log_path.open("wb") as log:
             process = subprocess.Popen(  # noqa: S603 - the arguments are rendered, never a shell
-                state.run.argv,
+                (*DIE_WITH_THE_OPERATOR, *state.run.argv),
                 cwd=directory,
                 env=env,
                 stdout=log,

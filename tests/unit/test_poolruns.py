@@ -3,6 +3,8 @@ what it was given and ends as the test says."""
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -24,7 +26,7 @@ echo "$DOCKER_CONFIG" > "$RECORD/docker-config"
 pwd > "$RECORD/directory"
 stat -c '%a' . > "$RECORD/mode"
 echo "#1 [internal] load build definition from Dockerfile"
-if [ "$1" = hold ]; then touch "$RECORD/started"; while :; do sleep 1; done; fi
+if [ "$1" = hold ]; then echo $$ > "$RECORD/pid"; touch "$RECORD/started"; while :; do sleep 1; done; fi
 printf '{"containerimage.digest": "sha256:%064d"}' 0 > metadata.json
 echo "#9 DONE 0.1s"
 exit "$2"
@@ -161,3 +163,44 @@ def _wait_for(path: Path, *, gone: bool = False) -> None:
 
 def _wait_for_gone(path: Path) -> None:
     _wait_for(path, gone=True)
+
+
+# An operator process that starts one held run and then waits to be killed.
+OPERATOR = """
+import sys, threading
+from pathlib import Path
+from servicebuild.poolruns import PoolRuns
+from servicebuild.render.pool_run import PoolRun
+runs = PoolRuns(Path(sys.argv[1]))
+run = PoolRun(("buildctl", "hold", "0"), {}, 600)
+runs.start(("shop", "checkout"), "checkout-1", ("shop", "builders"), run)
+threading.Event().wait()
+"""
+
+
+def test_builds_die_with_the_operator(tmp_path: Path, record: Path) -> None:
+    directory = tmp_path / "runs"
+    directory.mkdir()
+    operator = subprocess.Popen([sys.executable, "-c", OPERATOR, str(directory)])
+    try:
+        _wait_for(record / "started")
+        buildctl = int((record / "pid").read_text())
+        assert _alive(buildctl)
+    finally:
+        operator.kill()
+        operator.wait()
+    event = threading.Event()
+    for _ in range(int(WAIT / 0.05)):
+        if not _alive(buildctl):
+            return
+        event.wait(0.05)
+    pytest.fail("buildctl outlived the operator")
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
