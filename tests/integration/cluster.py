@@ -141,6 +141,8 @@ class ApiServer(kmock.KubernetesEmulator):
             return aiohttp.web.json_response({"kind": "Status", "code": 503}, status=503)
         if request.resource == PODS and request.subresource == "log":
             return await self._serve_log(request)
+        if request.method == kmock.method.PUT and request.name and isinstance(request.data, dict):
+            return await self._replace(request)
         creates = request.action == kmock.action.CREATE
         writes = creates or (request.action == kmock.action.UPDATE and request.name)
         if not (writes and request.resource is not None and isinstance(request.data, dict)):
@@ -154,6 +156,35 @@ class ApiServer(kmock.KubernetesEmulator):
                 metadata.setdefault("uid", str(uuid.uuid4()))
                 metadata.setdefault("creationTimestamp", _now())
             return await super()._handle(request)
+
+    async def _replace(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """PUT, which KMock 0.8 does not serve: the object replaced but its status (a status subresource's
+        own), its uid and creationTimestamp kept, `metadata.generation` counted up when the spec changed."""
+        key = (request.resource, request.namespace, request.name)
+        async with self._writing:
+            stored = self._stored_version(request)
+            if stored is None:
+                return aiohttp.web.json_response({"kind": "Status", "code": 404}, status=404)
+            body = dict(request.data)
+            if body.get("metadata", {}).get("resourceVersion") not in (None, stored):
+                return _conflict(request.resource, str(request.name))
+            old = dict(self.objects[key].raw)
+            old_meta = old.get("metadata") or {}
+            generation = int(old_meta.get("generation") or 1)
+            if body.get("spec") != old.get("spec"):
+                generation += 1
+            body["metadata"] = {
+                **body.get("metadata", {}),
+                "uid": old_meta.get("uid"),
+                "creationTimestamp": old_meta.get("creationTimestamp"),
+                "generation": generation,
+                "resourceVersion": str(next(self._versions)),
+            }
+            if "status" in old:
+                body["status"] = old["status"]
+            self.objects[key].create(body)
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": body})
+        return aiohttp.web.json_response(body)
 
     async def _serve_log(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         """As the kubelet serves it through the API server: 404 for a Pod that is gone, 400 for a container
