@@ -9,8 +9,7 @@ only there): each is apply → Ready, measured from the spec change to the statu
 new generation. The stand-in's own run (a Python start, a push of a small image) is part of each figure; the
 issue's goal for a warm final-stage change is ≤ 0.5 s in all, ≤ 0.2 s of it the operator's.
 
-Prints figures; asserts nothing. Needs the operator's pool builds (`spec.builderPool`): until they land, the
-ServiceBuild never turns Ready and the script says so after `--timeout`.
+Prints figures; asserts nothing.
 
 Run from the repository root: `python bench/bench_pool.py --rebuilds 20`.
 """
@@ -41,7 +40,7 @@ from harness import (
 
 from servicebuild.api.models import GROUP, VERSION
 from servicebuild.naming import pool_daemon_name
-from support.fake_buildctl import install_fake_buildctl, trust_daemon
+from support.fake_buildctl import calls, install_fake_buildctl, trust_daemon
 
 T = TypeVar("T")
 
@@ -101,7 +100,8 @@ def _ready_at(stage: Stage, generation: int) -> bool:
     return ready.get("status") == "True" and ready.get("observedGeneration") == generation
 
 
-async def _measure(stage: Stage, plan_dir: Path, args: argparse.Namespace) -> list[float]:
+async def _measure(stage: Stage, plan_dir: Path, args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """apply → Ready of each rebuild, and the part of it that was not the stand-in buildctl's own run."""
     await wait_until_watching(stage.emulator, stage.operator)
     await _pool_ready(stage, plan_dir, args.timeout)
     await stage.cluster.create_configmap(
@@ -117,21 +117,29 @@ async def _measure(stage: Stage, plan_dir: Path, args: argparse.Namespace) -> li
     await stage.cluster.create_servicebuild(NAMESPACE, NAME, spec)
     await _until(lambda: _ready_at(stage, 1), args.timeout, "the cold build Ready")
     print(f"cold build: apply -> Ready {time.monotonic() - started:.3f}s", flush=True)
-    seconds = []
+    seconds, operators = [], []
     for number in range(1, args.rebuilds + 1):
         started = time.monotonic()
         generation = await stage.cluster.change_spec(
             NAMESPACE, NAME, {"buildArgs": {"APP_VERSION": str(number)}}
         )
         await _until(functools.partial(_ready_at, stage, generation), args.timeout, "a rebuild Ready")
-        seconds.append(time.monotonic() - started)
-    return seconds
+        total = time.monotonic() - started
+        last = calls(plan_dir)[-1]
+        seconds.append(total)
+        operators.append(total - (last["ended"] - last["started"]))
+    return seconds, operators
 
 
-async def run(args: argparse.Namespace, tmp: Path) -> list[float]:
+async def run(args: argparse.Namespace, tmp: Path) -> tuple[list[float], list[float]]:
     plan_dir = tmp / "plan"
     bin_dir = install_fake_buildctl(tmp / "bin", plan_dir).parent
-    settings = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    runs = tmp / "pool-runs"
+    runs.mkdir()
+    settings = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SERVICEBUILD_POOL_RUN_DIRECTORY": str(runs),
+    }
     async with running_stage(tmp, settings) as stage:
         stage.operator.start()
         return await _measure(stage, plan_dir, args)
@@ -145,9 +153,9 @@ def main() -> None:
     print(machine(), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:
         try:
-            seconds = asyncio.run(run(args, Path(tmp)))
+            seconds, operators = asyncio.run(run(args, Path(tmp)))
         except TimeoutError as error:
-            print(f"timed out waiting for {error} (does the operator build spec.builderPool yet?)")
+            print(f"timed out waiting for {error}")
             raise SystemExit(1) from None
     if seconds:
         ordered = sorted(seconds)
@@ -155,7 +163,11 @@ def main() -> None:
         print(
             f"final-stage change, apply -> Ready over {len(seconds)} rebuilds: "
             f"median {statistics.median(seconds):.3f}s, p95 {p95:.3f}s, max {ordered[-1]:.3f}s "
-            "(goal: <= 0.5s in all, <= 0.2s of it the operator's)"
+            "(goal: <= 0.5s in all)"
+        )
+        print(
+            f"of it the operator's (all but the stand-in buildctl's process, start to exit): "
+            f"median {statistics.median(operators):.3f}s, max {max(operators):.3f}s (goal: <= 0.2s)"
         )
 
 

@@ -61,6 +61,8 @@ Behaviour = Literal["succeed", "fail", "hold", "unreachable", "cache-export-fail
 BEHAVIOURS: tuple[Behaviour, ...] = ("succeed", "fail", "hold", "unreachable", "cache-export-fails")
 
 CALLS_FILE = "calls.jsonl"
+ENDS_FILE = "ends.jsonl"
+"""When each call ended (`pid`, `ended`: epoch seconds), for timing what runs around it."""
 CONFIG_FILE = "fake-buildctl.json"
 STATE_FILE = "daemon-state.json"
 TLS_FILE_SETS = (("ca.pem", "cert.pem", "key.pem"), ("ca.crt", "tls.crt", "tls.key"))
@@ -125,8 +127,12 @@ def trust_daemon(plan_dir: Path, host: str, ca_pem: bytes, server_cert_pem: byte
 
 
 def calls(plan_dir: Path) -> list[dict[str, Any]]:
-    """Every call so far, oldest first."""
-    path = plan_dir / CALLS_FILE
+    """Every call so far, oldest first; with `ended` (epoch seconds) once it ended."""
+    ends = {end["pid"]: end["ended"] for end in _json_lines(plan_dir / ENDS_FILE)}
+    return [{**call, "ended": ends.get(call["pid"])} for call in _json_lines(plan_dir / CALLS_FILE)]
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
     lines = path.read_text().splitlines() if path.exists() else []
     return [json.loads(line) for line in lines]
 
@@ -178,7 +184,18 @@ def main(config_path: str, argv: Sequence[str]) -> int:
     except BuildctlError as error:
         sys.stderr.write(f"error: {error}\n")
         return 1
+    finally:
+        with _locked(plan_dir), (plan_dir / ENDS_FILE).open("a") as ends:
+            ends.write(json.dumps({"pid": os.getpid(), "ended": time.time()}) + "\n")
     return 0
+
+
+def _started_at() -> float:
+    """When this process started (epoch seconds), exec'd interpreter and all: its start in /proc, in clock
+    ticks after boot, against the time since boot."""
+    ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _split(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -203,6 +220,7 @@ def _record(plan_dir: Path, argv: Sequence[str], tlsdir: Path | None) -> None:
         "tlsdir": files,
         "cwd": str(Path.cwd()),
         "pid": os.getpid(),
+        "started": _started_at(),
     }
     with _locked(plan_dir), (plan_dir / CALLS_FILE).open("a") as log:
         log.write(json.dumps(call) + "\n")
