@@ -2,6 +2,11 @@
 # the final stage holds that venv and the Python runtime, nothing else: no compilers, no pip,
 # no build or download caches. Both stages use the same base, so the venv's interpreter links stay valid.
 ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm
+# The operator runs `buildctl` itself for builds on a builder pool: the client of the BuildKit release the
+# build Jobs and pools run by default (config.py's `buildkit_image`; a unit test keeps the two equal).
+ARG BUILDKIT_IMAGE=moby/buildkit:v0.32.2-rootless
+
+FROM ${BUILDKIT_IMAGE} AS buildkit
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -29,10 +34,14 @@ RUN /opt/servicebuild/bin/pip install --no-deps . \
 FROM ${PYTHON_IMAGE}
 # The base image's own pip, setuptools and wheel are not needed at run time either. The operator runs as
 # an unprivileged user that exists in /etc/passwd: Kopf names itself after the user when POD_ID is unset.
+# The builds it runs on builder pools die with it through util-linux's `setpriv --pdeathsig` (checked here).
 RUN python -m pip uninstall --yes --no-cache-dir pip setuptools wheel \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin servicebuild
+        --shell /usr/sbin/nologin servicebuild \
+ && setpriv --pdeathsig KILL -- true
 COPY --from=builder /opt/servicebuild /opt/servicebuild
+# buildctl is one static binary: nothing else of the BuildKit image comes along.
+COPY --from=buildkit /usr/bin/buildctl /usr/local/bin/buildctl
 ENV PATH=/opt/servicebuild/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

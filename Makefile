@@ -34,7 +34,8 @@ lint: install ## ruff, mypy (strict) and the import layering contract
 	$(BIN)/lint-imports
 
 crds: install ## regenerate crds/ from the pydantic models
-	$(BIN)/python -m servicebuild.api.crd > crds/servicebuilds.servicebuild.dev.yaml
+	$(BIN)/python -m servicebuild.api.crd servicebuilds > crds/servicebuilds.servicebuild.dev.yaml
+	$(BIN)/python -m servicebuild.api.crd builderpools > crds/builderpools.servicebuild.dev.yaml
 
 image: ## build the operator image with docker, podman or buildah and push it: make image IMAGE=registry/name:tag
 	$(if $(IMAGE),,$(error make image needs IMAGE=registry/name:tag, the image to build and push))

@@ -26,7 +26,19 @@ sys.path[:0] = [str(_ROOT / "tests"), str(_ROOT / "tests" / "integration")]
 import aiohttp.web  # noqa: E402
 import attrs  # noqa: E402
 import kmock  # noqa: E402
-from cluster import CONFIGMAPS, JOBS, PODS, SERVICEBUILDS, ApiServer, Cluster, _matches, condition  # noqa: E402
+from cluster import (  # noqa: E402
+    BUILDERPOOLS,
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    JOBS,
+    PODS,
+    SECRETS,
+    SERVICEBUILDS,
+    ApiServer,
+    Cluster,
+    _matches,
+    condition,
+)
 from kubelet import Behaviour, Kubelet  # noqa: E402
 from operator_process import OperatorProcess, operator_environment  # noqa: E402
 
@@ -34,9 +46,12 @@ from servicebuild.config import Settings  # noqa: E402
 from support.oci_registry import RunningRegistry, start_registry  # noqa: E402
 
 __all__ = [
+    "BUILDERPOOLS",
     "CONFIGMAPS",
+    "DEPLOYMENTS",
     "JOBS",
     "PODS",
+    "SECRETS",
     "SERVICEBUILDS",
     "TOKEN",
     "WRITE_VERBS",

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     operator's reads. Not base images: BuildKit pulls those following its daemon's configuration, which
     Jobs leave alone."""
 
+    pool_run_directory: Path = Path("/run/servicebuild")
+    """Where the operator writes the private files of builds it runs on builder pools (its client
+    certificate, push credentials, build secrets, ConfigMap contexts), each run in a directory of its own
+    removed when the build ends. The Deployment mounts a memory-backed emptyDir there."""
+
     job_ttl_seconds: int = Field(default=3600, ge=0)
     """How long a finished build Job (and its Pod, with the logs) is kept before Kubernetes removes it."""
 

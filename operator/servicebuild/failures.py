@@ -36,6 +36,7 @@ class Reason(StrEnum):
     UNSCHEDULABLE = "Unschedulable"
     BUILDER_IMAGE_PULL_FAILED = "BuilderImagePullFailed"
     BUILDER_START_FAILED = "BuilderStartFailed"
+    BUILDER_UNAVAILABLE = "BuilderUnavailable"
     OOM_KILLED = "OOMKilled"
     EVICTED = "Evicted"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
@@ -57,7 +58,9 @@ class Reason(StrEnum):
     """Anything not recognised; the message quotes BuildKit."""
 
 
-TRANSIENT_REASONS = frozenset({Reason.REGISTRY_UNAVAILABLE, Reason.SOURCE_UNAVAILABLE, Reason.EVICTED})
+TRANSIENT_REASONS = frozenset(
+    {Reason.REGISTRY_UNAVAILABLE, Reason.SOURCE_UNAVAILABLE, Reason.EVICTED, Reason.BUILDER_UNAVAILABLE}
+)
 """Failures of the moment, not of the spec: the same build may well succeed when retried."""
 
 
@@ -116,6 +119,12 @@ _GIT_UNAVAILABLE_RE = re.compile(
     re.IGNORECASE,
 )
 
+# gRPC's words when buildctl cannot reach the daemon, or the connection breaks mid-build.
+_BUILDER_UNREACHABLE_RE = re.compile(
+    r"(?:rpc error: code = Unavailable|Unavailable: connection error|connection error: desc|"
+    r"transport: Error while dialing|error reading server preface|connection closed before server preface)"
+    r"[^\n]*"
+)
 _PUSH_ERROR = "failed to push"
 _PULL_ERROR_RE = re.compile(r"failed to resolve source metadata for|failed to authorize|failed to do request")
 _BASE_IMAGE_STEP = "[internal] load metadata for "
@@ -170,6 +179,27 @@ def classify(job: BuildJob, pod: BuildPod | None, log: str | None) -> Failure:
             or Failure(Reason.BUILD_FAILED, _without_buildkit_error(job, pod, text))
         )
     return replace(failure, failed_step=step)
+
+
+def classify_run(log: str, sbom_scanner: str | None) -> Failure:
+    """Why a build buildctl ran against a builder pool failed, from its output."""
+    step = failed_step(log)
+    unreachable = _BUILDER_UNREACHABLE_RE.search(log)
+    if unreachable is not None and step is None:
+        return Failure(
+            Reason.BUILDER_UNAVAILABLE,
+            f"The builder pool's BuildKit daemon could not be reached ({_detail(unreachable.group(0))});"
+            " the build is retried.",
+        )
+    failure = _from_log(log, step, sbom_scanner) or Failure(
+        Reason.BUILD_FAILED,
+        f"buildctl failed without a BuildKit error: {_detail(_last_line(log) or 'no output')}",
+    )
+    return replace(failure, failed_step=step)
+
+
+def _last_line(text: str) -> str | None:
+    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), None)
 
 
 def classify_pending(pod: BuildPod | None) -> Failure:

@@ -13,12 +13,14 @@ own (`Runtime.retry_later`).
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import secrets
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +39,7 @@ from servicebuild.api.models import (
     ServiceBuild,
     parse_servicebuild,
 )
+from servicebuild.api.pool import POOL_PLURAL
 from servicebuild.config import Settings
 from servicebuild.election import Election
 from servicebuild.gitremote import GitError, GitRemote
@@ -48,10 +51,13 @@ from servicebuild.naming import (
     ANNOTATION_REQUESTED_AT,
     ANNOTATION_SERVICEBUILD,
     ANNOTATION_SOURCE_PUSHED_AT,
+    LABEL_BUILDERPOOL,
     LABEL_MANAGED_BY,
     MANAGED_BY,
     context_digest,
 )
+from servicebuild.poolruns import PoolRuns
+from servicebuild.pools import PoolReconciler
 from servicebuild.reconciler import Reconciler, log_fields
 from servicebuild.registry import RegistryClient, RegistryError
 from servicebuild.render.job import BUILD_CONTAINER
@@ -79,6 +85,7 @@ class Runtime:
     reconciler: Reconciler
     registry: RegistryClient | None = None
     leadership: Leadership | None = None
+    pools: PoolReconciler | None = None
     acting: bool = False
     """This replica leads and has counted the running builds: its term has begun."""
     ready: bool = False
@@ -87,6 +94,9 @@ class Runtime:
     _failures: dict[Key, int] = field(default_factory=dict)
     _seen: dict[Key, int] = field(default_factory=dict)
     _recheck_guard: threading.Lock = field(default_factory=threading.Lock)
+    _pool_work: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="pools")
+    )
     _locks: tuple[threading.Lock, ...] = field(
         default_factory=lambda: tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
     )
@@ -101,7 +111,13 @@ class Runtime:
             fence=kube.fence,
         )
         git = GitRemote(timeout=settings.git_timeout_seconds)
-        runtime = cls(settings, kube, Reconciler(kube, registry, git, settings), registry)
+        own_namespace = _lease_namespace(settings)
+        runs = PoolRuns(settings.pool_run_directory)
+        reconciler = Reconciler(kube, registry, git, settings, runs=runs, own_namespace=own_namespace)
+        runtime = cls(settings, kube, reconciler, registry)
+        runtime.pools = PoolReconciler(kube, settings, own_namespace, activity=runs)
+        runs.on_end = functools.partial(_reconcile_quietly, runtime)
+        runs.on_pool = runtime.reconcile_pool_soon
         kube.may_act = runtime.may_act
         if settings.leader_election:
             identity = f"{socket.gethostname()}_{secrets.token_hex(4)}"
@@ -118,11 +134,18 @@ class Runtime:
         return runtime
 
     def close(self) -> None:
+        self.reconciler.pools.runs.stop_all()
+        self._pool_work.shutdown(wait=False, cancel_futures=True)
         if self.registry is not None:
             self.registry.close()
         if self.leadership is not None:
             self.leadership.close()
         self.kube.close()
+
+    def reconcile_pool_soon(self, key: Key) -> None:
+        """Reconcile a pool on the pools' own thread: a build on it started or ended, or wants it started.
+        Never in the caller's thread, which may hold a ServiceBuild's lock (the pool's may be the same)."""
+        self._pool_work.submit(_reconcile_pool, self, key)
 
     def may_act(self) -> bool:
         """Whether a write that acts on a build may be sent now."""
@@ -188,7 +211,8 @@ class Runtime:
 
 
 def _lease_namespace(settings: Settings) -> str:
-    """SERVICEBUILD_LEASE_NAMESPACE, else the service account's namespace in a Pod, else `default`."""
+    """SERVICEBUILD_LEASE_NAMESPACE, else the service account's namespace in a Pod, else `default`: the
+    operator's own namespace, where the Deployment sets it; the builder pools' CAs live there too."""
     if settings.lease_namespace:
         return settings.lease_namespace
     with contextlib.suppress(OSError):
@@ -291,6 +315,63 @@ def servicebuild_event(
         return
     if runtime.noticed(key, *_news(body.metadata)):
         _reconcile_quietly(runtime, key)
+
+
+def _reconcile_pool(runtime: Runtime, key: Key) -> None:
+    """Reconcile a BuilderPool under its lock; a gateway error is logged and the next trigger (an event of
+    its daemon, the pool resync) tries again."""
+    if runtime.pools is None:
+        return
+    # Pools share the locks with ServiceBuilds under a key no ServiceBuild name can have (no `/`).
+    with runtime.lock((key[0], f"{POOL_PLURAL}/{key[1]}")):
+        try:
+            runtime.pools.reconcile(key, whole_seconds(datetime.now(UTC)))
+        except NotLeadingError:
+            logger.debug("BuilderPool %s/%s is left to the leader", *key)
+        except KubeError as exc:
+            logger.warning("Reconciling BuilderPool %s/%s failed: %s", *key, exc)
+
+
+@kopf.on.event(GROUP, VERSION, POOL_PLURAL, when=_acting)
+def builderpool_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A BuilderPool appeared, changed or went (its CA Secret in the operator's namespace goes with it)."""
+    if namespace is not None:
+        _reconcile_pool(memo.runtime, (namespace, name))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={LABEL_BUILDERPOOL: kopf.PRESENT}, when=_acting)
+def pool_deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A pool's daemon Deployment changed: its availability is the pool's Ready."""
+    _reconcile_pool_of(memo.runtime, body)
+
+
+@kopf.on.event("apps", "v1", "statefulsets", labels={LABEL_BUILDERPOOL: kopf.PRESENT}, when=_acting)
+def pool_statefulset_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A pool's daemon StatefulSet changed: its availability is the pool's Ready."""
+    _reconcile_pool_of(memo.runtime, body)
+
+
+def _reconcile_pool_of(runtime: Runtime, body: kopf.Body) -> None:
+    pool = body.metadata.labels.get(LABEL_BUILDERPOOL)
+    if body.metadata.namespace is not None and pool is not None:
+        _reconcile_pool(runtime, (body.metadata.namespace, pool))
+
+
+async def _resync_pools_forever(runtime: Runtime) -> None:
+    """Reconcile every BuilderPool now and then: an event missed, and certificates due for renewal."""
+    while True:
+        await asyncio.sleep(runtime.settings.resync_seconds)
+        if not runtime.may_act():
+            continue
+        try:
+            bodies = await asyncio.to_thread(runtime.kube.list_builderpools, runtime.settings.namespaces)
+        except KubeError as exc:
+            logger.warning("Listing BuilderPools for the resync failed: %s", exc)
+            continue
+        for body in bodies:
+            meta = body.get("metadata") or {}
+            key = (str(meta.get("namespace")), str(meta.get("name")))
+            await asyncio.to_thread(_reconcile_pool, runtime, key)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -594,6 +675,7 @@ async def start(
         asyncio.create_task(_resync_forever(runtime, context_digests), name="servicebuild-resync"),
         asyncio.create_task(_recheck_forever(runtime), name="servicebuild-rechecks"),
         asyncio.create_task(_check_base_images_forever(runtime), name="servicebuild-base-images"),
+        asyncio.create_task(_resync_pools_forever(runtime), name="servicebuild-pool-resync"),
     ]
     elected, deposed = _terms(runtime)
     if runtime.leadership is None:

@@ -4,6 +4,8 @@ through the Kubernetes and git gateways; every problem a user must fix is a `Pro
 every passing one a transient gateway error. A git context that cannot be read is no problem: the build
 goes on without the operator's findings."""
 
+import base64
+import binascii
 import contextlib
 import logging
 import threading
@@ -38,7 +40,9 @@ from servicebuild.polling import (
     next_poll,
 )
 from servicebuild.registry import RegistryError
-from servicebuild.render.job import BuildInputs, GitAuth
+from servicebuild.render.job import GIT_AUTH_KEYS, BuildInputs, GitAuth
+from servicebuild.render.pool import CA_CERT_KEY, TLS_CERT_KEY, TLS_KEY_KEY
+from servicebuild.render.pool_run import RunMaterial
 from servicebuild.times import parse_time
 
 logger = logging.getLogger(__name__)
@@ -282,6 +286,45 @@ class InputReader:
             self._secret_data(meta, field, secret.secret_ref.name, (secret.secret_ref.key,))
         return self._git_inputs(meta, spec, inputs)
 
+    def run_material(
+        self, servicebuild: ServiceBuild, inputs: BuildInputs, tls: dict[str, str] | None
+    ) -> RunMaterial:
+        """What a build on a pool reads from Secrets and its ConfigMap (`build_inputs` checked they exist);
+        `tls` is the pool's Secret in the operator's namespace."""
+        meta, spec = servicebuild.metadata, servicebuild.spec
+        field = "spec.builderPool"
+        pair = {
+            key: _decoded((tls or {}).get(key, ""), field) for key in (CA_CERT_KEY, TLS_CERT_KEY, TLS_KEY_KEY)
+        }
+        docker_config = None
+        if spec.output.push_secret is not None:
+            field = "spec.output.pushSecret"
+            data = self._secret_data(meta, field, spec.output.push_secret, (DOCKER_CONFIG_KEY,))
+            docker_config = _decoded(data[DOCKER_CONFIG_KEY], field)
+        git_auth = None
+        git = spec.source.git
+        if git is not None and git.auth_secret is not None and inputs.git_auth is not None:
+            key = GIT_AUTH_KEYS[inputs.git_auth]
+            field = "spec.source.git.authSecret"
+            git_auth = _decoded(self._secret_data(meta, field, git.auth_secret, (key,))[key], field)
+        secrets = {}
+        for index, secret in enumerate(spec.secrets):
+            field, ref = f"spec.secrets[{index}].secretRef", secret.secret_ref
+            secrets[secret.id] = _decoded(
+                self._secret_data(meta, field, ref.name, (ref.key,))[ref.key], field
+            )
+        context = None
+        if spec.source.config_map is not None:
+            context = self.context_files(meta, spec, inputs.context_digest)
+            if context is None:
+                raise Problem(
+                    Reason.INVALID_SPEC,
+                    "spec.source.configMap: the context could not be read for the builder pool (changed"
+                    " since, or an archive that is not a .tar.gz of at most"
+                    f" {buildcontext.MAX_UNPACKED_BYTES} bytes unpacked).",
+                )
+        return RunMaterial(pair, docker_config, git_auth, secrets, context)
+
     def push_credentials(self, meta: ObjectMeta, spec: ServiceBuildSpec) -> Credentials | None:
         """The push Secret's credentials for the output registry; None without a push Secret."""
         secret_name = spec.output.push_secret
@@ -352,3 +395,11 @@ class InputReader:
         if missing:
             raise Problem(Reason.SECRET_NOT_FOUND, f"{field}: Secret {name!r} has no key {missing[0]!r}.")
         return data
+
+
+def _decoded(encoded: str, field: str) -> bytes:
+    """A Secret's value as the API gives it (base64)."""
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise Problem(Reason.SECRET_NOT_FOUND, f"{field}: a Secret's value is not base64.") from exc

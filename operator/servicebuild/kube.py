@@ -12,17 +12,23 @@ import pydantic
 import urllib3
 from kubernetes.client import (
     ApiClient,
+    AppsV1Api,
     BatchV1Api,
     CoordinationV1Api,
     CoreV1Api,
     CoreV1Event,
     CustomObjectsApi,
+    V1Deployment,
     V1Job,
     V1Lease,
+    V1Secret,
+    V1Service,
+    V1StatefulSet,
 )
 from kubernetes.client.exceptions import ApiException
 
 from servicebuild.api.models import GROUP, KIND, PLURAL, VERSION, ObjectMeta
+from servicebuild.api.pool import POOL_PLURAL
 from servicebuild.election import LeaseRecord, StoredLease, parse_lease
 from servicebuild.naming import LABEL_MANAGED_BY, MANAGED_BY, uid_selector
 from servicebuild.times import format_time
@@ -65,6 +71,18 @@ def _explanation(exc: ApiException) -> str:
     return f": {str(message)[:_MAX_EXPLANATION]}" if message else ""
 
 
+def _typed(model: type[pydantic.BaseModel], body: dict[str, Any], action: str) -> Any:
+    """The client's model of `body`; a body it refuses, the API server would too: not transient."""
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise KubeError(f"{action}: {exc}", transient=False) from exc
+
+
+def _where(body: dict[str, Any]) -> tuple[str, str]:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
 def _error(action: str, exc: Exception) -> KubeError:
     if isinstance(exc, ApiException):
         status = int(exc.status or 0)
@@ -89,6 +107,7 @@ class Kube:
         self._batch = BatchV1Api(api_client)
         self._custom = CustomObjectsApi(api_client)
         self._coordination = CoordinationV1Api(api_client)
+        self._apps = AppsV1Api(api_client)
         self._timeout = request_timeout
         self.may_act = may_act
 
@@ -391,3 +410,165 @@ class Kube:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _error(action, exc) from exc
         return True
+
+    # Builder pools. The writes act on a pool and are fenced like the builds'; an object that exists is
+    # replaced as a whole (its rendering changed), one that does not is created.
+
+    def get_builderpool(self, namespace: str, name: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._call(
+            f"get builderpool {namespace}/{name}",
+            self._custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            POOL_PLURAL,
+            name,
+        )
+        return result
+
+    def list_builderpools(self, namespaces: Iterable[str]) -> list[dict[str, Any]]:
+        """All BuilderPools in the given namespaces, or in all namespaces when none are given."""
+        scopes = sorted(namespaces)
+        if not scopes:
+            return self._list(
+                "list builderpools", self._custom.list_cluster_custom_object, GROUP, VERSION, POOL_PLURAL
+            )
+        return [
+            item
+            for namespace in scopes
+            for item in self._list(
+                f"list builderpools in {namespace}",
+                self._custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                POOL_PLURAL,
+            )
+        ]
+
+    def patch_builderpool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        action = f"patch status of builderpool {namespace}/{name}"
+        self.fence(action)
+        self._call(
+            action,
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            POOL_PLURAL,
+            name,
+            {"status": status},
+        )
+
+    def write_pool_secret(self, body: dict[str, Any], *, exists: bool) -> None:
+        """Create or replace a pool daemon's Secret (its server certificate) in the pool's namespace."""
+        namespace, name = _where(body)
+        action = f"write secret {namespace}/{name}"
+        self.fence(action)
+        secret = _typed(V1Secret, body, action)
+        if exists:
+            self._call(action, self._core.replace_namespaced_secret, name, namespace, secret)
+        else:
+            self._call(action, self._core.create_namespaced_secret, namespace, secret)
+
+    # The operator's own namespace: methods of their own, as RBAC grants them there by a Role of their own.
+
+    def get_own_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret of the operator's own namespace (a pool's CA): its base64-encoded data, or None."""
+        secret = self._call(
+            f"get secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace
+        )
+        return None if secret is None else dict(secret.get("data") or {})
+
+    def write_own_secret(self, body: dict[str, Any], *, exists: bool) -> None:
+        """Create or replace a Secret of the operator's own namespace (a pool's CA and client certificate)."""
+        namespace, name = _where(body)
+        action = f"write secret {namespace}/{name}"
+        self.fence(action)
+        secret = _typed(V1Secret, body, action)
+        if exists:
+            self._call(action, self._core.replace_namespaced_secret, name, namespace, secret)
+        else:
+            self._call(action, self._core.create_namespaced_secret, namespace, secret)
+
+    def delete_own_secret(self, namespace: str, name: str) -> None:
+        """Delete a Secret of the operator's own namespace; one already gone is fine."""
+        action = f"delete secret {namespace}/{name}"
+        self.fence(action)
+        self._call(action, self._core.delete_namespaced_secret, name, namespace)
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._call(
+            f"get deployment {namespace}/{name}", self._apps.read_namespaced_deployment, name, namespace
+        )
+        return result
+
+    def write_deployment(self, body: dict[str, Any], *, exists: bool) -> dict[str, Any]:
+        """Create or replace a pool's Deployment; the object as stored."""
+        namespace, name = _where(body)
+        action = f"write deployment {namespace}/{name}"
+        self.fence(action)
+        deployment = _typed(V1Deployment, body, action)
+        if exists:
+            stored = self._call(action, self._apps.replace_namespaced_deployment, name, namespace, deployment)
+        else:
+            stored = self._call(action, self._apps.create_namespaced_deployment, namespace, deployment)
+        return dict(stored or {})
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        """Delete a pool's Deployment (its storage became a claim); one already gone is fine."""
+        action = f"delete deployment {namespace}/{name}"
+        self.fence(action)
+        self._call(action, self._apps.delete_namespaced_deployment, name, namespace)
+
+    def get_statefulset(self, namespace: str, name: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._call(
+            f"get statefulset {namespace}/{name}", self._apps.read_namespaced_stateful_set, name, namespace
+        )
+        return result
+
+    def write_statefulset(self, body: dict[str, Any], *, exists: bool) -> dict[str, Any]:
+        """Create or replace a pool's StatefulSet; the object as stored."""
+        namespace, name = _where(body)
+        action = f"write statefulset {namespace}/{name}"
+        self.fence(action)
+        statefulset = _typed(V1StatefulSet, body, action)
+        if exists:
+            stored = self._call(
+                action, self._apps.replace_namespaced_stateful_set, name, namespace, statefulset
+            )
+        else:
+            stored = self._call(action, self._apps.create_namespaced_stateful_set, namespace, statefulset)
+        return dict(stored or {})
+
+    def delete_statefulset(self, namespace: str, name: str) -> None:
+        """Delete a pool's StatefulSet (its storage became an emptyDir); its claim stays, as Kubernetes
+        keeps it; one already gone is fine."""
+        action = f"delete statefulset {namespace}/{name}"
+        self.fence(action)
+        self._call(action, self._apps.delete_namespaced_stateful_set, name, namespace)
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._call(
+            f"get service {namespace}/{name}", self._core.read_namespaced_service, name, namespace
+        )
+        return result
+
+    def write_service(self, body: dict[str, Any], *, exists: bool) -> None:
+        """Create a pool's Service, or merge its rendering into the one that exists: a replace would have to
+        carry the cluster IP the API server allocated."""
+        namespace, name = _where(body)
+        action = f"write service {namespace}/{name}"
+        self.fence(action)
+        if exists:
+            self._call(
+                action,
+                self._core.patch_namespaced_service,
+                name,
+                namespace,
+                body,
+                _content_type="application/merge-patch+json",
+            )
+        else:
+            service = _typed(V1Service, body, action)
+            self._call(action, self._core.create_namespaced_service, namespace, service)

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 
 MANAGED_BY = "servicebuild-operator"
@@ -23,6 +24,17 @@ ANNOTATION_REQUESTED_AT = "servicebuild.dev/requested-at"
 ANNOTATION_SOURCE_PUSHED_AT = "servicebuild.dev/source-pushed-at"
 """On a ServiceBuild: when a webhook announced a push to its repository (RFC 3339); its polled revision
 is looked up again at once."""
+
+LABEL_BUILDERPOOL = "servicebuild.dev/builderpool"
+"""On a builder pool's daemon, its Service and its Secrets: the BuilderPool's name."""
+LABEL_BUILDERPOOL_NAMESPACE = "servicebuild.dev/builderpool-namespace"
+"""On a pool's CA Secret, in the operator's namespace: the namespace of the BuilderPool it serves."""
+ANNOTATION_SPEC_HASH = "servicebuild.dev/spec-hash"
+"""On an object the operator renders for a BuilderPool: the hash of what it rendered, so that an object
+is replaced only when the rendering changed."""
+ANNOTATION_TLS = "servicebuild.dev/tls"
+"""On a pool daemon's Pod template: the server certificate's fingerprint; a renewal restarts the daemon,
+which reads its certificate only when it starts."""
 
 MAX_JOB_NAME = 63  # the Job controller copies the name into a label value on each Pod
 _HASH_LENGTH = 5
@@ -48,6 +60,27 @@ def build_key(build: int, generation: int, context_digest: str | None, attempt: 
 def job_labels(uid: str, generation: int) -> dict[str, str]:
     """Labels that let the operator find every Job of one ServiceBuild."""
     return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_UID: uid, LABEL_GENERATION: str(generation)}
+
+
+_DNS_LABEL_RE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def pool_daemon_name(pool: str) -> str:
+    """`<pool>-buildkitd`: the pool's workload, Service and server Secret. A Service name is a DNS label
+    (63 characters, no dots, a letter first); a pool name that cannot make one gets a hashed form."""
+    name = f"{pool}-buildkitd"
+    if len(name) <= MAX_JOB_NAME and _DNS_LABEL_RE.fullmatch(name):
+        return name
+    digest = hashlib.sha256(pool.encode()).hexdigest()[:_HASH_LENGTH]
+    readable = re.sub(r"[^a-z0-9]+", "-", pool).strip("-")[: MAX_JOB_NAME - 18]
+    return f"buildkitd-{readable}-{digest}".replace("--", "-")
+
+
+def pool_ca_secret_name(namespace: str, pool: str) -> str:
+    """The Secret in the operator's namespace holding a pool's CA and the operator's client certificate:
+    one per pool of every namespace, so the name carries both, hashed to stay unique when cut."""
+    digest = hashlib.sha256(f"{namespace}/{pool}".encode()).hexdigest()[:_HASH_LENGTH]
+    return f"builderpool-{namespace}-{pool}"[: 253 - 1 - _HASH_LENGTH].rstrip("-.") + f"-{digest}"
 
 
 def uid_selector(uid: str) -> str:

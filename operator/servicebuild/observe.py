@@ -5,11 +5,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from servicebuild.failures import Failure, Reason, classify, classify_pending, scrub
+from servicebuild.buildlog import parse_plain
+from servicebuild.cachemetrics import parse_cache_metrics
+from servicebuild.failures import Failure, Reason, classify, classify_pending, classify_run, scrub
 from servicebuild.jobs import BuildJob, BuildPod
 from servicebuild.render.job import BUILD_CONTAINER
-from servicebuild.report import BuildReport, log_tail
-from servicebuild.report_budget import BuildFacts, parse_message
+from servicebuild.render.pool_run import RunState
+from servicebuild.report import BuildReport, log_tail, report_from_files
+from servicebuild.report_budget import BuildFacts, facts_from_build, parse_message
 
 
 class BuildState(StrEnum):
@@ -136,6 +139,38 @@ def _not_started(
         f"The build Pod did not start within spec.pendingTimeout: {classify_pending(pod).message}",
     )
     return replace(base, state=BuildState.FAILED, failure=timeout)
+
+
+def observe_run(run: RunState | None, sbom_scanner: str | None = None) -> Observation:
+    """Interpret a build buildctl runs against a builder pool: absent when this process runs none (or
+    stopped it), else running, or ended with what buildctl wrote."""
+    if run is None or run.stopped:
+        return ABSENT
+    base = Observation(
+        state=BuildState.RUNNING,
+        job_name=run.name,
+        start_time=run.started,
+        completion_time=run.ended,
+        commit=run.run.commit,
+        context_digest=run.run.context_digest,
+        provenance=run.run.provenance,
+    )
+    if run.ended is None:
+        return base
+    if run.timed_out:
+        timeout = Failure(Reason.DEADLINE_EXCEEDED, "The build ran longer than spec.timeout and was stopped.")
+        return replace(base, state=BuildState.FAILED, failure=timeout, log_tail=log_tail(run.log) or None)
+    if run.exit_code != 0:
+        failure = classify_run(run.log, sbom_scanner)
+        return replace(base, state=BuildState.FAILED, failure=failure, log_tail=log_tail(run.log) or None)
+    report = report_from_files(run.metadata, run.cache_metrics, cache_export="--export-cache" in run.run.argv)
+    if report is None:
+        missing = Failure(
+            Reason.REPORT_MISSING, "buildctl ended well but wrote no image digest in its metadata file."
+        )
+        return replace(base, state=BuildState.FAILED, failure=missing)
+    facts = facts_from_build(parse_plain(run.log), parse_cache_metrics(run.cache_metrics or ""))
+    return replace(base, state=BuildState.SUCCEEDED, report=report, facts=facts)
 
 
 def without_secrets(observation: Observation, secrets: Iterable[str]) -> Observation:

@@ -54,6 +54,7 @@ from servicebuild.metrics import OperatorMetrics
 from servicebuild.naming import ANNOTATION_REQUESTED_AT
 from servicebuild.observe import BuildState, Observation, PendingLimit, observe, without_secrets
 from servicebuild.plan import DueBuild, ReadBack, Report, StartJob, StartNextAttempt, Wanted
+from servicebuild.poolbuilds import PoolBuilds, RunGateway
 from servicebuild.registry import RegistryError
 from servicebuild.render.job import BUILD_CONTAINER, BuildInputs, render_job, tags_after_budget
 from servicebuild.report_budget import BuildFacts, merge_facts, parse_log_facts
@@ -100,6 +101,8 @@ def log_fields(
 
 
 class KubeGateway(Protocol):
+    def get_builderpool(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def get_own_secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def create_job(self, job: dict[str, Any]) -> bool: ...
     def list_jobs(self, namespace: str, uid: str) -> list[dict[str, Any]]: ...
@@ -137,21 +140,22 @@ class Result:
 class Reconciler:
     """Brings one ServiceBuild one step closer to built, through the gateways it was given."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - three gateways, the runs, the settings, the operator's namespace
         self,
         kube: KubeGateway,
         registry: RegistryGateway,
         git: GitGateway,
         settings: Settings,
-        slots: BuildSlots | None = None,
+        *,
+        runs: RunGateway,
+        own_namespace: str = "default",
     ) -> None:
         self.kube = kube
         self.registry = registry
         self.inputs = InputReader(kube, git, settings)
+        self.pools = PoolBuilds(kube, runs, self.inputs, settings, own_namespace)
         self.settings = settings
-        self.slots = slots or BuildSlots(
-            settings.max_running_builds, settings.max_running_builds_per_namespace
-        )
+        self.slots = BuildSlots(settings.max_running_builds, settings.max_running_builds_per_namespace)
         self.waves = Waves(settings.max_triggered_builds_per_minute)
         self.metrics = OperatorMetrics(self._load)
 
@@ -175,10 +179,12 @@ class Reconciler:
             self._retain_jobs(meta, outcome.build.job_name, ended_well=isinstance(outcome, Succeeded))
         claim = _claim(outcome)
         wake = self.slots.update(meta.key, claim).wake if claim is not None else ()
-        return replace(result, wake=wake, recheck_at=_recheck_at(outcome, wanted))
+        return replace(result, wake=wake, recheck_at=_recheck_at(outcome, wanted, now))
 
     def forget(self, key: Key) -> tuple[Key, ...]:
-        """The ServiceBuild is gone: its build slot or queue place is free; returns whom that lets start."""
+        """The ServiceBuild is gone: its build on a pool stops, its build slot or queue place is free;
+        returns whom that lets start."""
+        self.pools.stop(key, keep=None)
         self.metrics.forget(key)
         return self.slots.update(key, Idle()).wake
 
@@ -187,7 +193,9 @@ class Reconciler:
         return self.slots.load()
 
     def end_term(self) -> None:
-        """Forget the build slots and waves: another replica leads now (and its gauges count them)."""
+        """Stop the builds on pools and forget the build slots and waves: another replica leads now (it
+        starts the pools' builds again, and its gauges count them)."""
+        self.pools.runs.stop_all()
         self.slots = BuildSlots(
             self.settings.max_running_builds, self.settings.max_running_builds_per_namespace
         )
@@ -278,11 +286,8 @@ class Reconciler:
 
     def _follow(self, servicebuild: ServiceBuild, due: DueBuild, now: datetime) -> Outcome:
         """Observe the due build's Job and take its next step."""
-        meta, spec = servicebuild.metadata, servicebuild.spec
-        job, pod = self._observe_job(meta, due.job_name)
-        if job is not None:
-            self._stop_builds(meta, keep=due.job_name, unless_stopped=due.others_stopped)
-        observation = observe(job, pod, PendingLimit(now, timedelta(seconds=spec.pending_timeout_seconds)))
+        meta = servicebuild.metadata
+        observation = self._observe(servicebuild, due, now)
         if observation.state == BuildState.FAILED:
             # A build log may echo a Secret's value: the status must not.
             observation = without_secrets(observation, self.inputs.secret_values(servicebuild))
@@ -304,6 +309,21 @@ class Reconciler:
                 if stop_job:
                     self.kube.delete_job(meta.namespace, due.job_name)
                 return outcome
+
+    def _observe(self, servicebuild: ServiceBuild, due: DueBuild, now: datetime) -> Observation:
+        """What the due build's Job (and Pod), or its run on the pool, say now; other builds stop once it
+        exists."""
+        meta, spec = servicebuild.metadata, servicebuild.spec
+        if spec.builder_pool is not None:
+            observation = self.pools.observe(due.job_name)
+        else:
+            job, pod = self._observe_job(meta, due.job_name)
+            observation = observe(
+                job, pod, PendingLimit(now, timedelta(seconds=spec.pending_timeout_seconds))
+            )
+        if observation.state != BuildState.ABSENT:
+            self._stop_builds(meta, keep=due.job_name, unless_stopped=due.others_stopped)
+        return observation
 
     def _checked(self, servicebuild: ServiceBuild, due: DueBuild) -> Build:
         """The due build with the commit it will build (a git revision resolved once: a queued build keeps it
@@ -340,6 +360,11 @@ class Reconciler:
         wave = self.waves.admit(now) if due.trigger in plan.TRIGGERED else None
         if wave is not None:
             return Queued(checked, 1, due.since, WAVE_REASON, until=wave)
+        builder = self.pools.builder(meta, spec.builder_pool) if spec.builder_pool is not None else None
+        if isinstance(builder, str):
+            self._stop_builds(meta, keep=due.job_name, unless_stopped=due.others_stopped)
+            timeouts = (spec.pending_timeout_seconds, now)
+            return self.pools.waiting(meta.key, due.job_name, checked, builder, timeouts)
         answer = self.slots.update(meta.key, Waiting(due.job_name, due.since))
         if not answer.admitted:
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
@@ -354,7 +379,10 @@ class Reconciler:
                 commit=checked.source.commit if checked.source else None,
             )
             inputs = self.inputs.build_inputs(servicebuild, seed)
-            self._create_job(servicebuild, inputs, due.number)
+            if builder is None:
+                self._create_job(servicebuild, inputs, due.number)
+            else:
+                self.pools.start(servicebuild, due.job_name, inputs, builder)
         except Problem as problem:
             # The older build must not push either: the spec that asked for it is gone.
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
@@ -370,7 +398,7 @@ class Reconciler:
             job_name=due.job_name,
             source=source if inputs.commit or inputs.context_digest else None,
         )
-        return InProgress(build, Progress.POD_PENDING)
+        return InProgress(build, Progress.POD_PENDING if builder is None else Progress.RUNNING)
 
     def _create_job(self, servicebuild: ServiceBuild, inputs: BuildInputs, number: int) -> None:
         meta = servicebuild.metadata
@@ -537,7 +565,9 @@ class Reconciler:
             self.kube.delete_job(meta.namespace, name)
 
     def _stop_builds(self, meta: ObjectMeta, keep: str | None, *, unless_stopped: bool = False) -> None:
-        """Only the newest spec and source may push: other unfinished Jobs of this ServiceBuild go."""
+        """Only the newest spec and source may push: other unfinished Jobs and pool runs of this ServiceBuild
+        go."""
+        self.pools.stop(meta.key, keep)
         if unless_stopped:
             return
         for job in map(parse_job, self.kube.list_jobs(meta.namespace, meta.uid)):
@@ -590,6 +620,10 @@ class Reconciler:
         return Result(status=status, written=True)
 
 
+POOL_RECHECK = timedelta(seconds=2)
+"""How often a build waiting for its builder pool looks again (a pool's status change wakes no build)."""
+
+
 def _first_miss(
     previous: ServiceBuildStatus,
     step: str | None,
@@ -634,10 +668,13 @@ def _cache_ratio(outcome: Outcome | None) -> float | None:
     return cached / total if cached is not None and total else None
 
 
-def _recheck_at(outcome: Outcome | None, wanted: Wanted | None) -> datetime | None:
-    """When to reconcile again, events or not: the next retry, wave or poll, whichever comes first."""
+def _recheck_at(outcome: Outcome | None, wanted: Wanted | None, now: datetime) -> datetime | None:
+    """When to reconcile again, events or not: the next retry, wave or poll, or a look at the builder pool
+    waited for, whichever comes first."""
     times = [wanted.next_poll if wanted else None]
     match outcome:
+        case InProgress(progress=Progress.WAITING_FOR_BUILDER):
+            times.append(now + POOL_RECHECK)
         case RetryScheduled(retry_at=retry_at):
             times.append(retry_at)
         case Queued(until=until):

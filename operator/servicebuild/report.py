@@ -93,3 +93,32 @@ def log_tail(message: str | None, lines: int = 20) -> str:
     if not message or lines <= 0:
         return ""
     return "\n".join(line.rstrip() for line in message.rstrip().splitlines()[-lines:])
+
+
+def report_from_files(
+    metadata: str | None, cache_metrics: str | None, *, cache_export: bool
+) -> BuildReport | None:
+    """The report of a build buildctl ran in the operator: what the wrapper takes from the same files in a
+    Job (`containerimage.digest`, `image.name`, `cache.manifest`, the cache metrics line); None when the
+    metadata file holds no digest."""
+    try:
+        data = json.loads(metadata or "")
+    except (ValueError, RecursionError):
+        return None
+    digest = data.get("containerimage.digest") if isinstance(data, dict) else None
+    if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
+        return None
+    image_name = data.get("image.name")
+    lines = [line for line in (cache_metrics or "").splitlines() if line.strip()]
+    try:
+        metrics = json.loads(lines[-1]) if lines else None
+    except (ValueError, RecursionError):
+        metrics = None
+    cached, total = _cache_figures(metrics)
+    return BuildReport(
+        digest=digest,
+        image_name=image_name if isinstance(image_name, str) and image_name else None,
+        cached_steps=cached,
+        total_steps=total,
+        cache_exported=("cache.manifest" in data) if cache_export else None,
+    )

@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from servicebuild.api.models import (
     AttestationOutput,
@@ -87,6 +87,7 @@ class Progress(Enum):
     POD_PENDING = (Phase.PENDING, "BuildPending", "The build Job is waiting for its Pod to start.")
     RUNNING = (Phase.BUILDING, "BuildRunning", "BuildKit is building and pushing the image.")
     VERIFYING_PUSH = (Phase.BUILDING, "VerifyingPush", "Reading the pushed image from the registry.")
+    WAITING_FOR_BUILDER = (Phase.PENDING, "WaitingForBuilder", "Waiting for the builder pool.")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ class InProgress:
 
     build: Build
     progress: Progress
+    detail: str | None = None
+    """Said instead of the progress's own message (why the build waits for its builder pool)."""
 
 
 @dataclass(frozen=True)
@@ -159,11 +162,15 @@ def _seconds_between(start: datetime | None, end: datetime | None) -> int | None
     return max(0, round((end - start).total_seconds()))
 
 
+class _HasConditions(Protocol):
+    def condition(self, condition_type: str, /) -> Condition | None: ...
+
+
 @dataclass(frozen=True)
 class _Stamp:
-    """What every condition of one decision shares."""
+    """What every condition of one decision shares (of a ServiceBuild's status, or a BuilderPool's)."""
 
-    previous: ServiceBuildStatus
+    previous: _HasConditions
     generation: int
     now: datetime
 
@@ -332,6 +339,9 @@ def _progress(outcome: InProgress | Queued | RetryScheduled) -> tuple[Phase, str
                     f" the next one starts at {format_time(retry_at)}."
                 ),
             )
+        case InProgress(progress=progress, detail=str() as detail):
+            phase, reason, _ = progress.value
+            return phase, reason, detail
         case InProgress(progress=progress):
             return progress.value
 

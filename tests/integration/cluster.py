@@ -21,10 +21,18 @@ import kmock
 import yaml
 
 from servicebuild.api.models import GROUP, PLURAL, VERSION
+from servicebuild.api.pool import POOL_PLURAL
 
-CRD_YAML = Path(__file__).resolve().parents[2] / "crds" / f"{PLURAL}.{GROUP}.yaml"
+CRD_YAMLS = [
+    Path(__file__).resolve().parents[2] / "crds" / f"{plural}.{GROUP}.yaml"
+    for plural in (PLURAL, POOL_PLURAL)
+]
 
 SERVICEBUILDS = kmock.resource(GROUP, VERSION, PLURAL)
+BUILDERPOOLS = kmock.resource(GROUP, VERSION, POOL_PLURAL)
+DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
+STATEFULSETS = kmock.resource("apps", "v1", "statefulsets")
+SERVICES = kmock.resource("", "v1", "services")
 JOBS = kmock.resource("batch", "v1", "jobs")
 PODS = kmock.resource("", "v1", "pods")
 SECRETS = kmock.resource("", "v1", "secrets")
@@ -39,6 +47,16 @@ _RESOURCES = {
     SERVICEBUILDS: kmock.ResourceInfo(
         kind="ServiceBuild", namespaced=True, subresources={"status"}, verbs=_VERBS
     ),
+    BUILDERPOOLS: kmock.ResourceInfo(
+        kind="BuilderPool", namespaced=True, subresources={"status"}, verbs=_VERBS
+    ),
+    DEPLOYMENTS: kmock.ResourceInfo(
+        kind="Deployment", namespaced=True, subresources={"status"}, verbs=_VERBS
+    ),
+    STATEFULSETS: kmock.ResourceInfo(
+        kind="StatefulSet", namespaced=True, subresources={"status"}, verbs=_VERBS
+    ),
+    SERVICES: kmock.ResourceInfo(kind="Service", namespaced=True, verbs=_VERBS),
     JOBS: kmock.ResourceInfo(kind="Job", namespaced=True, subresources={"status"}, verbs=_VERBS),
     PODS: kmock.ResourceInfo(kind="Pod", namespaced=True, subresources={"status"}, verbs=_VERBS),
     SECRETS: kmock.ResourceInfo(kind="Secret", namespaced=True, verbs=_VERBS),
@@ -123,6 +141,8 @@ class ApiServer(kmock.KubernetesEmulator):
             return aiohttp.web.json_response({"kind": "Status", "code": 503}, status=503)
         if request.resource == PODS and request.subresource == "log":
             return await self._serve_log(request)
+        if request.method == kmock.method.PUT and request.name and isinstance(request.data, dict):
+            return await self._replace(request)
         creates = request.action == kmock.action.CREATE
         writes = creates or (request.action == kmock.action.UPDATE and request.name)
         if not (writes and request.resource is not None and isinstance(request.data, dict)):
@@ -136,6 +156,35 @@ class ApiServer(kmock.KubernetesEmulator):
                 metadata.setdefault("uid", str(uuid.uuid4()))
                 metadata.setdefault("creationTimestamp", _now())
             return await super()._handle(request)
+
+    async def _replace(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """PUT, which KMock 0.8 does not serve: the object replaced but its status (a status subresource's
+        own), its uid and creationTimestamp kept, `metadata.generation` counted up when the spec changed."""
+        key = (request.resource, request.namespace, request.name)
+        async with self._writing:
+            stored = self._stored_version(request)
+            if stored is None:
+                return aiohttp.web.json_response({"kind": "Status", "code": 404}, status=404)
+            body = dict(request.data)
+            if body.get("metadata", {}).get("resourceVersion") not in (None, stored):
+                return _conflict(request.resource, str(request.name))
+            old = dict(self.objects[key].raw)
+            old_meta = old.get("metadata") or {}
+            generation = int(old_meta.get("generation") or 1)
+            if body.get("spec") != old.get("spec"):
+                generation += 1
+            body["metadata"] = {
+                **body.get("metadata", {}),
+                "uid": old_meta.get("uid"),
+                "creationTimestamp": old_meta.get("creationTimestamp"),
+                "generation": generation,
+                "resourceVersion": str(next(self._versions)),
+            }
+            if "status" in old:
+                body["status"] = old["status"]
+            self.objects[key].create(body)
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": body})
+        return aiohttp.web.json_response(body)
 
     async def _serve_log(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         """As the kubelet serves it through the API server: 404 for a Pod that is gone, 400 for a container
@@ -182,8 +231,9 @@ class Cluster:
         for resource in (JOBS, PODS):
             emulator[kmock.action.LIST, resource] << self._list_with_selector
         # Installed with the operator, as on a real cluster: its event tells the operator it is ready.
-        crd = yaml.safe_load(CRD_YAML.read_text())
-        emulator.objects[CRDS, None, crd["metadata"]["name"]] = crd
+        for path in CRD_YAMLS:
+            crd = yaml.safe_load(path.read_text())
+            emulator.objects[CRDS, None, crd["metadata"]["name"]] = crd
 
     def _list_with_selector(self, request: kmock.Request) -> dict[str, Any]:
         selector = request.params.get("labelSelector")

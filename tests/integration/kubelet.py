@@ -10,9 +10,7 @@ platform; one whose SBOM scanner is missing from a test registry fails as BuildK
 
 import asyncio
 import base64
-import csv
 import json
-import re
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,53 +18,31 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
-import httpx
 from cluster import CONFIGMAPS, JOBS, PODS, SECRETS, Cluster, PodLog
 
 from servicebuild.credentials import credentials_from_docker_config
 from servicebuild.imageref import parse_image
 from servicebuild.naming import ANNOTATION_SERVICEBUILD
-from support.oci_registry import (
-    SLSA_PROVENANCE,
-    SPDX_SBOM,
-    buildkit_history,
-    push_image,
-    push_index,
-    tag_digest,
+from support.buildkit_play import (
+    BUILDKIT_FAILURE_LOG,
+    base_image_steps,
+    check_warnings,
+    missing_scanner_log,
+    output_names,
+    push_result,
 )
+from support.buildkit_play import missing_scanner as find_missing_scanner
 
 Behaviour = Literal["succeed", "fail", "hold", "stuck", "cache-export-fails", "evicted"]
 """succeed; fail with a BuildKit error; hold running until released; stuck pending (image pull
 failing); succeed but report that the cache export failed; the Pod evicted for node pressure."""
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-DOCKERFILE_CHECK = "BUILDKIT_DOCKERFILE_CHECK"
-
-BUILDKIT_FAILURE_LOG = """\
-#9 [build 3/4] RUN make greet
-#9 0.412 cc -O2 -o greet main.c greet.c
-#9 0.431 main.c:3:10: fatal error: greet.h: No such file or directory
-#9 ERROR: process "/bin/sh -c make greet" did not complete successfully: exit code: 2
-------
- > [build 3/4] RUN make greet:
-0.431 main.c:3:10: fatal error: greet.h: No such file or directory
-------
-Dockerfile:7
---------------------
-   5 |     COPY main.c greet.c Makefile ./
-   6 |     RUN make greet
---------------------
-ERROR: failed to solve: process "/bin/sh -c make greet" did not complete successfully: exit code: 2
-"""
-
 
 BUILDKIT_LOG = (Path(__file__).parents[1] / "unit" / "buildkit_samples" / "calc-cold-plain.log").read_text()
 """What a successful build prints: a real BuildKit build's plain progress."""
 RUNNING_LINES = 43
 """A running build has printed this much of it: up to its `RUN gcc` step, started and not done."""
-
-
-_FROM_RE = re.compile(r"^FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.MULTILINE | re.IGNORECASE)
 
 
 def _now() -> str:
@@ -76,62 +52,6 @@ def _now() -> str:
 def build_args(job: dict[str, Any]) -> list[str]:
     args: list[str] = job["spec"]["template"]["spec"]["containers"][0].get("args", [])
     return args
-
-
-def output_options(job: dict[str, Any]) -> dict[str, str]:
-    """The Job's `--output type=image` attributes, CSV as buildctl reads them."""
-    for argument in build_args(job):
-        if argument.startswith("type=image"):
-            fields = next(csv.reader([argument]))
-            return dict(part.partition("=")[::2] for part in fields)
-    raise AssertionError(f"no --output type=image in {build_args(job)}")
-
-
-def output_names(job: dict[str, Any]) -> list[str]:
-    """The names BuildKit would push: `name` of the Job's `--output type=image`."""
-    return output_options(job)["name"].split(",")
-
-
-def platforms(job: dict[str, Any]) -> list[str]:
-    for argument in build_args(job):
-        if argument.startswith("platform="):
-            return argument.removeprefix("platform=").split(",")
-    return []
-
-
-def attestation_options(job: dict[str, Any]) -> dict[str, str]:
-    """The Job's `--opt attest:<type>=<params>`, by type."""
-    found = {}
-    for argument in build_args(job):
-        if argument.startswith("attest:"):
-            kind, _, params = argument.removeprefix("attest:").partition("=")
-            found[kind] = params
-    return found
-
-
-def attestation_predicates(job: dict[str, Any]) -> tuple[str, ...]:
-    """The in-toto predicate types BuildKit would attest for the Job: SBOM first, as BuildKit orders them."""
-    options = attestation_options(job)
-    return (
-        *((SPDX_SBOM,) if "sbom" in options else ()),
-        *((SLSA_PROVENANCE,) if "provenance" in options else ()),
-    )
-
-
-def missing_scanner_log(scanner: str) -> str:
-    """buildctl's end when BuildKit cannot resolve the SBOM scanner (seen on a real cluster, buildkit.md)."""
-    return f"""\
-#1 [internal] load build definition from Dockerfile
-#1 transferring dockerfile: 104B done
-#1 DONE 0.0s
-
-#5 [internal] load metadata for {scanner}
-#5 ERROR: {scanner}: not found
-------
- > [internal] load metadata for {scanner}:
-------
-error: failed to solve: failed to resolve source metadata for {scanner}: {scanner}: not found
-"""
 
 
 @dataclass
@@ -260,7 +180,7 @@ class Kubelet:
 
     def _push_credentials(self, job: dict[str, Any]) -> tuple[str, str] | None:
         """Read the push secret the Job mounts, as BuildKit would through DOCKER_CONFIG."""
-        image = parse_image(output_names(job)[0])
+        image = parse_image(output_names(build_args(job))[0])
         for volume in job["spec"]["template"]["spec"].get("volumes", []):
             secret_name = volume.get("secret", {}).get("secretName")
             if secret_name and volume["name"] == "docker-config":
@@ -272,39 +192,11 @@ class Kubelet:
         return None
 
     def _check_warnings(self, job: dict[str, Any]) -> list[str]:
-        """The build checks BuildKit reports for the Dockerfile, as `checks-plain.log` in the shared samples
-        words them (`#1 WARN: <Rule>: <message> (line N)`); FromAsCasing only, less the skipped checks."""
-        skipped: list[str] = []
-        for argument in build_args(job):
-            if argument.startswith(f"build-arg:{DOCKERFILE_CHECK}=skip="):
-                skipped = argument.partition("=skip=")[2].split(",")
-        warnings = []
-        for number, line in enumerate(self._dockerfile(job).splitlines(), start=1):
-            words = line.split()
-            if len(words) >= 4 and words[0].upper() == "FROM" and words[-2].upper() == "AS":
-                from_word, as_word = words[0], words[-2]
-                if from_word.isupper() != as_word.isupper() and "FromAsCasing" not in skipped:
-                    message = f"'{as_word}' and '{from_word}' keywords' casing do not match"
-                    warnings.append(f"FromAsCasing: {message} (line {number})")
-        return warnings
+        return check_warnings(self._dockerfile(job), build_args(job))
 
     def _base_image_steps(self, job: dict[str, Any]) -> list[str]:
-        """The `FROM <ref>@<digest>` steps BuildKit prints for the base images of a ConfigMap context's
-        Dockerfile, resolved against the test registries (other registries are not reachable here)."""
-        dockerfile = self._dockerfile(job)
-        stages = re.findall(
-            r"^FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", dockerfile, re.MULTILINE | re.IGNORECASE
-        )
-        steps = []
-        for index, (ref, stage) in enumerate(stages):
-            if ref == "scratch" or any(ref == earlier for _, earlier in stages[:index]):
-                continue
-            image = parse_image(ref)
-            if not image.registry.startswith(("127.0.0.1:", "localhost:")):
-                continue
-            digest = tag_digest(self.mirrors.get(image.registry, image.registry), image.repository, image.tag)
-            steps.append(f"[{stage or f'stage-{index}'} 1/2] FROM {image}@{digest}")
-        return steps
+        """The `FROM <ref>@<digest>` steps BuildKit prints for a ConfigMap context's base images."""
+        return base_image_steps(self._dockerfile(job), self.mirrors)
 
     def _dockerfile(self, job: dict[str, Any]) -> str:
         """The Dockerfile of a ConfigMap context, as the Job's init container copies it."""
@@ -314,56 +206,15 @@ class Kubelet:
         return str(((configmap or {}).get("data") or {}).get("Dockerfile", ""))
 
     def _push(self, job: dict[str, Any]) -> str:
-        """Push under every name of the `--output`, as BuildKit does (by digest only, untagged, with
-        `push-by-digest=true`); return the digest."""
-        names = [parse_image(name) for name in output_names(job)]
-        by_digest = output_options(job).get("push-by-digest") == "true"
-        auth = self._push_credentials(job)
-        predicates = attestation_predicates(job)
-        dockerfile = self._dockerfile(job)
-        layers = [f"{job['metadata']['name']}: layer {index}\n".encode() * (index + 1) for index in range(3)]
-        # Attestations make BuildKit push an index even for one platform.
-        images = None if platforms(job) else {"linux/amd64": layers}
-        history = buildkit_history(dockerfile, 2 if images is None else len(layers))
-        digest = ""
-        for image in names:
-            registry = self.mirrors.get(image.registry, image.registry)
-            tag = None if by_digest else image.tag
-            if images is None or predicates:
-                digest = push_index(
-                    registry,
-                    image.repository,
-                    tag,
-                    auth=auth,
-                    images=images,
-                    history=history,
-                    predicates=predicates,
-                ).digest
-            else:
-                pushed = push_image(registry, image.repository, tag, layers, auth=auth, history=history)
-                digest = pushed.digest
-        return digest
-
-    def _missing_scanner(self, job: dict[str, Any]) -> str | None:
-        """The SBOM scanner the Job names, when it is on a test registry that does not have it."""
-        generator = attestation_options(job).get("sbom", "").partition("generator=")[2]
-        if not generator:
-            return None
-        scanner = parse_image(generator)
-        if not scanner.registry.startswith(("127.0.0.1:", "localhost:")):
-            return None  # another registry is not reachable here: taken as pulled
-        try:
-            tag_digest(scanner.registry, scanner.repository, scanner.tag)
-        except httpx.HTTPStatusError as error:
-            if error.response.status_code == 404:
-                return generator
-            raise
-        return None
+        """Push under every name of the `--output`, as BuildKit does; return the digest."""
+        args, auth = build_args(job), self._push_credentials(job)
+        seed, dockerfile = job["metadata"]["name"], self._dockerfile(job)
+        return push_result(args, seed=seed, dockerfile=dockerfile, auth=auth, mirrors=self.mirrors).digest
 
     async def _finish(self, job: dict[str, Any], behaviour: Behaviour) -> None:
         metadata = job["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
-        missing_scanner = await asyncio.to_thread(self._missing_scanner, job)
+        missing_scanner = await asyncio.to_thread(find_missing_scanner, build_args(job))
         succeeded = behaviour in {"succeed", "cache-export-fails"} and missing_scanner is None
         if missing_scanner is not None:
             terminated = {"exitCode": 1, "reason": "Error", "message": missing_scanner_log(missing_scanner)}
@@ -371,7 +222,8 @@ class Kubelet:
             digest = await asyncio.to_thread(self._push, job)
             self.pushed[name] = digest
             metrics = {"total": 9, "completed": 9, "user_total": 7, "user_cached": 5, "user_completed": 7}
-            report = {"digest": digest, "imageName": ",".join(output_names(job)), "cacheMetrics": metrics}
+            names = ",".join(output_names(build_args(job)))
+            report = {"digest": digest, "imageName": names, "cacheMetrics": metrics}
             report["cacheExported"] = behaviour != "cache-export-fails"
             facts = [f"base {step}" for step in await asyncio.to_thread(self._base_image_steps, job)]
             facts += [f"warn {warning}" for warning in self._check_warnings(job)]

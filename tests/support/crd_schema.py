@@ -156,9 +156,10 @@ def _stricter_than_python(schema: dict[str, Any], obj: Any) -> Iterator[str]:
             yield f"{path}: {value!r} does not match {node['pattern']} (RE2)"
 
 
-def crd_errors(obj: dict[str, Any]) -> list[str]:
-    """Why the API server would reject this ServiceBuild; empty when it would accept it."""
-    schema = object_schema()
+def crd_errors(obj: dict[str, Any], schema: dict[str, Any] | None = None) -> list[str]:
+    """Why the API server would reject this object (a ServiceBuild unless another CRD's `schema` is given);
+    empty when it would accept it."""
+    schema = object_schema() if schema is None else schema
     stricter = list(_stricter_than_python(schema, obj))
     if stricter:
         return stricter

@@ -7,7 +7,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from servicebuild.gitremote import ContextTree
 from servicebuild.imageref import ImageRef
 from servicebuild.kube import NotLeadingError
 from servicebuild.manifests import ImageSummary
+from servicebuild.render.pool_run import PoolRun, RunState
 
 COMMIT = "9fceb02d0ae598e95dc970b74767f19372d61af8"
 IMAGE_SIZE = 12582912
@@ -56,6 +57,17 @@ class FakeKube:
     patches: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
+    builderpools: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    own_secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    """The operator's namespace's Secrets (the pools' client certificates), by (namespace, name)."""
+
+    def get_builderpool(self, namespace: str, name: str) -> dict[str, Any] | None:
+        pool = self.builderpools.get((namespace, name))
+        return copy.deepcopy(pool) if pool is not None else None
+
+    def get_own_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        data = self.own_secrets.get((namespace, name))
+        return dict(data) if data is not None else None
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         job = self.jobs.get((namespace, name))
@@ -177,3 +189,45 @@ class FakeGit:
             return None
         blob_ids = {path: hashlib.sha1(content).hexdigest() for path, content in files.items()}  # noqa: S324
         return ContextTree(blob_ids, {path: content for path, content in files.items() if read(path)})
+
+Key = tuple[str, str]
+
+
+class FakeRuns:
+    """The runs of buildctl as `poolruns.PoolRuns` keeps them, without processes: a test ends a run with
+    `end`, as buildctl would have (exit code, metadata file, log)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.runs: dict[str, RunState] = {}
+        self.started: list[tuple[Key, str, Key, PoolRun]] = []
+        self.stopped: list[str] = []
+        self.touched: list[Key] = []
+
+    def start(self, servicebuild: Key, name: str, pool: Key, run: PoolRun) -> None:
+        self.stop(servicebuild, keep=None)
+        self.started.append((servicebuild, name, pool, run))
+        self.runs[name] = RunState(name, servicebuild, pool, self.now, run)
+
+    def state(self, name: str) -> RunState | None:
+        return self.runs.get(name)
+
+    def running(self, pool: Key) -> int:
+        return sum(1 for run in self.runs.values() if run.pool == pool and run.ended is None)
+
+    def touch(self, pool: Key) -> None:
+        self.touched.append(pool)
+
+    def stop(self, servicebuild: Key, keep: str | None) -> None:
+        for name in [n for n, run in self.runs.items() if run.servicebuild == servicebuild and n != keep]:
+            self.stopped.append(name)
+            del self.runs[name]
+
+    def stop_all(self) -> None:
+        self.stopped += list(self.runs)
+        self.runs.clear()
+
+    def end(
+        self, name: str, exit_code: int, *, metadata: str | None = None, log: str = "", at: datetime
+    ) -> None:
+        self.runs[name] = replace(self.runs[name], ended=at, exit_code=exit_code, metadata=metadata, log=log)

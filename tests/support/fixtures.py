@@ -7,9 +7,11 @@ would pay it); tests keep apart by pushing to their own `unique_repository`.
 import re
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from .fake_buildctl import install_fake_buildctl
 from .git_server import (
     GitDaemon,
     GitHttpServer,
@@ -49,6 +51,18 @@ def oci_registry_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
     )
     yield registry
     registry.stop()
+
+
+@pytest.fixture
+def buildctl_plan_dir(tmp_path: Path) -> Path:
+    """Where a test plans the stand-in `buildctl`'s builds and reads its calls (`support.fake_buildctl`)."""
+    return tmp_path / "buildctl-plan"
+
+
+@pytest.fixture
+def fake_buildctl(tmp_path: Path, buildctl_plan_dir: Path) -> Path:
+    """The stand-in `buildctl` of builder pools; its folder goes first on a PATH."""
+    return install_fake_buildctl(tmp_path / "buildctl-bin", buildctl_plan_dir)
 
 
 @pytest.fixture

@@ -316,6 +316,11 @@ class PushedIndex:
     """Per platform, the attestation manifest describing its image."""
 
     @property
+    def manifest_size(self) -> int:
+        """The index document's own size, as its descriptor gives it."""
+        return len(_canonical(self.index))
+
+    @property
     def size_bytes(self) -> int:
         """What an image's size is: the platforms' images, without the attestation."""
         return sum(image.size_bytes for image in self.platforms.values())

@@ -62,7 +62,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from servicebuild import failures
-from servicebuild.failures import Failure, Reason, failed_step, scrub
+from servicebuild.failures import Failure, Reason, classify_run, failed_step, scrub
 from servicebuild.jobs import parse_job, parse_pod
 from support.pods import unschedulable_pod, waiting_pod
 
@@ -777,8 +777,58 @@ def test_a_missing_sbom_scanner_is_named_when_the_job_names_it(
         assert text in failure.message
 
 
+# buildctl run by the operator against a pool's daemon (`--addr tcp://…`): gRPC's Unavailable when it cannot
+# dial, or loses the daemon mid-build, as moby/buildkit#1222 and #1702 show them; the rest as in a Job.
+FROM_RUN = {
+    "daemon refuses the connection": (
+        (
+            "error: failed to get status: rpc error: code = Unavailable desc = connection error: desc ="
+            ' "transport: Error while dialing: dial tcp 10.96.12.7:1234: connect: connection refused"\n'
+        ),
+        Reason.BUILDER_UNAVAILABLE,
+        ("could not be reached", "connection refused", "retried"),
+    ),
+    "daemon gone mid-build": (
+        (
+            "#9 [build 3/4] RUN make greet\n#9 0.412 cc -O2 -o greet main.c greet.c\n"
+            "error: failed to receive status: rpc error: code = Unavailable desc = transport is closing\n"
+        ),
+        Reason.BUILDER_UNAVAILABLE,
+        ("transport is closing",),
+    ),
+    "a build step fails": (
+        (
+            '#9 ERROR: process "/bin/sh -c make greet" did not complete successfully: exit code: 2\n'
+            "------\n > [build 3/4] RUN make greet:\n"
+            "0.431 main.c:3:10: fatal error: greet.h: No such file\n------\n"
+            'ERROR: failed to solve: process "/bin/sh -c make greet" did not complete successfully:'
+            " exit code: 2\n"
+        ),
+        Reason.BUILD_STEP_FAILED,
+        ("make greet", "exit code: 2"),
+    ),
+    "buildctl refuses its arguments": (
+        "error: open secrets/npmrc: no such file or directory\n",
+        Reason.BUILD_FAILED,
+        ("open secrets/npmrc: no such file or directory",),
+    ),
+}
+
+
+@pytest.mark.parametrize(("log", "reason", "quoted"), FROM_RUN.values(), ids=FROM_RUN.keys())
+def test_a_pool_build_failure_is_read_from_buildctls_output(
+    log: str, reason: Reason, quoted: tuple[str, ...]
+) -> None:
+    failure = classify_run(log, sbom_scanner=None)
+    assert failure.reason == reason
+    assert failure.transient == (reason == Reason.BUILDER_UNAVAILABLE)
+    for text in quoted:
+        assert text in failure.message
+
+
 def test_every_reason_but_the_operators_own_is_reachable() -> None:
     reached = {reason for _, reason, _ in FROM_LOG.values()}
+    reached |= {reason for _, reason, _ in FROM_RUN.values()}
     reached |= {reason for _, _, reason, _ in WITH_SCANNER.values()}
     reached |= {reason for _, _, reason, _ in FROM_STATES.values()}
     reached |= {reason for _, reason, _ in PENDING.values()}

@@ -66,7 +66,7 @@ from servicebuild.config import Settings
 from servicebuild.reconciler import Reconciler, Result
 from servicebuild.times import format_time
 from support.crd_schema import FORMATS, INT64, crd_errors, object_schema, schema_nodes
-from support.fakes import COMMIT, FakeGit, FakeKube, FakeRegistry
+from support.fakes import COMMIT, FakeGit, FakeKube, FakeRegistry, FakeRuns
 
 # cel-python (in `crd_errors`) raises the interpreter's recursion limit to 2500 for each environment it
 # makes; hypothesis then warns that it will not restore its own limit. Harmless here.
@@ -705,7 +705,9 @@ def reconcile_once(
 ) -> tuple[FakeKube, Reconciler, Ending]:
     """Reconcile a new ServiceBuild once, and check it ended building or stalled."""
     kube = FakeKube(now=format_time(NOW), configmaps=CONFIGMAPS, secrets=SECRETS)
-    reconciler = Reconciler(kube, FakeRegistry(), FakeGit(), operator)
+    reconciler = Reconciler(
+        kube, FakeRegistry(), FakeGit(), operator, runs=FakeRuns(datetime(2026, 11, 28, tzinfo=UTC))
+    )
     result = reconciler.reconcile(parse_servicebuild({"metadata": meta, "spec": spec}), NOW)
     assert result.written
     assert len(kube.patches) == 1

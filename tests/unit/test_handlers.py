@@ -18,6 +18,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -25,7 +26,7 @@ import kopf
 from servicebuild import handlers
 from servicebuild.config import Settings
 from servicebuild.reconciler import Reconciler
-from support.fakes import FakeGit, FakeKube, FakeRegistry
+from support.fakes import FakeGit, FakeKube, FakeRegistry, FakeRuns
 
 NAMESPACE = "shop"
 
@@ -54,7 +55,13 @@ class IndexChangingKube:
 async def test_the_index_may_change_while_the_servicebuilds_are_reconciled() -> None:
     live = {"checkout", "cart"}
     kube = IndexChangingKube(live)
-    reconciler = Reconciler(FakeKube(now="2026-11-28T10:00:00Z"), FakeRegistry(), FakeGit(), Settings())
+    reconciler = Reconciler(
+        FakeKube(now="2026-11-28T10:00:00Z"),
+        FakeRegistry(),
+        FakeGit(),
+        Settings(),
+        runs=FakeRuns(datetime(2026, 11, 28, 10, tzinfo=UTC)),
+    )
     runtime = handlers.Runtime(settings=Settings(), kube=kube, reconciler=reconciler)  # type: ignore[arg-type]
 
     await handlers.context_configmap_event(
@@ -106,7 +113,13 @@ class PagingKube:
 
 def _paging_runtime(kube: PagingKube) -> handlers.Runtime:
     settings = Settings(resync_seconds=0.01)
-    reconciler = Reconciler(FakeKube(now="2026-11-28T10:00:00Z"), FakeRegistry(), FakeGit(), settings)
+    reconciler = Reconciler(
+        FakeKube(now="2026-11-28T10:00:00Z"),
+        FakeRegistry(),
+        FakeGit(),
+        settings,
+        runs=FakeRuns(datetime(2026, 11, 28, 10, tzinfo=UTC)),
+    )
     return handlers.Runtime(settings=settings, kube=kube, reconciler=reconciler, acting=True)  # type: ignore[arg-type]
 
 
@@ -142,7 +155,13 @@ def test_kopf_keeps_no_progress_on_any_object() -> None:
 
 
 def test_only_a_new_generation_or_annotation_is_news() -> None:
-    reconciler = Reconciler(FakeKube(now="2026-11-28T10:00:00Z"), FakeRegistry(), FakeGit(), Settings())
+    reconciler = Reconciler(
+        FakeKube(now="2026-11-28T10:00:00Z"),
+        FakeRegistry(),
+        FakeGit(),
+        Settings(),
+        runs=FakeRuns(datetime(2026, 11, 28, 10, tzinfo=UTC)),
+    )
     runtime = handlers.Runtime(
         settings=Settings(), kube=FakeKube(now="2026-11-28T10:00:00Z"), reconciler=reconciler
     )  # type: ignore[arg-type]

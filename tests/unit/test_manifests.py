@@ -141,11 +141,22 @@ def test_rendered_objects_are_valid_kubernetes(directory, version):
     assert errors == []
 
 
-def test_base_deploys_the_generated_crd_unchanged():
-    generated = yaml.safe_load(CRD_FILE.read_text())
-    (deployed,) = objects(ROOT / "deploy" / "base", "CustomResourceDefinition")
-    assert deployed["spec"] == generated["spec"]
-    assert deployed["metadata"]["name"] == generated["metadata"]["name"]
+def test_base_deploys_the_generated_crds_unchanged():
+    generated = {
+        crd["metadata"]["name"]: crd
+        for crd in (
+            yaml.safe_load(path.read_text())
+            for path in sorted(CRD_FILE.parent.glob("*.servicebuild.dev.yaml"))
+        )
+    }
+    deployed = {
+        crd["metadata"]["name"]: crd for crd in objects(ROOT / "deploy" / "base", "CustomResourceDefinition")
+    }
+    assert (
+        set(deployed) == set(generated) == {"servicebuilds.servicebuild.dev", "builderpools.servicebuild.dev"}
+    )
+    for name, crd in generated.items():
+        assert deployed[name]["spec"] == crd["spec"]
 
 
 def samples() -> list[dict[str, Any]]:

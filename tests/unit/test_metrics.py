@@ -14,7 +14,7 @@ an injected clock) and the handlers, read back from the operator's registry:
 """
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ from servicebuild.config import Settings
 from servicebuild.kube import KubeError
 from servicebuild.metrics import OperatorMetrics
 from servicebuild.reconciler import Reconciler
-from support.fakes import IMAGE_SIZE, FakeGit, FakeKube, FakeRegistry
+from support.fakes import IMAGE_SIZE, FakeGit, FakeKube, FakeRegistry, FakeRuns
 
 NAME = METADATA["name"]
 CACHE_METRICS = {"total": 9, "completed": 9, "user_total": 8, "user_cached": 6, "user_completed": 8}
@@ -74,7 +74,13 @@ def test_a_restarted_operator_does_not_count_a_build_whose_end_was_written() -> 
     world.reconcile(0)
     world.build(1)
 
-    world.reconciler = Reconciler(world.kube, world.registry, world.git, Settings())
+    world.reconciler = Reconciler(
+        world.kube,
+        world.registry,
+        world.git,
+        Settings(),
+        runs=FakeRuns(datetime(2026, 11, 28, 10, tzinfo=UTC)),
+    )
     world.reconcile(60)
 
     assert (
@@ -158,7 +164,13 @@ class FailingKube:
     [(KubeError("the API server is away", transient=True), "KubeError"), (ValueError("a bug"), "Unexpected")],
 )
 def test_failed_reconciles_count_their_kind(error: Exception, kind: str) -> None:
-    reconciler = Reconciler(FakeKube(now="2026-11-28T10:00:00Z"), FakeRegistry(), FakeGit(), Settings())
+    reconciler = Reconciler(
+        FakeKube(now="2026-11-28T10:00:00Z"),
+        FakeRegistry(),
+        FakeGit(),
+        Settings(),
+        runs=FakeRuns(datetime(2026, 11, 28, 10, tzinfo=UTC)),
+    )
     runtime = handlers.Runtime(settings=Settings(), kube=FailingKube(error), reconciler=reconciler)  # type: ignore[arg-type]
 
     handlers._reconcile_quietly(runtime, (NAMESPACE, NAME))

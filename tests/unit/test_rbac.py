@@ -39,6 +39,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -49,13 +50,23 @@ import kopf
 import pytest
 import yaml
 from kopf._cogs.structs import references as kopf_references
-from kubernetes.client import ApiClient, BatchV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import (
+    ApiClient,
+    AppsV1Api,
+    BatchV1Api,
+    CoordinationV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+)
 
 import servicebuild.__main__ as entry_point
 from servicebuild import kube
 from servicebuild.api.models import GROUP, KIND, PLURAL, VERSION, ServiceBuild
+from servicebuild.api.pool import POOL_KIND, POOL_PLURAL, BuilderPool
 from servicebuild.config import Settings
+from servicebuild.pki import issue, new_ca
 from servicebuild.render.job import BuildInputs, render_job
+from servicebuild.render.pool import render_daemon, render_server_secret, render_service
 from support import kustomizations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,19 +95,27 @@ uses the base's; the production overlay watches named namespaces)."""
 
 @dataclass(frozen=True)
 class ScopedNeeds:
-    """Where the operator makes the requests a permission is needed for."""
+    """Where the operator makes the requests a permission is needed for (one permission may be needed in
+    more than one place: Secrets are read in the watched namespaces and in the operator's own)."""
 
     cluster: Needs = dataclass_field(default_factory=dict)
     """Requests no namespace confines: of cluster-scoped objects, or of every namespace at once."""
     namespaced: Needs = dataclass_field(default_factory=dict)
     """Requests within a watched namespace, which a RoleBinding there grants."""
     own: Needs = dataclass_field(default_factory=dict)
-    """Requests within the operator's own namespace: its Lease (SERVICEBUILD_LEASE_NAMESPACE, which the
-    Deployment sets to its own namespace)."""
+    """Requests within the operator's own namespace (SERVICEBUILD_LEASE_NAMESPACE, which the Deployment sets
+    to its own namespace): its Lease, the builder pools' CAs."""
 
 
-LEASE_FUNCTIONS = {"read_lease", "write_lease"}
-"""The Kube methods of the leader election: they request in the operator's own namespace."""
+OWN_NAMESPACE_FUNCTIONS = {
+    "read_lease",
+    "write_lease",
+    "get_own_secret_data",
+    "write_own_secret",
+    "delete_own_secret",
+}
+"""The Kube methods that request in the operator's own namespace: the leader election's Lease, the builder
+pools' CAs."""
 
 
 def need(needs: Needs, group: str, resource: str, verbs: Iterable[str], why: str) -> None:
@@ -303,7 +322,7 @@ def kube_needs(scoped: ScopedNeeds, mode: str) -> None:
     for call in kube_api_calls():
         group, resource, verb = request_permission(call.api, call.method, call.arguments)
         confined = call.function in serving_methods() and not requests_outside(call.function, namespaces)
-        if call.function in LEASE_FUNCTIONS:
+        if call.function in OWN_NAMESPACE_FUNCTIONS:
             need(scoped.own, group, resource, [verb], str(call))
         elif in_a_namespace(call):
             need(scoped.namespaced, group, resource, [verb], str(call))
@@ -395,8 +414,15 @@ def kopf_needs(scoped: ScopedNeeds, mode: str) -> None:
 # The build Job's owner reference
 
 
-def owner_reference_needs(needs: Needs) -> None:
-    """Needed in the namespace of the build Job and its owner."""
+OWNERS = {
+    (f"{GROUP}/{VERSION}", KIND): PLURAL,
+    (f"{GROUP}/{VERSION}", POOL_KIND): POOL_PLURAL,
+}
+"""The plural of each kind the operator's objects name as their owner."""
+
+
+def _rendered_owned_objects() -> list[tuple[str, dict[str, Any]]]:
+    """One of each object the operator renders with an owner reference, and the module rendering it."""
     build = ServiceBuild.model_validate(
         {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -405,16 +431,35 @@ def owner_reference_needs(needs: Needs) -> None:
             "spec": {"source": {"configMap": {"name": "context"}}, "output": {"image": "r.example/a:1"}},
         }
     )
-    job = render_job(build, Settings(), BuildInputs(timestamp="20260101000000"))
-    for owner in job["metadata"]["ownerReferences"]:
-        if owner.get("blockOwnerDeletion"):
-            # The plural of no other kind is known here; a new owner kind needs its own line.
-            assert (owner["apiVersion"], owner["kind"]) == (f"{GROUP}/{VERSION}", KIND), owner
-            why = (
-                "render/job.py: the build Job's owner reference sets blockOwnerDeletion, which the "
-                "OwnerReferencesPermissionEnforcement admission plugin allows only with this"
-            )
-            need(needs, GROUP, f"{PLURAL}/finalizers", ["update"], why)
+    pool = BuilderPool.model_validate(
+        {"metadata": {"name": "builders", "namespace": "shop", "uid": "1" * 8}, "spec": {}}
+    )
+    claimed = pool.model_copy(
+        update={"spec": pool.spec.model_validate({"storage": {"persistentVolumeClaim": {"size": "1Gi"}}})}
+    )
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    ca = new_ca("test", now)
+    server = issue(ca, "server", now, ("server",))
+    return [
+        ("render/job.py", render_job(build, Settings(), BuildInputs(timestamp="20260101000000"))),
+        ("render/pool.py", render_daemon(pool, Settings(), server)),
+        ("render/pool.py", render_daemon(claimed, Settings(), server)),
+        ("render/pool.py", render_service(pool)),
+        ("render/pool.py", render_server_secret(pool, ca, server)),
+    ]
+
+
+def owner_reference_needs(needs: Needs) -> None:
+    """Needed in the namespace of the owned object and its owner."""
+    for module, rendered in _rendered_owned_objects():
+        for owner in rendered["metadata"]["ownerReferences"]:
+            if owner.get("blockOwnerDeletion"):
+                plural = OWNERS[owner["apiVersion"], owner["kind"]]  # a new owner kind needs its line
+                why = (
+                    f"{module}: the {rendered['kind']}'s owner reference sets blockOwnerDeletion, which the "
+                    "OwnerReferencesPermissionEnforcement admission plugin allows only with this"
+                )
+                need(needs, GROUP, f"{plural}/finalizers", ["update"], why)
 
 
 @cache
@@ -548,7 +593,17 @@ def aggregated(roles: Sequence[Mapping[str, Any]]) -> dict[str, set[Permission]]
 def test_cluster_role_grants_exactly_what_the_code_uses() -> None:
     needs = derived_needs()
     granted = list(granted_permissions(base_rules()))
-    twice = sorted({permission for permission in granted if granted.count(permission) > 1})
+    # Twice within one role; the ClusterRole and the own namespace's Role may both grant a permission
+    # (Secrets: read in the watched namespaces and, the pools' CAs, in the operator's own).
+    twice = sorted(
+        {
+            permission
+            for document in yaml.safe_load_all(RBAC_YAML.read_text())
+            for role in [list(granted_permissions(role_rules([document])))]
+            for permission in role
+            if role.count(permission) > 1
+        }
+    )
     missing = needs.keys() - set(granted)
     extra = set(granted) - needs.keys()
     matches = not missing and not extra and not twice
@@ -563,7 +618,13 @@ def test_cluster_role_grants_exactly_what_the_code_uses() -> None:
 def test_the_derivation_finds_every_source_of_need() -> None:
     """Guards the derivation itself: an empty or partial parse would make the test above meaningless."""
     calls = kube_api_calls()
-    assert {call.api for call in calls} == {BatchV1Api, CoreV1Api, CustomObjectsApi, CoordinationV1Api}
+    assert {call.api for call in calls} == {
+        AppsV1Api,
+        BatchV1Api,
+        CoreV1Api,
+        CustomObjectsApi,
+        CoordinationV1Api,
+    }
     assert {call.function for call in calls} >= {"get_job", "create_job", "patch_servicebuild_status"}
     reasons = [why for whys in derived_needs().values() for why in whys]
     for source in (
@@ -572,6 +633,7 @@ def test_the_derivation_finds_every_source_of_need() -> None:
         "Kopf posts",
         "Kopf's cluster scanning",
         "render/job.py",
+        "render/pool.py",
     ):
         assert any(why.startswith(source) for why in reasons), source
 
@@ -609,16 +671,22 @@ def test_no_wildcards_resource_names_or_non_resource_urls() -> None:
             assert not [value for value in rule[field] if "*" in value], rule
 
 
-def test_secrets_are_only_read_by_name() -> None:
-    """Listing or watching Secrets would hand the operator every credential in the cluster."""
+def test_secrets_are_never_listed_or_watched() -> None:
+    """Listing or watching Secrets would hand the operator every credential in the cluster. It reads the
+    ones a ServiceBuild names, and writes only a builder pool's certificates (and, in its own namespace,
+    deletes a pool's CA)."""
     granted = {
         verb
         for group, resource, verb in granted_permissions(base_rules())
         if (group, resource) == ("", "secrets")
     }
     needed = {verb for group, resource, verb in derived_needs() if (group, resource) == ("", "secrets")}
-    assert granted <= {"get"}
-    assert needed <= {"get"}
+    assert granted <= {"get", "create", "update", "delete"}
+    assert needed <= {"get", "create", "update", "delete"}
+    namespaced = {
+        verb for group, resource, verb in mode_needs("all namespaces").namespaced if resource == "secrets"
+    }
+    assert namespaced == {"get", "create", "update"}, "a Secret of a tenant is never deleted"
 
 
 @pytest.mark.parametrize("path", [RBAC_YAML, TENANT_ROLES_YAML], ids=lambda path: path.name)
@@ -666,9 +734,12 @@ def test_the_cluster_wide_install_grants_every_request_cluster_wide() -> None:
     grants = operator_grants(documents)
     own = own_namespace(documents)
     assert set(grants.namespaces) == {own}
-    cluster_needs = {
-        permission: why for permission, why in derived_needs().items() if permission not in own_needs()
-    }
+    cluster_needs: Needs = {}
+    for mode in WATCHING_MODES:
+        scoped = mode_needs(mode)
+        for permission, reasons in [*scoped.cluster.items(), *scoped.namespaced.items()]:
+            for why in reasons:
+                need(cluster_needs, *permission[:2], [permission[2]], why)
     problems = differences("cluster-wide", cluster_needs, grants.cluster)
     problems += differences(f"in {own}", own_needs(), grants.namespaces[own])
     assert not problems, "\n".join(problems)

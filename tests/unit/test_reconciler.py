@@ -25,7 +25,7 @@ from servicebuild.api.models import ServiceBuildStatus, parse_servicebuild
 from servicebuild.config import Settings
 from servicebuild.kube import NotLeadingError
 from servicebuild.reconciler import Reconciler, Result
-from support.fakes import IMAGE_SIZE, FakeGit, FakeKube, FakeRegistry
+from support.fakes import IMAGE_SIZE, FakeGit, FakeKube, FakeRegistry, FakeRuns
 from support.pods import pod_body
 
 NAMESPACE = "shop"
@@ -54,8 +54,8 @@ class World:
 
     def __init__(self, settings: Settings = SETTINGS, spec: dict[str, Any] = SPEC) -> None:
         self.kube = FakeKube(now=at(0), configmaps={"ctx": {"data": {"Dockerfile": "FROM scratch\n"}}})
-        self.registry, self.git = FakeRegistry(), FakeGit()
-        self.reconciler = Reconciler(self.kube, self.registry, self.git, settings)
+        self.registry, self.git, self.runs = FakeRegistry(), FakeGit(), FakeRuns(START)
+        self.reconciler = Reconciler(self.kube, self.registry, self.git, settings, runs=self.runs)
         self.spec = spec
         self.generation = 1
         self.annotations: dict[str, str] = {}

@@ -9,7 +9,8 @@ We test these aspects:
   image without a tag or digest is refused before anything is written;
 - `make image` prints its build (with the version as a build argument) and push for the engine chosen, and
   fails with a message naming what is missing when IMAGE or every engine is; the Dockerfile labels the
-  image with that build argument;
+  image with that build argument, and copies into it the `buildctl` of the BuildKit image that config.py
+  runs by default (pinned in one place each, kept equal here);
 - the README's install section starts with `kubectl apply --server-side -f install.yaml`, names the
   placeholder and says that no image is published;
 - the changelog's newest release is the package's version and has an Upgrading section; the image tags
@@ -28,6 +29,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from servicebuild.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "install.yaml"
@@ -104,8 +107,13 @@ def test_install_yaml_installs_the_base_pinned_to_the_placeholder_image() -> Non
         "ClusterRoleBinding",
         "Deployment",
     }
-    (crd,) = [obj for obj in installed if obj["kind"] == "CustomResourceDefinition"]
-    assert crd["spec"] == yaml.safe_load(CRD_FILE.read_text())["spec"]
+    crds = {obj["metadata"]["name"]: obj for obj in installed if obj["kind"] == "CustomResourceDefinition"}
+    generated = [
+        yaml.safe_load(path.read_text()) for path in sorted(CRD_FILE.parent.glob("*.servicebuild.dev.yaml"))
+    ]
+    assert set(crds) == {crd["metadata"]["name"] for crd in generated}
+    for crd in generated:
+        assert crds[crd["metadata"]["name"]]["spec"] == crd["spec"]
     (container,) = operator_deployment(installed)["spec"]["template"]["spec"]["containers"]
     assert container["image"] == placeholder_image()
     assert {obj["metadata"]["labels"][VERSION_LABEL] for obj in installed} == {version()}
@@ -162,6 +170,15 @@ def test_the_image_is_labelled_with_the_version_build_argument() -> None:
     final_stage = (ROOT / "Dockerfile").read_text().rsplit("\nFROM ", 1)[1]
     assert re.search(r"^ARG VERSION$", final_stage, flags=re.MULTILINE)
     assert "org.opencontainers.image.version=${VERSION}" in final_stage
+
+
+def test_the_image_holds_the_buildctl_of_the_default_builder_image() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pinned = re.findall(r"^ARG BUILDKIT_IMAGE=(\S+)$", dockerfile, flags=re.MULTILINE)
+    assert pinned == [Settings.model_fields["buildkit_image"].default]
+    assert re.search(r"^FROM \$\{BUILDKIT_IMAGE\} AS buildkit$", dockerfile, flags=re.MULTILINE)
+    final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert "COPY --from=buildkit /usr/bin/buildctl /usr/local/bin/buildctl" in final_stage
 
 
 # Documentation

@@ -1,8 +1,10 @@
-"""Generate the ServiceBuild CRD from the pydantic models: `python -m servicebuild.api.crd`."""
+"""Generate the CRDs from the pydantic models: `python -m servicebuild.api.crd [PLURAL]` (servicebuilds by
+default)."""
 
 import json
 import re
 import sys
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -10,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 
-from servicebuild.api import models
+from servicebuild.api import models, pool
 
 _DROPPED_KEYWORDS = {
     "title",
@@ -135,8 +137,8 @@ def _schema(model: type[BaseModel], mode: Literal["validation", "serialization"]
     return dict(_inline(raw, raw.get("$defs", {})))
 
 
-def _status_schema() -> dict[str, Any]:
-    schema = _schema(models.ServiceBuildStatus, "serialization")
+def _status_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = _schema(model, "serialization")
     conditions = schema["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
@@ -165,24 +167,68 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 evaluates with client-go's jsonpath (filters included), so the status carries the preformatted values."""
 
 
-def build_crd() -> dict[str, Any]:
-    """The CustomResourceDefinition as a dict."""
-    spec_schema = _schema(models.ServiceBuildSpec, "validation")
+@dataclass(frozen=True)
+class _Resource:
+    """What differs between the operator's CRDs."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    description: str
+    spec: type[BaseModel]
+    status: type[BaseModel]
+    columns: list[dict[str, Any]]
+
+
+POOL_PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Ready", "type": "string", "jsonPath": _ready("status")},
+    {"name": "Reason", "type": "string", "jsonPath": _ready("reason")},
+    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+"""`kubectl get builderpools`; `-o wide` adds the endpoint."""
+
+_SERVICEBUILDS = _Resource(
+    kind=models.KIND,
+    plural=models.PLURAL,
+    singular=models.SINGULAR,
+    # In no category, `all` least: `kubectl delete all --all` is for workloads and must not
+    # take a namespace's build definitions and their history with it (docs/servicebuild.md).
+    short_names=models.SHORT_NAMES,
+    description="Builds one service's image in-cluster and pushes it.",
+    spec=models.ServiceBuildSpec,
+    status=models.ServiceBuildStatus,
+    columns=PRINTER_COLUMNS,
+)
+_BUILDERPOOLS = _Resource(
+    kind=pool.POOL_KIND,
+    plural=pool.POOL_PLURAL,
+    singular=pool.POOL_SINGULAR,
+    short_names=pool.POOL_SHORT_NAMES,
+    description="A long-running rootless BuildKit daemon, with its cache, for the builds of its namespace.",
+    spec=pool.BuilderPoolSpec,
+    status=pool.BuilderPoolStatus,
+    columns=POOL_PRINTER_COLUMNS,
+)
+RESOURCES = {resource.plural: resource for resource in (_SERVICEBUILDS, _BUILDERPOOLS)}
+"""Each CRD the operator installs, by its plural."""
+
+
+def _crd(resource: _Resource) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{models.PLURAL}.{models.GROUP}"},
+        "metadata": {"name": f"{resource.plural}.{models.GROUP}"},
         "spec": {
             "group": models.GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": models.KIND,
-                "listKind": f"{models.KIND}List",
-                "plural": models.PLURAL,
-                "singular": models.SINGULAR,
-                # In no category, `all` least: `kubectl delete all --all` is for workloads and must not
-                # take a namespace's build definitions and their history with it (docs/servicebuild.md).
-                "shortNames": list(models.SHORT_NAMES),
+                "kind": resource.kind,
+                "listKind": f"{resource.kind}List",
+                "plural": resource.plural,
+                "singular": resource.singular,
+                "shortNames": list(resource.short_names),
             },
             "versions": [
                 {
@@ -190,11 +236,11 @@ def build_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "additionalPrinterColumns": resource.columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "Builds one service's image in-cluster and pushes it.",
+                            "description": resource.description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {
@@ -203,14 +249,14 @@ def build_crd() -> dict[str, Any]:
                                 },
                                 "kind": {
                                     "type": "string",
-                                    "description": f"The kind of object: `{models.KIND}`.",
+                                    "description": f"The kind of object: `{resource.kind}`.",
                                 },
                                 "metadata": {
                                     "type": "object",
                                     "description": "Standard object metadata: name, namespace, labels.",
                                 },
-                                "spec": spec_schema,
-                                "status": _status_schema(),
+                                "spec": _schema(resource.spec, "validation"),
+                                "status": _status_schema(resource.status),
                             },
                         },
                     },
@@ -220,10 +266,18 @@ def build_crd() -> dict[str, Any]:
     }
 
 
-def render_crd() -> str:
-    header = "# Generated by `make crds` from operator/servicebuild/api/models.py. Do not edit.\n"
-    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+def build_crd(plural: str = models.PLURAL) -> dict[str, Any]:
+    """The CustomResourceDefinition of `plural` (default: ServiceBuilds) as a dict."""
+    return _crd(RESOURCES[plural])
+
+
+def render_crd(plural: str = models.PLURAL) -> str:
+    header = f"# Generated by `make crds` from operator/servicebuild/api/{_SOURCES[plural]}. Do not edit.\n"
+    return header + yaml.safe_dump(build_crd(plural), sort_keys=False, width=120)
+
+
+_SOURCES = {models.PLURAL: "models.py", pool.POOL_PLURAL: "pool.py"}
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render_crd())
+    sys.stdout.write(render_crd(*sys.argv[1:2]))

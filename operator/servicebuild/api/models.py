@@ -586,6 +586,14 @@ class ServiceBuildSpec(_Model):
 
     See docs/servicebuild.md#builder-image in the operator's repository."""
 
+    builder_pool: ResourceName | None = None
+    """A BuilderPool in the same namespace whose long-running BuildKit daemon builds this ServiceBuild, with
+    its cache; default: none, each build runs in a Job of its own. On a pool, the build Pod's fields
+    (`resources`, `nodeSelector`, `tolerations`, `affinity`, `serviceAccountName`, `priorityClassName`,
+    `queueName`, `builderImage`) do not apply: the pool's daemon builds.
+
+    See docs/builder-pools.md in the operator's repository."""
+
     timeout: Duration = "30m"
     """How long a build may run before it is stopped and reported as failed, e.g. `45m` or `1h30m`; default:
     `30m`."""

@@ -34,6 +34,7 @@ from servicebuild.api.models import (
     ConfigMapSource,
     GitSource,
     Provenance,
+    Resources,
     ServiceBuild,
     ServiceBuildSpec,
     SizeBudgetAction,
@@ -108,6 +109,17 @@ BUILD_RESOURCES: dict[str, Any] = {
 """Enough to schedule a typical compile step; a memory cap so a runaway build cannot starve the node.
 No CPU limit: throttling only makes builds slower, and requests already share CPU fairly.
 `spec.resources` replaces these as a whole."""
+
+BUILDKIT_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsUser": BUILD_USER,
+    "runAsGroup": BUILD_USER,
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "Unconfined"},
+    "appArmorProfile": {"type": "Unconfined"},
+}
+"""The BuildKit container's, in a build Job and in a builder pool alike. Rootless BuildKit needs user
+namespaces (newuidmap): no allowPrivilegeEscalation=false, and Unconfined seccomp/AppArmor, on that
+container only; never root (runAsNonRoot: the kubelet refuses UID 0)."""
 
 CONTEXT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "10m", "memory": "16Mi"},
@@ -209,10 +221,30 @@ def tags_after_budget(spec: ServiceBuildSpec) -> bool:
     return spec.size_budget is not None and spec.size_budget.action == SizeBudgetAction.FAIL
 
 
+@dataclass(frozen=True)
+class BuildPaths:
+    """Where buildctl finds the build's files: the build Pod's mounts, or a pool run's private directory."""
+
+    context: str = WORKSPACE_DIR
+    git_auth: str = GIT_AUTH_DIR
+    build_secrets: str = BUILD_SECRETS_DIR
+    metadata_file: str = METADATA_FILE
+    cache_metrics_file: str = CACHE_METRICS_FILE
+
+
+JOB_PATHS = BuildPaths()
+
+
 def buildctl_args(
-    spec: ServiceBuildSpec, settings: Settings, inputs: BuildInputs, *, generation: int
+    spec: ServiceBuildSpec,
+    settings: Settings,
+    inputs: BuildInputs,
+    *,
+    generation: int,
+    paths: BuildPaths = JOB_PATHS,
 ) -> list[str]:
-    """The arguments of `buildctl-daemonless.sh`: build the Dockerfile, push the image, use the cache.
+    """The arguments of `buildctl build` (in a Job, of `buildctl-daemonless.sh`): build the Dockerfile,
+    push the image, use the cache.
 
     `generation` (of the ServiceBuild's metadata; the spec does not carry it) feeds `{generation}` in tags.
     """
@@ -225,26 +257,26 @@ def buildctl_args(
         "--progress=plain",
         "--frontend",
         "dockerfile.v0",
-        *_frontend_args(spec, inputs),
+        *_frontend_args(spec, inputs, paths),
         *_attestation_args(spec, settings),
         "--output",
         _attributes(spec.output.ref, settings, "type=image", f"name={names}", "push=true", *by_digest),
         *_cache_args(spec, settings),
-        *_session_args(spec, inputs),
+        *_session_args(spec, inputs, paths),
         "--metadata-file",
-        METADATA_FILE,
+        paths.metadata_file,
         "--debug-json-cache-metrics",
-        CACHE_METRICS_FILE,
+        paths.cache_metrics_file,
     ]
 
 
-def _frontend_args(spec: ServiceBuildSpec, inputs: BuildInputs) -> list[str]:
+def _frontend_args(spec: ServiceBuildSpec, inputs: BuildInputs, paths: BuildPaths) -> list[str]:
     """The context and the Dockerfile frontend's options: file, target, build args, platforms, labels."""
     git = spec.source.git
     if git is not None:
         args = ["--opt", f"context={_git_context(git, inputs)}"]
     else:
-        args = ["--local", f"context={WORKSPACE_DIR}", "--local", f"dockerfile={WORKSPACE_DIR}"]
+        args = ["--local", f"context={paths.context}", "--local", f"dockerfile={paths.context}"]
     args += ["--opt", f"filename={spec.dockerfile}"]
     if spec.target:
         args += ["--opt", f"target={spec.target}"]
@@ -300,19 +332,19 @@ def _cache_args(spec: ServiceBuildSpec, settings: Settings) -> list[str]:
     return args
 
 
-def _session_args(spec: ServiceBuildSpec, inputs: BuildInputs) -> list[str]:
+def _session_args(spec: ServiceBuildSpec, inputs: BuildInputs, paths: BuildPaths) -> list[str]:
     """What buildctl serves the build over its session, read from the mounted files: the git token,
     the build secrets, the git SSH key."""
     git = spec.source.git
     args = []
     if git is not None and inputs.git_auth in {"token", "password"}:
         secret_id = f"{GIT_AUTH_TOKEN_SECRET}.{parse_git_url(git.url).host}"
-        source = f"{GIT_AUTH_DIR}/{GIT_AUTH_KEYS[inputs.git_auth]}"
+        source = f"{paths.git_auth}/{GIT_AUTH_KEYS[inputs.git_auth]}"
         args += ["--secret", _csv(f"id={secret_id}", f"src={source}")]
     for secret in spec.secrets:
-        args += ["--secret", _csv(f"id={secret.id}", f"src={BUILD_SECRETS_DIR}/{secret.id}")]
+        args += ["--secret", _csv(f"id={secret.id}", f"src={paths.build_secrets}/{secret.id}")]
     if git is not None and inputs.git_auth == "ssh":
-        args += ["--ssh", f"{SSH_AGENT_ID}={GIT_AUTH_DIR}/{GIT_AUTH_KEYS['ssh']}"]
+        args += ["--ssh", f"{SSH_AGENT_ID}={paths.git_auth}/{GIT_AUTH_KEYS['ssh']}"]
     return args
 
 
@@ -438,10 +470,11 @@ def _scheduling(spec: ServiceBuildSpec) -> dict[str, Any]:
     return fields
 
 
-def _resources(spec: ServiceBuildSpec) -> dict[str, Any]:
-    if spec.resources is None:
+def buildkit_resources(resources: Resources | None) -> dict[str, Any]:
+    """The BuildKit container's resources: as given, else BUILD_RESOURCES."""
+    if resources is None:
         return copy.deepcopy(BUILD_RESOURCES)
-    given = {"requests": dict(spec.resources.requests), "limits": dict(spec.resources.limits)}
+    given = {"requests": dict(resources.requests), "limits": dict(resources.limits)}
     return {kind: quantities for kind, quantities in given.items() if quantities}
 
 
@@ -472,18 +505,10 @@ def _build_container(
         "command": ["sh", "-c", WRAPPER_SCRIPT, WRAPPER_NAME],
         "args": buildctl_args(spec, settings, inputs, generation=generation),
         "env": env,
-        "resources": _resources(spec),
+        "resources": buildkit_resources(spec.resources),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            # Rootless BuildKit needs user namespaces (newuidmap): no allowPrivilegeEscalation=false,
-            # and Unconfined seccomp/AppArmor; never root (runAsNonRoot: the kubelet refuses UID 0).
-            "runAsUser": BUILD_USER,
-            "runAsGroup": BUILD_USER,
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "Unconfined"},
-            "appArmorProfile": {"type": "Unconfined"},
-        },
+        "securityContext": copy.deepcopy(BUILDKIT_SECURITY_CONTEXT),
         "volumeMounts": mounts,
     }
 
