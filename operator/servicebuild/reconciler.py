@@ -54,7 +54,7 @@ from servicebuild.metrics import OperatorMetrics
 from servicebuild.naming import ANNOTATION_REQUESTED_AT
 from servicebuild.observe import BuildState, Observation, PendingLimit, observe, without_secrets
 from servicebuild.plan import DueBuild, ReadBack, Report, StartJob, StartNextAttempt, Wanted
-from servicebuild.poolbuilds import PoolBuilds, RunGateway
+from servicebuild.poolbuilds import Builder, PoolBuilds, RunGateway
 from servicebuild.registry import RegistryError
 from servicebuild.render.job import BUILD_CONTAINER, BuildInputs, render_job, tags_after_budget
 from servicebuild.report_budget import BuildFacts, merge_facts, parse_log_facts
@@ -357,18 +357,10 @@ class Reconciler:
         if blocked is not None:
             self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
             return Stalled(checked, blocked)
-        wave = self.waves.admit(now) if due.trigger in plan.TRIGGERED else None
-        if wave is not None:
-            return Queued(checked, 1, due.since, WAVE_REASON, until=wave)
-        builder = self.pools.builder(meta, spec.builder_pool) if spec.builder_pool is not None else None
-        if isinstance(builder, str):
-            self._stop_builds(meta, keep=due.job_name, unless_stopped=due.others_stopped)
-            timeouts = (spec.pending_timeout_seconds, now)
-            return self.pools.waiting(meta.key, due.job_name, checked, builder, timeouts)
-        answer = self.slots.update(meta.key, Waiting(due.job_name, due.since))
-        if not answer.admitted:
-            self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
-            return Queued(checked, answer.position, due.since, answer.reason)
+        capacity = self._capacity(servicebuild, due, checked, now)
+        if capacity is not None and not isinstance(capacity, Builder):
+            return capacity
+        builder = capacity
         try:
             seed = BuildInputs(
                 timestamp=compact_time(now),
@@ -399,6 +391,26 @@ class Reconciler:
             source=source if inputs.commit or inputs.context_digest else None,
         )
         return InProgress(build, Progress.POD_PENDING if builder is None else Progress.RUNNING)
+
+    def _capacity(
+        self, servicebuild: ServiceBuild, due: DueBuild, checked: Build, now: datetime
+    ) -> Builder | Outcome | None:
+        """The build's turn in a wave, its builder pool, a build slot: what waiting for one of them says,
+        else the pool to build on (None: build in a Job)."""
+        meta, spec = servicebuild.metadata, servicebuild.spec
+        wave = self.waves.admit(now) if due.trigger in plan.TRIGGERED else None
+        if wave is not None:
+            return Queued(checked, 1, due.since, WAVE_REASON, until=wave)
+        builder = self.pools.builder(meta, spec.builder_pool) if spec.builder_pool is not None else None
+        if isinstance(builder, str):
+            self._stop_builds(meta, keep=due.job_name, unless_stopped=due.others_stopped)
+            timeouts = (spec.pending_timeout_seconds, now)
+            return self.pools.waiting(meta.key, due.job_name, checked, builder, timeouts)
+        answer = self.slots.update(meta.key, Waiting(due.job_name, due.since))
+        if not answer.admitted:
+            self._stop_builds(meta, keep=None, unless_stopped=due.others_stopped)
+            return Queued(checked, answer.position, due.since, answer.reason)
+        return builder
 
     def _create_job(self, servicebuild: ServiceBuild, inputs: BuildInputs, number: int) -> None:
         meta = servicebuild.metadata

@@ -190,6 +190,7 @@ class FakeGit:
         blob_ids = {path: hashlib.sha1(content).hexdigest() for path, content in files.items()}  # noqa: S324
         return ContextTree(blob_ids, {path: content for path, content in files.items() if read(path)})
 
+
 Key = tuple[str, str]
 
 
