@@ -8,6 +8,7 @@ import kopf
 
 from servicebuild import command_line, handlers  # noqa: F401 - importing registers the handlers with Kopf
 from servicebuild.config import Settings
+from servicebuild.kube import PAGE_SIZE
 
 _WATCH_GRACE_SECONDS = 5
 
@@ -24,6 +25,10 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     # little after the server should have ended it, and Kopf watches again.
     operator.watching.client_timeout = settings.watch_timeout_seconds + _WATCH_GRACE_SECONDS
     operator.execution.max_workers = settings.workers
+    # Kopf reads what exists in one LIST by default: 10,000 ServiceBuilds in one answer is a peak of memory
+    # that stays with the process. Its per-object worker limit is left unset: below the number of indexed
+    # objects it deadlocks the first listing (kopf#1243), and it would delay events, not drop their bodies.
+    operator.watching.chunk_size = PAGE_SIZE
     return operator
 
 

@@ -26,7 +26,7 @@ from typing import Any, Self
 
 import kopf
 
-from servicebuild import plan
+from servicebuild import memory, plan
 from servicebuild.admission import Key
 from servicebuild.api.models import (
     GROUP,
@@ -83,6 +83,8 @@ class Runtime:
     """This replica leads and has counted the running builds: its term has begun."""
     ready: bool = False
     """The watches have listed what exists (readiness; a standby is ready too)."""
+    trim_memory: memory.Trim = field(default_factory=memory.malloc_trim)
+    """Returns the C heap's free pages after a burst of work (see memory.py)."""
     _rechecks: dict[Key, datetime] = field(default_factory=dict)
     _failures: dict[Key, int] = field(default_factory=dict)
     _seen: dict[Key, int] = field(default_factory=dict)
@@ -423,6 +425,8 @@ async def _resync(runtime: Runtime, digests: kopf.Index[tuple[str | None, str], 
     # A ServiceBuild deleted while the operator was not looking still holds its build slot.
     for key in [*due, *sorted(tracked - listed)]:
         await asyncio.to_thread(_reconcile_quietly, runtime, key)
+    # Whatever burst came since the last tick (many ServiceBuilds created together) has been handled by now.
+    await asyncio.to_thread(runtime.trim_memory)
 
 
 def _watched(
@@ -522,6 +526,7 @@ async def _begin_term(runtime: Runtime) -> None:
             await asyncio.sleep(_FIRST_RETRY_DELAY)
     for key in due:
         await asyncio.to_thread(_reconcile_quietly, runtime, key)
+    await asyncio.to_thread(memory.release_after_burst, runtime.trim_memory)
 
 
 def _keyed(body: Mapping[str, Any]) -> tuple[Key, Mapping[str, Any]]:

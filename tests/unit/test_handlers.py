@@ -4,7 +4,11 @@
 - the ConfigMap handler copies the names from Kopf's index on the event loop before reconciling in
   worker threads: the index changing meanwhile (Kopf updates it on the loop) cannot break the loop;
 - the resync reads its LIST page by page, reconciles the ServiceBuilds of every page once the whole
-  LIST is read, and keeps none of their bodies while it waits for the next tick.
+  LIST is read, and keeps none of their bodies while it waits for the next tick;
+- the free memory of a burst is handed back: the C heap trimmed once a tick's reconciles are done, and
+  after a collection once a term's first sweep has reconciled every ServiceBuild;
+- Kopf reads what exists a page at a time and runs as many per-object workers as objects have events
+  (a limit deadlocks the first listing with indexes, kopf#1243);
 - Kopf itself writes nothing to the objects (a standby must not): only event and index handlers are
   registered, no create/update/delete handlers (which keep progress in annotations) and no daemons;
 - a ServiceBuild's event is news when its generation or annotations changed, or it is new to the term; a
@@ -23,7 +27,9 @@ from typing import Any
 import kopf
 
 from servicebuild import handlers
+from servicebuild.__main__ import kopf_settings
 from servicebuild.config import Settings
+from servicebuild.kube import PAGE_SIZE
 from servicebuild.reconciler import Reconciler
 from support.fakes import FakeGit, FakeKube, FakeRegistry
 
@@ -103,6 +109,9 @@ class PagingKube:
         self.read.append(name)
         return None  # deleted meanwhile: nothing more to reconcile
 
+    def list_build_jobs(self, namespaces: Iterable[str]) -> list[dict[str, Any]]:  # noqa: ARG002
+        return []
+
 
 def _paging_runtime(kube: PagingKube) -> handlers.Runtime:
     settings = Settings(resync_seconds=0.01)
@@ -131,6 +140,38 @@ async def test_no_servicebuild_body_outlives_its_resync_tick() -> None:
         resync.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await resync
+
+
+async def test_a_resync_tick_trims_the_heap_once_its_reconciles_are_done() -> None:
+    kube = PagingKube()
+    runtime = _paging_runtime(kube)
+    read_when_trimmed: list[list[str]] = []
+    runtime.trim_memory = lambda: read_when_trimmed.append(list(kube.read))
+
+    await handlers._resync(runtime, {})  # type: ignore[arg-type]
+
+    assert read_when_trimmed == [["checkout", "cart", "search"]]
+
+
+async def test_a_terms_first_sweep_collects_and_trims_once_every_servicebuild_is_reconciled() -> None:
+    kube = PagingKube()
+    runtime = _paging_runtime(kube)
+    runtime.acting = False
+    read_when_trimmed: list[list[str]] = []
+    runtime.trim_memory = lambda: read_when_trimmed.append(list(kube.read))
+
+    await handlers._begin_term(runtime)
+
+    assert runtime.acting
+    assert read_when_trimmed == [["checkout", "cart", "search"]]
+
+
+def test_kopf_lists_a_page_at_a_time_with_a_worker_for_every_object_with_events() -> None:
+    settings = kopf_settings(Settings(workers=3))
+
+    assert settings.watching.chunk_size == PAGE_SIZE
+    assert settings.queueing.worker_limit is None
+    assert settings.execution.max_workers == 3
 
 
 def test_kopf_keeps_no_progress_on_any_object() -> None:
