@@ -310,7 +310,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> Figures:
             figures.settle_seconds = time.monotonic() - figures.started
             figures.settled = sample(stage.pid)
             figures.setup_cpu_seconds = figures.settled.cpu_seconds
-            _progress(figures, f"settled: {dict(tally(stage.emulator))}, the operator quiet")
+            rss = _mib(figures.settled.rss_kib)
+            _progress(figures, f"settled: {dict(tally(stage.emulator))}, the operator quiet, RSS {rss}")
             if args.restart:
                 observer = await _restart(stage, args, figures, observer)
         except TimeoutError as exc:
