@@ -88,6 +88,8 @@ class Runtime:
     _rechecks: dict[Key, datetime] = field(default_factory=dict)
     _failures: dict[Key, int] = field(default_factory=dict)
     _seen: dict[Key, int] = field(default_factory=dict)
+    _queue: asyncio.Queue[Key] = field(default_factory=asyncio.Queue)
+    _queued: set[Key] = field(default_factory=set)
     _recheck_guard: threading.Lock = field(default_factory=threading.Lock)
     _locks: tuple[threading.Lock, ...] = field(
         default_factory=lambda: tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
@@ -148,6 +150,19 @@ class Runtime:
             news = self._seen.get(key) != fingerprint
             self._seen[key] = fingerprint
             return news
+
+    def enqueue(self, key: Key) -> None:
+        """Reconcile `key` soon; once, however many events ask before it is reached (each reconcile reads
+        the object afresh). Only the key waits: not the event's body, nor Kopf's worker. Called on the
+        event loop."""
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    async def next_queued(self) -> Key:
+        key = await self._queue.get()
+        self._queued.discard(key)
+        return key
 
     def forget(self, key: Key) -> None:
         with self._recheck_guard:
@@ -271,7 +286,7 @@ def _acting(memo: kopf.Memo, **_: Any) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, when=_acting)
-def servicebuild_event(
+async def servicebuild_event(
     type: str | None,  # noqa: A002 - Kopf's name
     namespace: str | None,
     name: str,
@@ -280,7 +295,12 @@ def servicebuild_event(
     **_: Any,
 ) -> None:
     """A ServiceBuild appeared, changed (its spec, or an annotation asking for a build or announcing a
-    push) or went; a change of its status alone is the operator's own write and no news."""
+    push) or went; a change of its status alone is the operator's own write and no news.
+
+    The reconcile is queued, by key, not run here: thousands of ServiceBuilds arriving together (a start
+    among them) would otherwise each hold a Kopf worker with its event until a thread is free for it, and
+    that peak stays in the process's memory long after.
+    """
     if namespace is None:  # the resource is namespaced; Kopf passes None only for cluster-scoped ones
         return
     runtime: Runtime = memo.runtime
@@ -288,11 +308,18 @@ def servicebuild_event(
     if type == "DELETED":
         # Jobs go with their owner through garbage collection; a build slot or queue place is ours to drop.
         runtime.forget(key)
-        for woken in runtime.reconciler.forget(key):
-            _reconcile_quietly(runtime, woken)
+        for woken in await asyncio.to_thread(runtime.reconciler.forget, key):
+            runtime.enqueue(woken)
         return
     if runtime.noticed(key, *_news(body.metadata)):
-        _reconcile_quietly(runtime, key)
+        runtime.enqueue(key)
+
+
+async def _reconcile_queued_forever(runtime: Runtime) -> None:
+    """One of SERVICEBUILD_WORKERS consumers of the ServiceBuilds' queue."""
+    while True:
+        key = await runtime.next_queued()
+        await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -596,6 +623,10 @@ async def start(
             raise kopf.PermanentError(f"The {_SERVER_NAMES[type(server)]} cannot start: {exc}") from exc
     memo.runtime = runtime
     tasks = [
+        *(
+            asyncio.create_task(_reconcile_queued_forever(runtime), name=f"servicebuild-queue-{number}")
+            for number in range(settings.workers)
+        ),
         asyncio.create_task(_resync_forever(runtime, context_digests), name="servicebuild-resync"),
         asyncio.create_task(_recheck_forever(runtime), name="servicebuild-rechecks"),
         asyncio.create_task(_check_base_images_forever(runtime), name="servicebuild-base-images"),

@@ -12,7 +12,9 @@
 - Kopf itself writes nothing to the objects (a standby must not): only event and index handlers are
   registered, no create/update/delete handlers (which keep progress in annotations) and no daemons;
 - a ServiceBuild's event is news when its generation or annotations changed, or it is new to the term; a
-  status change alone (the operator's own write) is not.
+  status change alone (the operator's own write) is not;
+- a ServiceBuild's events only queue its key, once however many arrive before it is reached; the queue's
+  consumers reconcile it.
 """
 
 import asyncio
@@ -77,10 +79,11 @@ class Body(dict[str, Any]):
     """A ServiceBuild as the API returns it, which a weak reference can follow (a plain dict cannot)."""
 
 
-def _body(name: str) -> Body:
+def _body(name: str, generation: int = 1) -> Body:
     # An unreadable spec: never idle, so every tick reconciles it.
     return Body(
-        metadata={"namespace": NAMESPACE, "name": name, "uid": f"uid-{name}", "generation": 1}, spec={}
+        metadata={"namespace": NAMESPACE, "name": name, "uid": f"uid-{name}", "generation": generation},
+        spec={},
     )
 
 
@@ -196,3 +199,32 @@ def test_only_a_new_generation_or_annotation_is_news() -> None:
     assert not runtime.noticed(key, 2, {"servicebuild.dev/requested-at": "2026-11-28T10:01:00Z"})
     runtime.begin_term([])
     assert runtime.noticed(key, 2, {"servicebuild.dev/requested-at": "2026-11-28T10:01:00Z"}), "a new term"
+
+
+async def test_events_queue_their_servicebuild_once_and_the_queue_reconciles_it() -> None:
+    kube = PagingKube()
+    runtime = _paging_runtime(kube)
+    events = [("checkout", 1), ("checkout", 2), ("cart", 1), ("checkout", 3)]
+    for name, generation in events:
+        await handlers.servicebuild_event(
+            type="MODIFIED",
+            namespace=NAMESPACE,
+            name=name,
+            body=kopf.Body(_body(name, generation)),
+            memo=kopf.Memo(runtime=runtime),
+        )
+    assert kube.read == [], "an event only queues its ServiceBuild"
+
+    consumer = asyncio.create_task(handlers._reconcile_queued_forever(runtime))
+    try:
+        while len(kube.read) < 2 and not consumer.done():  # noqa: ASYNC110 - waits for the consumer's thread
+            await asyncio.sleep(0.01)
+        assert kube.read == ["checkout", "cart"]
+        runtime.enqueue((NAMESPACE, "checkout"))
+        while len(kube.read) < 3 and not consumer.done():  # noqa: ASYNC110 - as above
+            await asyncio.sleep(0.01)
+        assert kube.read == ["checkout", "cart", "checkout"], "reached, a key may be queued again"
+    finally:
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
