@@ -19,6 +19,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -605,6 +606,10 @@ async def start(
     settings: Settings = memo.settings
     if context_digests is None or polled_sources is None:  # Kopf passes every index, filled as watches run
         raise kopf.PermanentError("an index is missing")
+    # The reconciles run in the loop's default executor (asyncio.to_thread): SERVICEBUILD_WORKERS threads.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(settings.workers, thread_name_prefix="servicebuild")
+    )
     runtime = await asyncio.to_thread(Runtime.open, settings)
     memo.servers = [
         server
