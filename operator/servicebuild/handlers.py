@@ -317,10 +317,12 @@ async def servicebuild_event(
 
 
 async def _reconcile_queued_forever(runtime: Runtime) -> None:
-    """One of SERVICEBUILD_WORKERS consumers of the ServiceBuilds' queue."""
+    """One of SERVICEBUILD_WORKERS consumers of the ServiceBuilds' queue. A key queued before this replica
+    stopped leading is dropped: a new term reconciles every ServiceBuild anyway."""
     while True:
         key = await runtime.next_queued()
-        await asyncio.to_thread(_reconcile_quietly, runtime, key)
+        if runtime.may_act():
+            await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)

@@ -14,7 +14,7 @@
 - a ServiceBuild's event is news when its generation or annotations changed, or it is new to the term; a
   status change alone (the operator's own write) is not;
 - a ServiceBuild's events only queue its key, once however many arrive before it is reached; the queue's
-  consumers reconcile it.
+  consumers reconcile it while this replica leads.
 """
 
 import asyncio
@@ -224,6 +224,15 @@ async def test_events_queue_their_servicebuild_once_and_the_queue_reconciles_it(
         while len(kube.read) < 3 and not consumer.done():  # noqa: ASYNC110 - as above
             await asyncio.sleep(0.01)
         assert kube.read == ["checkout", "cart", "checkout"], "reached, a key may be queued again"
+        runtime.acting = False
+        runtime.enqueue((NAMESPACE, "search"))
+        while runtime._queued and not consumer.done():  # noqa: ASYNC110 - until the consumer took it
+            await asyncio.sleep(0.01)
+        runtime.acting = True
+        runtime.enqueue((NAMESPACE, "cart"))
+        while len(kube.read) < 4 and not consumer.done():  # noqa: ASYNC110 - as above
+            await asyncio.sleep(0.01)
+        assert kube.read == ["checkout", "cart", "checkout", "cart"], "queued by a term that ended"
     finally:
         consumer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
