@@ -8,7 +8,6 @@ import kopf
 
 from servicebuild import command_line, handlers  # noqa: F401 - importing registers the handlers with Kopf
 from servicebuild.config import Settings
-from servicebuild.kube import PAGE_SIZE
 
 _WATCH_GRACE_SECONDS = 5
 
@@ -25,10 +24,10 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     # little after the server should have ended it, and Kopf watches again.
     operator.watching.client_timeout = settings.watch_timeout_seconds + _WATCH_GRACE_SECONDS
     operator.execution.max_workers = settings.workers
-    # Kopf reads what exists in one LIST by default: 10,000 ServiceBuilds in one answer is a peak of memory
-    # that stays with the process. Its per-object worker limit is left unset: below the number of indexed
-    # objects it deadlocks the first listing (kopf#1243), and it would delay events, not drop their bodies.
-    operator.watching.chunk_size = PAGE_SIZE
+    # Kopf's first LIST stays in one piece (watching.chunk_size unset): in pages, each object of a later page
+    # wakes every object already waiting for the indexes to be complete, quadratic in their number (minutes
+    # of CPU at 10,000). Its per-object worker limit stays unset too: below the number of indexed objects it
+    # deadlocks that first listing (kopf#1243), and it would delay events, not drop their bodies.
     return operator
 
 

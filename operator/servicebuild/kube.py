@@ -30,8 +30,8 @@ from servicebuild.times import format_time
 logger = logging.getLogger(__name__)
 
 _TRANSIENT_STATUSES = {408, 409, 429, 500, 502, 503, 504}
-PAGE_SIZE = 500
-"""Objects per page of a LIST (the operator's own, and Kopf's first LIST of each watch)."""
+_PAGE_SIZE = 500
+"""Objects per page of a LIST."""
 _MAX_EXPLANATION = 400
 """Characters of the API server's own explanation kept in a message (which field it rejected)."""
 
@@ -134,7 +134,7 @@ class Kube:
         which would set the operator's peak memory."""
         token = None
         while True:
-            page = self._call(action, call, *args, limit=PAGE_SIZE, _continue=token, **kwargs) or {}
+            page = self._call(action, call, *args, limit=_PAGE_SIZE, _continue=token, **kwargs) or {}
             yield page.get("items") or []
             token = (page.get("metadata") or {}).get("continue")
             if not token:

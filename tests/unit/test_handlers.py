@@ -7,8 +7,9 @@
   LIST is read, and keeps none of their bodies while it waits for the next tick;
 - the free memory of a burst is handed back: the C heap trimmed once a tick's reconciles are done, and
   after a collection once a term's first sweep has reconciled every ServiceBuild;
-- Kopf reads what exists a page at a time and runs as many per-object workers as objects have events
-  (a limit deadlocks the first listing with indexes, kopf#1243);
+- Kopf reads what exists in one LIST (in pages, its wait for the indexes costs quadratic time) and runs as
+  many per-object workers as objects have events (a limit deadlocks the first listing with indexes,
+  kopf#1243);
 - Kopf itself writes nothing to the objects (a standby must not): only event and index handlers are
   registered, no create/update/delete handlers (which keep progress in annotations) and no daemons;
 - a ServiceBuild's event is news when its generation or annotations changed, or it is new to the term; a
@@ -31,7 +32,6 @@ import kopf
 from servicebuild import handlers
 from servicebuild.__main__ import kopf_settings
 from servicebuild.config import Settings
-from servicebuild.kube import PAGE_SIZE
 from servicebuild.reconciler import Reconciler
 from support.fakes import FakeGit, FakeKube, FakeRegistry
 
@@ -169,10 +169,10 @@ async def test_a_terms_first_sweep_collects_and_trims_once_every_servicebuild_is
     assert read_when_trimmed == [["checkout", "cart", "search"]]
 
 
-def test_kopf_lists_a_page_at_a_time_with_a_worker_for_every_object_with_events() -> None:
+def test_kopf_lists_in_one_piece_with_a_worker_for_every_object_with_events() -> None:
     settings = kopf_settings(Settings(workers=3))
 
-    assert settings.watching.chunk_size == PAGE_SIZE
+    assert settings.watching.chunk_size is None
     assert settings.queueing.worker_limit is None
     assert settings.execution.max_workers == 3
 
