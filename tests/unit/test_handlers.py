@@ -7,9 +7,8 @@
   LIST is read, and keeps none of their bodies while it waits for the next tick;
 - the free memory of a burst is handed back: the C heap trimmed once a tick's reconciles are done, and
   after a collection once a term's first sweep has reconciled every ServiceBuild;
-- Kopf reads what exists in one LIST (in pages, its wait for the indexes costs quadratic time) and runs as
-  many per-object workers as objects have events (a limit deadlocks the first listing with indexes,
-  kopf#1243);
+- Kopf reads what exists in one LIST (pages make its wait for the indexes longer) and runs as many
+  per-object workers as objects have events (a limit deadlocks the first listing with indexes, kopf#1243);
 - Kopf itself writes nothing to the objects (a standby must not): only event and index handlers are
   registered, no create/update/delete handlers (which keep progress in annotations) and no daemons;
 - a ServiceBuild's event is news when its generation or annotations changed, or it is new to the term; a
