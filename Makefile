@@ -51,9 +51,10 @@ bench: install ## 500 builds at once without and with a build limit, then 30 one
 	$(BIN)/python bench/bench_many_builds.py --count 500 --limit 50 --per-namespace 10
 	$(BIN)/python bench/bench_many_builds.py --count 30 --apply-interval 2
 
-bench-idle: install ## the operator at rest with 2,000 then 10,000 idle ServiceBuilds: CPU, RSS, requests per resync tick
+bench-idle: install ## the operator at rest with 2,000 then 10,000 idle ServiceBuilds (and restarted among 10,000): CPU, RSS, requests per resync tick
 	$(BIN)/python bench/bench_idle.py --count 2000 $(BENCH_IDLE_ARGS)
 	$(BIN)/python bench/bench_idle.py --count 10000 $(BENCH_IDLE_ARGS)
+	$(BIN)/python bench/bench_idle.py --count 10000 --restart $(BENCH_IDLE_ARGS)
 
 demo: ## kind + local registry, the operator image, sample builds in-cluster (needs docker, kind, kubectl)
 	bash e2e/demo.sh

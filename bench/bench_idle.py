@@ -6,7 +6,7 @@ has passed, then watches the operator from outside over an idle window of at lea
 `--window-seconds`, from the start of one resync tick to the start of another:
 
 - its CPU time (utime + stime of its process), as a share of one core, in all and in the seconds
-  in which it sent no request at all (between the ticks);
+  in which it sent no request but watches and its Lease's renewals (between the ticks);
 - its memory: VmRSS with no objects, once everything settled, at the end; VmHWM (the peak of the
   whole run, set-up included);
 - its API requests per resync tick, by verb and resource, the writes among them, and how long each
@@ -50,6 +50,7 @@ from harness import (
     PODS,
     ProcessSample,
     Stage,
+    background,
     create_service,
     default_resync,
     machine,
@@ -91,24 +92,27 @@ class Observer:
     pid: int
     ticks: list[Mark] = field(default_factory=list)
     seconds: list[tuple[float, float, int]] = field(default_factory=list)
-    """Once a second while sampling: (time, operator CPU seconds, operator requests so far)."""
+    """Once a second while sampling: (time, operator CPU seconds, operator requests so far other than
+    watches and the Lease's)."""
     requests: Counter[str] = field(default_factory=Counter)
+    work_requests: int = 0
     last_request_at: float = field(default_factory=time.monotonic)
-    """When the operator's last request (other than a watch) arrived."""
+    """When the operator's last request (other than a watch or the Lease's) arrived."""
 
     def request(self, what: str, at: float) -> None:
         """Called by the emulator as each of the operator's requests arrives (counted already)."""
         if what == _TICK:
             self.ticks.append(self.mark(last_request_before=self.last_request_at))
-        if not what.startswith("watch "):  # a watch is no part of a tick
+        if not background(what):  # no part of a tick
             self.last_request_at = at
+            self.work_requests += 1
 
     def mark(self, last_request_before: float = math.nan) -> Mark:
         return Mark(sample(self.pid), self.requests.copy(), time.process_time(), last_request_before)
 
     async def sample_seconds(self) -> None:
         while True:
-            self.seconds.append((time.monotonic(), sample(self.pid).cpu_seconds, self.requests.total()))
+            self.seconds.append((time.monotonic(), sample(self.pid).cpu_seconds, self.work_requests))
             await asyncio.sleep(1.0)
 
 
@@ -136,7 +140,8 @@ class Figures:
     ticks: list[Mark] = field(default_factory=list)
     """The ticks that started inside the window (the end's tick excluded)."""
     quiet: tuple[float, float] = (0.0, 0.0)
-    """Seconds of the window without any request of the operator, and its CPU time in them."""
+    """Seconds of the window without a request of the operator (watches and the Lease's aside), and its CPU
+    time in them."""
     load_average: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
     problems: list[str] = field(default_factory=list)
 
@@ -305,7 +310,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> Figures:
             figures.settle_seconds = time.monotonic() - figures.started
             figures.settled = sample(stage.pid)
             figures.setup_cpu_seconds = figures.settled.cpu_seconds
-            _progress(figures, f"settled: {dict(tally(stage.emulator))}, the operator quiet")
+            rss = _mib(figures.settled.rss_kib)
+            _progress(figures, f"settled: {dict(tally(stage.emulator))}, the operator quiet, RSS {rss}")
             if args.restart:
                 observer = await _restart(stage, args, figures, observer)
         except TimeoutError as exc:
@@ -384,7 +390,7 @@ def report(figures: Figures, args: argparse.Namespace) -> None:
     quiet_seconds, quiet_cpu = figures.quiet
     if quiet_seconds:
         print(
-            f"     in the {quiet_seconds:.0f} s without any request       {quiet_cpu:.2f} s ="
+            f"     in the {quiet_seconds:.0f} s without a request (Lease aside) {quiet_cpu:.2f} s ="
             f" {100 * quiet_cpu / quiet_seconds:.2f}% of one core"
         )
     if ticks:

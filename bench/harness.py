@@ -64,6 +64,7 @@ __all__ = [
     "ProcessSample",
     "RunningRegistry",
     "Stage",
+    "background",
     "condition",
     "create_service",
     "default_resync",
@@ -420,9 +421,20 @@ async def create_service(
     await cluster.create_servicebuild(namespace, name, spec)
 
 
+def background(what: str) -> bool:
+    """Whether a `verb resource` request is no work on the objects: a watch, or the leader election's
+    Lease, read and renewed every couple of seconds whatever there is to do."""
+    verb, _, resource = what.partition(" ")
+    return verb == "watch" or resource.startswith("leases")
+
+
 def writes_of(requests: Mapping[str, int]) -> int:
-    """How many of these `verb resource` counts are writes."""
-    return sum(number for what, number in requests.items() if what.split(" ", 1)[0] in WRITE_VERBS)
+    """How many of these `verb resource` counts are writes to objects (the Lease's renewals left out)."""
+    return sum(
+        number
+        for what, number in requests.items()
+        if what.split(" ", 1)[0] in WRITE_VERBS and not background(what)
+    )
 
 
 def print_requests(requests: Counter[str], divisor: float, per: str, indent: str = "     ") -> None:
@@ -599,12 +611,14 @@ async def wait_until_watching(
 
 
 async def wait_until_quiet(emulator: BenchEmulator, quiet_seconds: float, within: float) -> bool:
-    """Until the operator has sent no request for `quiet_seconds`; False if that took over `within`."""
+    """Until the operator has sent no request for `quiet_seconds` (watches and the Lease's renewals aside);
+    False if that took over `within`."""
     deadline = time.monotonic() + within
     last = [time.monotonic()]
 
-    def seen(_: str, at: float) -> None:
-        last[0] = at
+    def seen(what: str, at: float) -> None:
+        if not background(what):
+            last[0] = at
 
     emulator.on_operator_request.append(seen)
     try:

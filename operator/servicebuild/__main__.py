@@ -24,6 +24,10 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     # little after the server should have ended it, and Kopf watches again.
     operator.watching.client_timeout = settings.watch_timeout_seconds + _WATCH_GRACE_SECONDS
     operator.execution.max_workers = settings.workers
+    # Kopf's first LIST stays in one piece (watching.chunk_size unset): until every object is indexed, each
+    # one listed or indexed wakes all those waiting for the indexes, and pages let more of them wait. Its
+    # per-object worker limit stays unset too: below the number of indexed objects it deadlocks that first
+    # listing (kopf#1243), and it would delay events, not drop their bodies.
     return operator
 
 

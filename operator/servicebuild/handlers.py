@@ -28,7 +28,7 @@ from typing import Any, Self
 
 import kopf
 
-from servicebuild import plan
+from servicebuild import memory, plan
 from servicebuild.admission import Key
 from servicebuild.api.models import (
     GROUP,
@@ -90,9 +90,13 @@ class Runtime:
     """This replica leads and has counted the running builds: its term has begun."""
     ready: bool = False
     """The watches have listed what exists (readiness; a standby is ready too)."""
+    trim_memory: memory.Trim = field(default_factory=memory.malloc_trim)
+    """Returns the C heap's free pages after a burst of work (see memory.py)."""
     _rechecks: dict[Key, datetime] = field(default_factory=dict)
     _failures: dict[Key, int] = field(default_factory=dict)
     _seen: dict[Key, int] = field(default_factory=dict)
+    _queue: asyncio.Queue[Key] = field(default_factory=asyncio.Queue)
+    _queued: set[Key] = field(default_factory=set)
     _recheck_guard: threading.Lock = field(default_factory=threading.Lock)
     _pool_work: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="pools")
@@ -169,6 +173,19 @@ class Runtime:
             news = self._seen.get(key) != fingerprint
             self._seen[key] = fingerprint
             return news
+
+    def enqueue(self, key: Key) -> None:
+        """Reconcile `key` soon; once, however many events ask before it is reached (each reconcile reads
+        the object afresh). Only the key waits: not the event's body, nor Kopf's worker. Called on the
+        event loop."""
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    async def next_queued(self) -> Key:
+        key = await self._queue.get()
+        self._queued.discard(key)
+        return key
 
     def forget(self, key: Key) -> None:
         with self._recheck_guard:
@@ -293,7 +310,7 @@ def _acting(memo: kopf.Memo, **_: Any) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, when=_acting)
-def servicebuild_event(
+async def servicebuild_event(
     type: str | None,  # noqa: A002 - Kopf's name
     namespace: str | None,
     name: str,
@@ -302,7 +319,12 @@ def servicebuild_event(
     **_: Any,
 ) -> None:
     """A ServiceBuild appeared, changed (its spec, or an annotation asking for a build or announcing a
-    push) or went; a change of its status alone is the operator's own write and no news."""
+    push) or went; a change of its status alone is the operator's own write and no news.
+
+    The reconcile is queued, by key, not run here: thousands of ServiceBuilds arriving together (a start
+    among them) would otherwise each hold a Kopf worker with its event until a thread is free for it, and
+    that peak stays in the process's memory long after.
+    """
     if namespace is None:  # the resource is namespaced; Kopf passes None only for cluster-scoped ones
         return
     runtime: Runtime = memo.runtime
@@ -310,11 +332,20 @@ def servicebuild_event(
     if type == "DELETED":
         # Jobs go with their owner through garbage collection; a build slot or queue place is ours to drop.
         runtime.forget(key)
-        for woken in runtime.reconciler.forget(key):
-            _reconcile_quietly(runtime, woken)
+        for woken in await asyncio.to_thread(runtime.reconciler.forget, key):
+            runtime.enqueue(woken)
         return
     if runtime.noticed(key, *_news(body.metadata)):
-        _reconcile_quietly(runtime, key)
+        runtime.enqueue(key)
+
+
+async def _reconcile_queued_forever(runtime: Runtime) -> None:
+    """One of SERVICEBUILD_WORKERS consumers of the ServiceBuilds' queue. A key queued before this replica
+    stopped leading is dropped: a new term reconciles every ServiceBuild anyway."""
+    while True:
+        key = await runtime.next_queued()
+        if runtime.may_act():
+            await asyncio.to_thread(_reconcile_quietly, runtime, key)
 
 
 def _reconcile_pool(runtime: Runtime, key: Key) -> None:
@@ -504,6 +535,8 @@ async def _resync(runtime: Runtime, digests: kopf.Index[tuple[str | None, str], 
     # A ServiceBuild deleted while the operator was not looking still holds its build slot.
     for key in [*due, *sorted(tracked - listed)]:
         await asyncio.to_thread(_reconcile_quietly, runtime, key)
+    # Whatever burst came since the last tick (many ServiceBuilds created together) has been handled by now.
+    await asyncio.to_thread(runtime.trim_memory)
 
 
 def _watched(
@@ -603,6 +636,7 @@ async def _begin_term(runtime: Runtime) -> None:
             await asyncio.sleep(_FIRST_RETRY_DELAY)
     for key in due:
         await asyncio.to_thread(_reconcile_quietly, runtime, key)
+    await asyncio.to_thread(memory.release_after_burst, runtime.trim_memory)
 
 
 def _keyed(body: Mapping[str, Any]) -> tuple[Key, Mapping[str, Any]]:
@@ -654,6 +688,10 @@ async def start(
     settings: Settings = memo.settings
     if context_digests is None or polled_sources is None:  # Kopf passes every index, filled as watches run
         raise kopf.PermanentError("an index is missing")
+    # The reconciles run in the loop's default executor (asyncio.to_thread): SERVICEBUILD_WORKERS threads.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(settings.workers, thread_name_prefix="servicebuild")
+    )
     runtime = await asyncio.to_thread(Runtime.open, settings)
     memo.servers = [
         server
@@ -672,6 +710,10 @@ async def start(
             raise kopf.PermanentError(f"The {_SERVER_NAMES[type(server)]} cannot start: {exc}") from exc
     memo.runtime = runtime
     tasks = [
+        *(
+            asyncio.create_task(_reconcile_queued_forever(runtime), name=f"servicebuild-queue-{number}")
+            for number in range(settings.workers)
+        ),
         asyncio.create_task(_resync_forever(runtime, context_digests), name="servicebuild-resync"),
         asyncio.create_task(_recheck_forever(runtime), name="servicebuild-rechecks"),
         asyncio.create_task(_check_base_images_forever(runtime), name="servicebuild-base-images"),

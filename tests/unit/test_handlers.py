@@ -4,11 +4,17 @@
 - the ConfigMap handler copies the names from Kopf's index on the event loop before reconciling in
   worker threads: the index changing meanwhile (Kopf updates it on the loop) cannot break the loop;
 - the resync reads its LIST page by page, reconciles the ServiceBuilds of every page once the whole
-  LIST is read, and keeps none of their bodies while it waits for the next tick.
+  LIST is read, and keeps none of their bodies while it waits for the next tick;
+- the free memory of a burst is handed back: the C heap trimmed once a tick's reconciles are done, and
+  after a collection once a term's first sweep has reconciled every ServiceBuild;
+- Kopf reads what exists in one LIST (pages make its wait for the indexes longer) and runs as many
+  per-object workers as objects have events (a limit deadlocks the first listing with indexes, kopf#1243);
 - Kopf itself writes nothing to the objects (a standby must not): only event and index handlers are
   registered, no create/update/delete handlers (which keep progress in annotations) and no daemons;
 - a ServiceBuild's event is news when its generation or annotations changed, or it is new to the term; a
-  status change alone (the operator's own write) is not.
+  status change alone (the operator's own write) is not;
+- a ServiceBuild's events only queue its key, once however many arrive before it is reached; the queue's
+  consumers reconcile it while this replica leads.
 """
 
 import asyncio
@@ -24,6 +30,7 @@ from typing import Any
 import kopf
 
 from servicebuild import handlers
+from servicebuild.__main__ import kopf_settings
 from servicebuild.config import Settings
 from servicebuild.reconciler import Reconciler
 from support.fakes import FakeGit, FakeKube, FakeRegistry, FakeRuns
@@ -78,10 +85,11 @@ class Body(dict[str, Any]):
     """A ServiceBuild as the API returns it, which a weak reference can follow (a plain dict cannot)."""
 
 
-def _body(name: str) -> Body:
+def _body(name: str, generation: int = 1) -> Body:
     # An unreadable spec: never idle, so every tick reconciles it.
     return Body(
-        metadata={"namespace": NAMESPACE, "name": name, "uid": f"uid-{name}", "generation": 1}, spec={}
+        metadata={"namespace": NAMESPACE, "name": name, "uid": f"uid-{name}", "generation": generation},
+        spec={},
     )
 
 
@@ -109,6 +117,9 @@ class PagingKube:
     def get_servicebuild(self, namespace: str, name: str) -> dict[str, Any] | None:  # noqa: ARG002
         self.read.append(name)
         return None  # deleted meanwhile: nothing more to reconcile
+
+    def list_build_jobs(self, namespaces: Iterable[str]) -> list[dict[str, Any]]:  # noqa: ARG002
+        return []
 
 
 def _paging_runtime(kube: PagingKube) -> handlers.Runtime:
@@ -146,6 +157,38 @@ async def test_no_servicebuild_body_outlives_its_resync_tick() -> None:
             await resync
 
 
+async def test_a_resync_tick_trims_the_heap_once_its_reconciles_are_done() -> None:
+    kube = PagingKube()
+    runtime = _paging_runtime(kube)
+    read_when_trimmed: list[list[str]] = []
+    runtime.trim_memory = lambda: read_when_trimmed.append(list(kube.read))
+
+    await handlers._resync(runtime, {})  # type: ignore[arg-type]
+
+    assert read_when_trimmed == [["checkout", "cart", "search"]]
+
+
+async def test_a_terms_first_sweep_collects_and_trims_once_every_servicebuild_is_reconciled() -> None:
+    kube = PagingKube()
+    runtime = _paging_runtime(kube)
+    runtime.acting = False
+    read_when_trimmed: list[list[str]] = []
+    runtime.trim_memory = lambda: read_when_trimmed.append(list(kube.read))
+
+    await handlers._begin_term(runtime)
+
+    assert runtime.acting
+    assert read_when_trimmed == [["checkout", "cart", "search"]]
+
+
+def test_kopf_lists_in_one_piece_with_a_worker_for_every_object_with_events() -> None:
+    settings = kopf_settings(Settings(workers=3))
+
+    assert settings.watching.chunk_size is None
+    assert settings.queueing.worker_limit is None
+    assert settings.execution.max_workers == 3
+
+
 def test_kopf_keeps_no_progress_on_any_object() -> None:
     registry = kopf.get_default_registry()
     assert registry._watching.get_all_handlers(), "the event handlers are registered"
@@ -174,3 +217,41 @@ def test_only_a_new_generation_or_annotation_is_news() -> None:
     assert not runtime.noticed(key, 2, {"servicebuild.dev/requested-at": "2026-11-28T10:01:00Z"})
     runtime.begin_term([])
     assert runtime.noticed(key, 2, {"servicebuild.dev/requested-at": "2026-11-28T10:01:00Z"}), "a new term"
+
+
+async def test_events_queue_their_servicebuild_once_and_the_queue_reconciles_it() -> None:
+    kube = PagingKube()
+    runtime = _paging_runtime(kube)
+    events = [("checkout", 1), ("checkout", 2), ("cart", 1), ("checkout", 3)]
+    for name, generation in events:
+        await handlers.servicebuild_event(
+            type="MODIFIED",
+            namespace=NAMESPACE,
+            name=name,
+            body=kopf.Body(_body(name, generation)),
+            memo=kopf.Memo(runtime=runtime),
+        )
+    assert kube.read == [], "an event only queues its ServiceBuild"
+
+    consumer = asyncio.create_task(handlers._reconcile_queued_forever(runtime))
+    try:
+        while len(kube.read) < 2 and not consumer.done():  # noqa: ASYNC110 - waits for the consumer's thread
+            await asyncio.sleep(0.01)
+        assert kube.read == ["checkout", "cart"]
+        runtime.enqueue((NAMESPACE, "checkout"))
+        while len(kube.read) < 3 and not consumer.done():  # noqa: ASYNC110 - as above
+            await asyncio.sleep(0.01)
+        assert kube.read == ["checkout", "cart", "checkout"], "reached, a key may be queued again"
+        runtime.acting = False
+        runtime.enqueue((NAMESPACE, "search"))
+        while runtime._queued and not consumer.done():  # noqa: ASYNC110 - until the consumer took it
+            await asyncio.sleep(0.01)
+        runtime.acting = True
+        runtime.enqueue((NAMESPACE, "cart"))
+        while len(kube.read) < 4 and not consumer.done():  # noqa: ASYNC110 - as above
+            await asyncio.sleep(0.01)
+        assert kube.read == ["checkout", "cart", "checkout", "cart"], "queued by a term that ended"
+    finally:
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
