@@ -5,7 +5,6 @@ build (`builder_wait`, pure), start buildctl (`render.pool_run` and the runner).
 build (read back, status, findings, history, metrics) is the reconciler's, the same as for Jobs.
 """
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -18,7 +17,7 @@ from servicebuild.inputs import InputReader, Problem
 from servicebuild.observe import Observation, observe_run
 from servicebuild.pool_status import IDLE
 from servicebuild.render.job import BuildInputs
-from servicebuild.render.pool_run import PoolRun, RunState, render_pool_run
+from servicebuild.render.pool_run import Builder, PoolRun, RunState, render_pool_run
 from servicebuild.status import Build, InProgress, Outcome, Progress, Stalled
 
 Key = tuple[str, str]
@@ -41,16 +40,6 @@ class PoolSource(Protocol):
 
     def get_builderpool(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def get_own_secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
-
-
-@dataclass(frozen=True)
-class Builder:
-    """A pool that can take a build now."""
-
-    key: Key
-    endpoint: str
-    tls: dict[str, str]
-    """The pool's Secret in the operator's namespace (base64 values): the CA and the client certificate."""
 
 
 def builder_wait(pool: BuilderPool | InvalidBuilderPool | None, name: str, running: int) -> str | None:
@@ -112,7 +101,7 @@ class PoolBuilds:
         tls = self.kube.get_own_secret_data(self.own_namespace, naming.pool_ca_secret_name(*key))
         if not tls:
             return f"BuilderPool {pool_name!r} has no client certificate yet."
-        return Builder(key, pool.status.endpoint, tls)
+        return Builder(key, pool.status.endpoint, tls, pool.spec.cache_export)
 
     def waiting(
         self, servicebuild: Key, name: str, build: Build, why: str, timeouts: tuple[int, datetime]
@@ -135,9 +124,7 @@ class PoolBuilds:
         """Start buildctl for the build `name`; raise Problem for what the user must fix."""
         material = self.inputs.run_material(servicebuild, inputs, builder.tls)
         try:
-            run = render_pool_run(
-                servicebuild, self.settings, inputs, endpoint=builder.endpoint, material=material
-            )
+            run = render_pool_run(servicebuild, self.settings, inputs, builder=builder, material=material)
         except ValueError as exc:
             raise Problem(Reason.INVALID_SPEC, str(exc)) from exc
         self._waiting.pop(servicebuild.metadata.key, None)

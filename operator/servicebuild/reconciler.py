@@ -54,9 +54,10 @@ from servicebuild.metrics import OperatorMetrics
 from servicebuild.naming import ANNOTATION_REQUESTED_AT
 from servicebuild.observe import BuildState, Observation, PendingLimit, observe, without_secrets
 from servicebuild.plan import DueBuild, ReadBack, Report, StartJob, StartNextAttempt, Wanted
-from servicebuild.poolbuilds import Builder, PoolBuilds, RunGateway
+from servicebuild.poolbuilds import PoolBuilds, RunGateway
 from servicebuild.registry import RegistryError
 from servicebuild.render.job import BUILD_CONTAINER, BuildInputs, render_job, tags_after_budget
+from servicebuild.render.pool_run import Builder
 from servicebuild.report_budget import BuildFacts, merge_facts, parse_log_facts
 from servicebuild.status import (
     DEFAULT_HISTORY,

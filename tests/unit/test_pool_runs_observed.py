@@ -20,7 +20,14 @@ from servicebuild.render.job import (
     BuildInputs,
     buildctl_args,
 )
-from servicebuild.render.pool_run import RUN_PATHS, PoolRun, RunMaterial, RunState, render_pool_run
+from servicebuild.render.pool_run import (
+    RUN_PATHS,
+    Builder,
+    PoolRun,
+    RunMaterial,
+    RunState,
+    render_pool_run,
+)
 
 SAMPLES = Path(__file__).parent / "buildkit_samples"
 ENDPOINT = "tcp://builders-buildkitd.shop.svc:1234"
@@ -66,7 +73,8 @@ def test_a_pool_build_is_the_jobs_build_with_the_runs_paths(
     servicebuild = _servicebuild(source, **spec)
     settings = Settings()
     material = RunMaterial(TLS, secrets={"npmrc": b"s3cret"}, git_auth=b"t0ken", context={"Dockerfile": b"F"})
-    run = render_pool_run(servicebuild, settings, inputs, endpoint=ENDPOINT, material=material)
+    exporting = Builder(("shop", "builders"), ENDPOINT, {}, export_cache=True)
+    run = render_pool_run(servicebuild, settings, inputs, builder=exporting, material=material)
 
     job_args = buildctl_args(servicebuild.spec, settings, inputs, generation=3)
     for job_path, run_path in (
@@ -88,6 +96,20 @@ def test_a_pool_build_is_the_jobs_build_with_the_runs_paths(
     else:
         assert run.files["secrets/npmrc"] == b"s3cret"
         assert run.files["context/Dockerfile"] == b"F"
+
+
+def test_a_pool_imports_the_registry_cache_and_exports_it_only_when_it_says_so() -> None:
+    servicebuild = _servicebuild({"configMap": {"name": "ctx"}})
+    inputs = BuildInputs(timestamp="20261128100000", context_digest="sha256:" + "0" * 64)
+    material = RunMaterial(TLS, context={"Dockerfile": b"F"})
+    pool = Builder(("shop", "builders"), ENDPOINT, {})
+    run = render_pool_run(servicebuild, Settings(), inputs, builder=pool, material=material)
+    assert "--import-cache" in run.argv
+    assert "--export-cache" not in run.argv
+    job_args = buildctl_args(servicebuild.spec, Settings(), inputs, generation=3)
+    export = job_args[job_args.index("--export-cache") + 1]
+    assert export not in run.argv
+    assert len(run.argv) == len(job_args) + 5 - 2
 
 
 def _ended(**fields: object) -> RunState:

@@ -102,6 +102,11 @@ class BuilderPoolSpec(_Model):
     max_concurrent_builds: Annotated[int, Field(ge=1, le=MAX_CONCURRENT_BUILDS)] = 4
     """How many builds the daemon runs at once; more wait for it. Default: 4, at most 64."""
 
+    cache_export: bool = False
+    """Whether builds on the pool also export the registry cache (`spec.cache` of each ServiceBuild), for
+    Jobs and other pools to import; default: false, the daemon keeps its own cache, and a cold daemon still
+    imports the registry cache. An export costs every build a push of the cache."""
+
     idle_timeout: Annotated[str, Field(pattern=DURATION_PATTERN, min_length=2, max_length=32)] = "30m"
     """How long the daemon runs without builds before it is scaled to zero, to start again on the next
     build, e.g. `1h`; `0s`: always on. Default: `30m`."""

@@ -30,6 +30,18 @@ RUN_PATHS = BuildPaths(
 
 
 @dataclass(frozen=True)
+class Builder:
+    """A pool that can take a build now."""
+
+    key: Key
+    endpoint: str
+    tls: dict[str, str]
+    """The pool's Secret in the operator's namespace (base64 values): the CA and the client certificate."""
+    export_cache: bool = False
+    """The pool's `spec.cacheExport`."""
+
+
+@dataclass(frozen=True)
 class RunMaterial:
     """The contents a run needs, read by the operator from Secrets and the ConfigMap."""
 
@@ -87,14 +99,17 @@ def render_pool_run(
     settings: Settings,
     inputs: BuildInputs,
     *,
-    endpoint: str,
+    builder: Builder,
     material: RunMaterial,
 ) -> PoolRun:
-    """The buildctl command of one build of `servicebuild` on the pool at `endpoint`, and its files."""
+    """The buildctl command of one build of `servicebuild` on the pool `builder`, and its files; the
+    registry cache only imported unless the pool exports it (its daemon keeps its own)."""
     spec = servicebuild.spec
     build = buildctl_args(
         spec, settings, inputs, generation=servicebuild.metadata.generation, paths=RUN_PATHS
     )
+    if not builder.export_cache:
+        build = _without(build, "--export-cache")
     files = {f"{TLS_DIR}/{key}": material.tls[key] for key in (CA_CERT_KEY, TLS_CERT_KEY, TLS_KEY_KEY)}
     if material.docker_config is not None:
         files[DOCKER_CONFIG_FILE] = material.docker_config
@@ -106,10 +121,24 @@ def render_pool_run(
         files[f"{RUN_PATHS.context}/{path}"] = content
     provenance = settings.provenance_of(spec.attestations)
     return PoolRun(
-        argv=("buildctl", "--addr", endpoint, "--tlsdir", TLS_DIR, *build),
+        argv=("buildctl", "--addr", builder.endpoint, "--tlsdir", TLS_DIR, *build),
         files=files,
         timeout_seconds=spec.timeout_seconds,
         commit=inputs.commit,
         context_digest=inputs.context_digest,
         provenance=provenance.value,
     )
+
+
+def _without(args: list[str], flag: str) -> list[str]:
+    """The arguments less every `flag value` pair."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
