@@ -27,8 +27,8 @@ We test these aspects:
 - following the bindings to the operator's ServiceAccount: the cluster-wide install grants every need
   cluster-wide; the namespaced install (deploy/overlays/production-namespaced) grants cluster-wide exactly
   the needs no namespace confines and, in each namespace SERVICEBUILD_NAMESPACES names, exactly the others;
-- the tenants' roles, through Kubernetes' own aggregation chain: view reads ServiceBuilds and their status,
-  edit and admin also write ServiceBuilds, and none writes their status;
+- the tenants' roles, through Kubernetes' own aggregation chain: view reads ServiceBuilds, BuilderPools and
+  their status, edit and admin also write ServiceBuilds, admin BuilderPools, and none writes a status;
 - the mapping from a client method to a permission, as a table (the client's naming convention: read → get,
   list → list or watch, create, patch, replace → update, delete, delete_collection → deletecollection).
 """
@@ -800,20 +800,27 @@ def test_the_operator_tells_kube_py_the_namespaces_it_serves() -> None:
 
 def test_view_edit_and_admin_get_the_tenant_roles() -> None:
     """Through Kubernetes' own aggregation chain (its bootstrap roles, tests/unit/kubernetes_roles): view
-    reads ServiceBuilds and their status, edit and admin also write them, nobody but the operator writes
-    the status."""
+    reads ServiceBuilds and BuilderPools and their status, edit and admin also write ServiceBuilds, admin
+    BuilderPools; nobody but the operator writes a status."""
     kubernetes_roles = yaml.safe_load(KUBERNETES_ROLES_YAML.read_text())["items"]
     granted = aggregated([*kubernetes_roles, *tenant_roles()])
     reads = ("get", "list", "watch")
     read = {(GROUP, resource, verb) for resource in (PLURAL, f"{PLURAL}/status") for verb in reads}
     write = {(GROUP, PLURAL, verb) for verb in ("create", "update", "patch", "delete", "deletecollection")}
 
-    def servicebuilds(role: str) -> set[Permission]:
+    pool_read = {
+        (GROUP, resource, verb) for resource in ("builderpools", "builderpools/status") for verb in reads
+    }
+    pool_write = {
+        (GROUP, "builderpools", verb) for verb in ("create", "update", "patch", "delete", "deletecollection")
+    }
+
+    def ours(role: str) -> set[Permission]:
         return {permission for permission in granted[role] if permission[0] == GROUP}
 
-    assert servicebuilds("view") == read
-    assert servicebuilds("edit") == read | write
-    assert servicebuilds("admin") == read | write
+    assert ours("view") == read | pool_read
+    assert ours("edit") == read | write | pool_read
+    assert ours("admin") == read | write | pool_read | pool_write, "pools are the namespace admins' to make"
 
 
 CUSTOM = {"group": "example.com", "plural": "widgets"}
