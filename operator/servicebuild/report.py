@@ -53,12 +53,16 @@ def parse_report(message: str | None) -> BuildReport | None:
         return None
     if not isinstance(data, dict):
         return None
-    digest = data.get("digest")
+    return _report(
+        data.get("digest"), data.get("imageName"), data.get("cacheMetrics"), data.get("cacheExported")
+    )
+
+
+def _report(digest: object, image_name: object, metrics: object, exported: object) -> BuildReport | None:
+    """The report of these values as read, each checked; None without a digest."""
     if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
         return None
-    image_name = data.get("imageName")
-    cached, total = _cache_figures(data.get("cacheMetrics"))
-    exported = data.get("cacheExported")
+    cached, total = _cache_figures(metrics)
     return BuildReport(
         digest=digest,
         image_name=image_name if isinstance(image_name, str) and image_name else None,
@@ -105,20 +109,12 @@ def report_from_files(
         data = json.loads(metadata or "")
     except (ValueError, RecursionError):
         return None
-    digest = data.get("containerimage.digest") if isinstance(data, dict) else None
-    if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
+    if not isinstance(data, dict):
         return None
-    image_name = data.get("image.name")
     lines = [line for line in (cache_metrics or "").splitlines() if line.strip()]
     try:
         metrics = json.loads(lines[-1]) if lines else None
     except (ValueError, RecursionError):
         metrics = None
-    cached, total = _cache_figures(metrics)
-    return BuildReport(
-        digest=digest,
-        image_name=image_name if isinstance(image_name, str) and image_name else None,
-        cached_steps=cached,
-        total_steps=total,
-        cache_exported=("cache.manifest" in data) if cache_export else None,
-    )
+    exported = ("cache.manifest" in data) if cache_export else None
+    return _report(data.get("containerimage.digest"), data.get("image.name"), metrics, exported)

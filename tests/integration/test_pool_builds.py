@@ -24,6 +24,7 @@ from servicebuild.api.models import GROUP, VERSION
 from servicebuild.naming import pool_daemon_name
 from support.fake_buildctl import calls, holds_started, plan, trust_daemon
 from support.oci_registry import RunningRegistry, push_image
+from support.processes import process_alive
 
 OWN = "servicebuild-system"
 POOL = "builders"
@@ -97,13 +98,17 @@ def pool_ready_reason(cluster: Cluster) -> str | None:
     return ready_condition["reason"] if ready_condition and ready_condition["status"] == "True" else None
 
 
-async def ready_pool(cluster: Cluster, plan_dir: Path, spec: dict[str, Any] | None = None) -> None:
+async def ready_pool(cluster: Cluster, plan_dir: Path) -> None:
     """A pool whose daemon is available and serves the certificate the operator made for it."""
-    await create_pool(cluster, spec)
+    await create_pool(cluster)
     await play_deployment_controller(cluster)
     await eventually(lambda: pool_ready_reason(cluster) == "DaemonAvailable")
-    server = cluster.get(SECRETS, NAMESPACE, DAEMON)
-    assert server is not None
+    await trust_pool_certificate(cluster, plan_dir)
+
+
+async def trust_pool_certificate(cluster: Cluster, plan_dir: Path) -> None:
+    """The stand-in daemon serves the certificate the operator made for the pool and trusts its CA."""
+    server = await eventually(lambda: cluster.get(SECRETS, NAMESPACE, DAEMON))
     trust_daemon(
         plan_dir,
         DAEMON_ADDRESS,
@@ -163,8 +168,13 @@ async def test_a_build_waits_for_its_pool_and_starts_once_it_is_ready(
 async def test_an_idle_pool_scales_to_zero_and_starts_for_the_next_build(
     cluster: Cluster, operator: OperatorProcess, oci_registry: RunningRegistry, buildctl_plan_dir: Path
 ) -> None:
-    await ready_pool(cluster, buildctl_plan_dir, {"idleTimeout": "1s"})
-    await eventually(lambda: (cluster.get(DEPLOYMENTS, NAMESPACE, DAEMON) or {})["spec"]["replicas"] == 0)
+    # Not waiting for the daemon to be available first: with an idleTimeout of 1 s, a loaded machine may
+    # reconcile the new pool after its operator was idle that long, and scale it to zero at once.
+    await create_pool(cluster, {"idleTimeout": "1s"})
+    await eventually(
+        lambda: ((cluster.get(DEPLOYMENTS, NAMESPACE, DAEMON) or {}).get("spec") or {}).get("replicas") == 0
+    )
+    await trust_pool_certificate(cluster, buildctl_plan_dir)
     await play_deployment_controller(cluster)
     idle = await eventually(lambda: condition(cluster.get(BUILDERPOOLS, NAMESPACE, POOL) or {}, "Ready"))
     await eventually(
@@ -195,7 +205,7 @@ async def test_an_operator_killed_mid_build_leaves_one_result(
 
     (held,) = calls(buildctl_plan_dir)
     operator.kill()
-    await eventually(lambda: not alive(held["pid"]), within=30)
+    await eventually(lambda: not process_alive(held["pid"]), within=30)
     operator.start()
 
     body = await eventually(lambda: ready(cluster, "checkout", 1), within=120)
@@ -212,12 +222,3 @@ async def test_an_operator_killed_mid_build_leaves_one_result(
         )
     )
     assert reasons.count("BuildSucceeded") == 1
-
-
-def alive(pid: int) -> bool:
-    """Whether the process runs (a zombie waiting to be reaped does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"

@@ -12,6 +12,7 @@ import pytest
 
 from servicebuild.poolruns import PoolRuns
 from servicebuild.render.pool_run import PoolRun
+from support.processes import process_alive
 
 SB, POOL = ("shop", "checkout"), ("shop", "builders")
 WAIT = 60.0
@@ -123,7 +124,8 @@ def test_losing_the_term_stops_every_run(tmp_path: Path, record: Path) -> None:
 
 def test_a_run_past_its_timeout_is_killed_and_says_so(tmp_path: Path, record: Path) -> None:
     runs, ended, _ = _runs(tmp_path)
-    runs.start(SB, "checkout-1", POOL, _run("hold", "0", timeout=1))
+    # Long enough for the script to reach its hold on a loaded machine, short enough for a unit test.
+    runs.start(SB, "checkout-1", POOL, _run("hold", "0", timeout=5))
     assert ended.wait(WAIT)
     state = runs.state("checkout-1")
     assert state is not None
@@ -185,22 +187,13 @@ def test_builds_die_with_the_operator(tmp_path: Path, record: Path) -> None:
     try:
         _wait_for(record / "started")
         buildctl = int((record / "pid").read_text())
-        assert _alive(buildctl)
+        assert process_alive(buildctl)
     finally:
         operator.kill()
         operator.wait()
     event = threading.Event()
     for _ in range(int(WAIT / 0.05)):
-        if not _alive(buildctl):
+        if not process_alive(buildctl):
             return
         event.wait(0.05)
     pytest.fail("buildctl outlived the operator")
-
-
-def _alive(pid: int) -> bool:
-    """Whether the process runs (a zombie waiting for its new parent to reap it does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
