@@ -13,7 +13,6 @@ own (`Runtime.retry_later`).
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import secrets
@@ -106,8 +105,9 @@ class Runtime:
     )
 
     @classmethod
-    def open(cls, settings: Settings) -> Self:
-        """The gateways' clients, connected as in-cluster config or the current kubeconfig says."""
+    def open(cls, settings: Settings, loop: asyncio.AbstractEventLoop) -> Self:
+        """The gateways' clients, connected as in-cluster config or the current kubeconfig says; `loop` runs
+        the queue of ServiceBuilds to reconcile."""
         kube = Kube.from_environment(settings.api_timeout_seconds)
         registry = RegistryClient(
             insecure_registries=settings.insecure_registries,
@@ -120,8 +120,9 @@ class Runtime:
         reconciler = Reconciler(kube, registry, git, settings, runs=runs, own_namespace=own_namespace)
         runtime = cls(settings, kube, reconciler, registry)
         runtime.pools = PoolReconciler(kube, settings, own_namespace, activity=runs)
-        runs.on_end = functools.partial(_reconcile_quietly, runtime)
         runs.on_pool = runtime.reconcile_pool_soon
+        # A build on a pool ended (buildctl's waiting thread says so): its ServiceBuild joins the queue.
+        runs.on_end = lambda key: loop.call_soon_threadsafe(runtime.enqueue, key)
         kube.may_act = runtime.may_act
         if settings.leader_election:
             identity = f"{socket.gethostname()}_{secrets.token_hex(4)}"
@@ -692,7 +693,7 @@ async def start(
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(settings.workers, thread_name_prefix="servicebuild")
     )
-    runtime = await asyncio.to_thread(Runtime.open, settings)
+    runtime = await asyncio.to_thread(Runtime.open, settings, asyncio.get_running_loop())
     memo.servers = [
         server
         for server in (

@@ -48,7 +48,7 @@ class PoolRuns:
     def __init__(self, directory: Path, clock: Callable[[], datetime] = _now) -> None:
         self.directory = directory
         self.clock = clock
-        self.on_end: Callable[[Key], None] = _ignore
+        self.on_end: Callable[[Key], object] = _ignore
         """Called with the ServiceBuild when its run ended (not when the operator stopped it)."""
         self.on_pool: Callable[[Key], None] = _ignore
         """Called with the pool when a run starts or ends on it, or a build wants it started."""
